@@ -1,0 +1,48 @@
+//! Media core configuration. Everything has a default that works on one machine.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// Configuration of the SFU (core and driver).
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Address put in our ICE candidates (what browsers send to). Behind NAT or in
+    /// Docker this is the public/node address, not the bind address.
+    pub advertise_ip: IpAddr,
+    /// Address the media sockets bind to.
+    pub bind_ip: IpAddr,
+    /// First media port (inclusive).
+    pub port_min: u16,
+    /// Last media port (inclusive).
+    pub port_max: u16,
+    /// Number of shard threads (0 = one per available core).
+    pub shards: usize,
+    /// How long a connected transport may go without ICE consent before its participant
+    /// is removed (browsers refresh consent every few seconds).
+    pub consent_timeout: Duration,
+    /// A transport that has not connected this long after creation is given up.
+    pub connect_timeout: Duration,
+    /// Minimum interval between keyframe requests forwarded to one publisher track.
+    pub keyframe_request_interval: Duration,
+    /// Most participants in one room.
+    pub max_participants_per_room: usize,
+    /// Honour per-participant impairment (test-only loss injection).
+    pub allow_impairment: bool,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port_min: 40_000,
+            port_max: 40_100,
+            shards: 0,
+            consent_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(30),
+            keyframe_request_interval: Duration::from_millis(500),
+            max_participants_per_room: 500,
+            allow_impairment: false,
+        }
+    }
+}

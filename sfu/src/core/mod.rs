@@ -1,0 +1,1374 @@
+//! The sans-IO media core of one shard: its rooms, their participants' transports
+//! (one str0m `Rtc` each), producers (incoming tracks) and consumers (a subscriber's view
+//! of a producer), and the routing index.
+//!
+//! # Driving contract
+//!
+//! The core never reads a clock and never touches a socket. Its owner (the shard thread
+//! in `driver`, or a test) must:
+//!
+//! 1. feed every datagram that arrived on a media port with [`ShardCore::handle_datagram`];
+//! 2. after a batch of datagrams, call [`ShardCore::flush`] (it lets each transport that
+//!    got packets to send encrypt and emit them once per batch, not once per packet);
+//! 3. call [`ShardCore::handle_timeout`] when [`ShardCore::poll_timeout`] is due;
+//! 4. drain [`ShardCore::poll_transmit`] (datagrams to send, with the local port they
+//!    must leave from) and [`ShardCore::poll_event`] (for signaling) after each of the above.
+//!
+//! Commands from signaling (`join`, `publish`, ...) are plain methods returning a
+//! `Result`. Time always comes in as `now`.
+//!
+//! # Lifecycle of a participant
+//!
+//! `join` creates the participant and, with the subscribe grant, its subscriber transport.
+//! `publish` creates (first time) the publisher transport and a producer per sending
+//! m-line; every other participant gets a consumer for it and a new server offer.
+//! `unpublish`/`leave`/consent timeout remove producers (consumers are parked, so a
+//! re-publish of the same source continues the subscriber's stream), then transports,
+//! routes and the room when it empties. [`ShardCore::counts`] shows it all returns to zero.
+
+pub mod route;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpPacket, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tracing::{debug, info, warn};
+
+use crate::config::SfuConfig;
+use crate::error::SfuError;
+use crate::ids::{ParticipantId, Role, Source, TrackId, TransportId};
+use crate::rewrite::Rewriter;
+use route::{MAX_ADDRS_PER_TRANSPORT, RouteDatagramTo, RouteIndex, Unroutable};
+
+/// Largest SDP we accept (an offer with many m-lines is a few KiB).
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+/// Housekeeping period: keyframe-request coalescing, consent checks, active speakers.
+const TICK: Duration = Duration::from_millis(100);
+/// Active-speaker evaluation period.
+const SPEAKER_PERIOD: Duration = Duration::from_millis(500);
+/// Audio level (dBov, 0 loudest) above which a participant counts as speaking.
+const SPEAKING_DBOV: f32 = -45.0;
+
+/// What a participant may do (from its token's grants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grants {
+    /// May publish tracks.
+    pub publish: bool,
+    /// May receive others' tracks.
+    pub subscribe: bool,
+}
+
+/// A track the client says it is sending in its offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRequest {
+    /// The m-line's mid in the client's offer.
+    pub mid: String,
+    /// What it carries.
+    pub source: Source,
+    /// Starts muted.
+    pub muted: bool,
+}
+
+/// Description of a published track (for signaling and the room state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// Track id.
+    pub id: TrackId,
+    /// Publisher.
+    pub participant: ParticipantId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Camera, microphone or screen.
+    pub source: Source,
+    /// Muted by its publisher.
+    pub muted: bool,
+    /// Negotiated codec name (e.g. `VP8`, `opus`).
+    pub codec: String,
+}
+
+/// The answer to a `publish`.
+#[derive(Debug, Clone)]
+pub struct PublishAnswer {
+    /// SDP answer for the client's publisher PC.
+    pub sdp: String,
+    /// Tracks now published from this offer.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// One m-line of a server offer and what it will carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedTrack {
+    /// The mid in our offer.
+    pub mid: String,
+    /// The producer currently feeding it (None when the publisher unpublished it).
+    pub track: Option<TrackId>,
+    /// Whose track it is.
+    pub publisher: ParticipantId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Camera, microphone or screen.
+    pub source: Source,
+}
+
+/// Why a participant was removed by the core itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    /// ICE consent lost (abrupt disconnect).
+    ConsentTimeout,
+    /// A transport never connected.
+    ConnectTimeout,
+    /// A transport failed (str0m error).
+    TransportFailed,
+}
+
+/// Events for signaling.
+#[derive(Debug, Clone)]
+pub enum SfuEvent {
+    /// Send this offer to the participant's subscriber PC.
+    SubscriberOffer {
+        /// To whom.
+        participant: ParticipantId,
+        /// The SDP offer.
+        sdp: String,
+        /// Mapping of every active m-line.
+        tracks: Vec<OfferedTrack>,
+    },
+    /// A track was published.
+    TrackPublished {
+        /// Room name.
+        room: Arc<str>,
+        /// The track.
+        track: TrackInfo,
+    },
+    /// A track was unpublished.
+    TrackUnpublished {
+        /// Room name.
+        room: Arc<str>,
+        /// Publisher.
+        participant: ParticipantId,
+        /// The track.
+        track: TrackId,
+    },
+    /// A track was muted or unmuted.
+    TrackMuted {
+        /// Room name.
+        room: Arc<str>,
+        /// Publisher.
+        participant: ParticipantId,
+        /// The track.
+        track: TrackId,
+        /// New state.
+        muted: bool,
+    },
+    /// The core removed a participant on its own (its state is already freed).
+    ParticipantRemoved {
+        /// Room name.
+        room: Arc<str>,
+        /// Who.
+        participant: ParticipantId,
+        /// Why.
+        reason: RemovalReason,
+    },
+    /// The set of active speakers in a room changed (loudest first, level 0..1).
+    ActiveSpeakers {
+        /// Room name.
+        room: Arc<str>,
+        /// Speakers.
+        speakers: Vec<(ParticipantId, f32)>,
+    },
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Index of the local port (into the shard's port list) to send from.
+    pub port_idx: usize,
+    /// Destination.
+    pub destination: SocketAddr,
+    /// Bytes.
+    pub data: Vec<u8>,
+}
+
+/// Counters (monotonic) of one shard.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ShardStats {
+    /// Datagrams received on the media ports.
+    pub datagrams_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// RTP packets received from publishers.
+    pub rtp_in: u64,
+    /// RTP packets written to subscribers.
+    pub rtp_forwarded: u64,
+    /// Datagrams no transport claimed.
+    pub unroutable: u64,
+    /// Datagrams a transport rejected (malformed, wrong state).
+    pub rejected: u64,
+    /// Keyframe requests forwarded to publishers.
+    pub keyframe_requests: u64,
+    /// Keyframe requests swallowed by throttling.
+    pub keyframe_requests_throttled: u64,
+    /// Datagrams dropped by test impairment.
+    pub impaired_drops: u64,
+}
+
+/// Live object counts; all zero when the shard is idle.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Rooms.
+    pub rooms: usize,
+    /// Participants.
+    pub participants: usize,
+    /// Transports (str0m instances).
+    pub transports: usize,
+    /// Producers.
+    pub producers: usize,
+    /// Consumers.
+    pub consumers: usize,
+    /// Routing-index entries (addresses + ufrags).
+    pub routes: usize,
+    /// Pending timers.
+    pub timers: usize,
+}
+
+struct Room {
+    participants: Vec<ParticipantId>,
+    producers: Vec<TrackId>,
+    speakers: Vec<ParticipantId>,
+}
+
+struct Participant {
+    room: Arc<str>,
+    grants: Grants,
+    publisher: Option<TransportId>,
+    subscriber: Option<TransportId>,
+    impair_loss: f32,
+}
+
+struct Producer {
+    info: TrackInfo,
+    room: Arc<str>,
+    transport: TransportId,
+    mid: Mid,
+    clock_rate: u32,
+    /// Subscriber transports with a consumer fed by this producer.
+    consumers: Vec<TransportId>,
+    last_keyframe_request: Option<Instant>,
+    keyframe_pending: bool,
+    /// Smoothed audio level in linear scale 0..1.
+    level: f32,
+    last_level_at: Option<Instant>,
+}
+
+struct Consumer {
+    mid: Mid,
+    publisher: ParticipantId,
+    source: Source,
+    kind: MediaKind,
+    producer: Option<TrackId>,
+    /// In an accepted answer: packets may flow.
+    active: bool,
+    rewriter: Rewriter,
+    /// Cache of publisher pt -> our pt (None: the subscriber lacks the codec).
+    pt_map: Vec<(Pt, Option<Pt>)>,
+    warned_codec: bool,
+}
+
+enum TransportKind {
+    Publisher {
+        by_mid: HashMap<Mid, TrackId>,
+    },
+    Subscriber {
+        consumers: HashMap<(ParticipantId, Source), Consumer>,
+        by_mid: HashMap<Mid, (ParticipantId, Source)>,
+        pending_offer: Option<SdpPendingOffer>,
+        renegotiate: bool,
+        /// Consumers to stop at the next negotiation (publisher left).
+        to_stop: Vec<Mid>,
+    },
+}
+
+struct Transport {
+    participant: ParticipantId,
+    rtc: Rtc,
+    port_idx: usize,
+    ufrag: String,
+    addrs: Vec<(u16, SocketAddr)>,
+    created: Instant,
+    connected: bool,
+    disconnected_since: Option<Instant>,
+    next_timeout: Option<Instant>,
+    dirty: bool,
+    kind: TransportKind,
+    rng: fastrand::Rng,
+    impair_loss: f32,
+}
+
+/// The sans-IO core of one shard.
+pub struct ShardCore {
+    cfg: SfuConfig,
+    advertise: IpAddr,
+    ports: Vec<u16>,
+    port_load: Vec<u32>,
+    track_ids: Arc<AtomicU64>,
+    next_transport: u32,
+    rooms: HashMap<Arc<str>, Room>,
+    participants: HashMap<ParticipantId, Participant>,
+    transports: HashMap<TransportId, Transport>,
+    producers: HashMap<TrackId, Producer>,
+    index: RouteIndex,
+    timers: BinaryHeap<Reverse<(Instant, TransportId)>>,
+    dirty: Vec<TransportId>,
+    forward_buf: Vec<RtpPacket>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    next_tick: Option<Instant>,
+    next_speakers: Option<Instant>,
+    stats: ShardStats,
+}
+
+impl ShardCore {
+    /// A core owning `ports` (its share of the media port range). `track_ids` is shared
+    /// by all shards so track ids are unique in the process.
+    pub fn new(cfg: SfuConfig, ports: Vec<u16>, track_ids: Arc<AtomicU64>) -> Self {
+        assert!(!ports.is_empty(), "a shard needs at least one port");
+        ShardCore {
+            advertise: cfg.advertise_ip,
+            port_load: vec![0; ports.len()],
+            ports,
+            cfg,
+            track_ids,
+            next_transport: 0,
+            rooms: HashMap::new(),
+            participants: HashMap::new(),
+            transports: HashMap::new(),
+            producers: HashMap::new(),
+            index: RouteIndex::default(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            forward_buf: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_tick: None,
+            next_speakers: None,
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// The local ports this core owns, in port-index order.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ShardStats {
+        self.stats
+    }
+
+    /// Live object counts.
+    pub fn counts(&self) -> Counts {
+        let consumers = self
+            .transports
+            .values()
+            .map(|t| match &t.kind {
+                TransportKind::Subscriber { consumers, .. } => consumers.len(),
+                TransportKind::Publisher { .. } => 0,
+            })
+            .sum();
+        let (a, u) = self.index.len();
+        Counts {
+            rooms: self.rooms.len(),
+            participants: self.participants.len(),
+            transports: self.transports.len(),
+            producers: self.producers.len(),
+            consumers,
+            routes: a + u,
+            timers: self.timers.len(),
+        }
+    }
+
+    // ------------------------------------------------------------------ commands
+
+    /// A participant joins `room`. With the subscribe grant it gets a subscriber transport
+    /// and consumers for every track already in the room.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        room: &str,
+        grants: Grants,
+        impair_loss: f32,
+    ) -> Result<(), SfuError> {
+        if self.participants.contains_key(&participant) {
+            return Err(SfuError::AlreadyJoined);
+        }
+        let room: Arc<str> = match self.rooms.get_key_value(room) {
+            Some((k, r)) => {
+                if r.participants.len() >= self.cfg.max_participants_per_room {
+                    return Err(SfuError::RoomFull);
+                }
+                k.clone()
+            }
+            None => Arc::from(room),
+        };
+        let impair_loss = if self.cfg.allow_impairment {
+            impair_loss.clamp(0.0, 0.9)
+        } else {
+            0.0
+        };
+        self.rooms
+            .entry(room.clone())
+            .or_insert_with(|| Room {
+                participants: Vec::new(),
+                producers: Vec::new(),
+                speakers: Vec::new(),
+            })
+            .participants
+            .push(participant);
+        self.participants.insert(
+            participant,
+            Participant {
+                room: room.clone(),
+                grants,
+                publisher: None,
+                subscriber: None,
+                impair_loss,
+            },
+        );
+        if grants.subscribe {
+            let tid = self.new_transport(now, participant, Role::Subscriber, impair_loss);
+            // Invariant: inserted just above.
+            self.participants.get_mut(&participant).expect("just inserted").subscriber = Some(tid);
+            let producers = self.rooms[&room].producers.clone();
+            for p in producers {
+                self.attach_consumer(p, tid);
+            }
+            self.negotiate(tid);
+        }
+        debug!(%participant, room = %room, "joined");
+        Ok(())
+    }
+
+    /// The participant's publisher PC offers; we answer. `tracks` names what each sending
+    /// m-line carries; sending m-lines not named, and tracks no longer sending, are
+    /// unpublished.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        offer: &str,
+        tracks: &[TrackRequest],
+    ) -> Result<PublishAnswer, SfuError> {
+        let p = self.participants.get(&participant).ok_or(SfuError::NotJoined)?;
+        if !p.grants.publish {
+            return Err(SfuError::Forbidden("publish"));
+        }
+        if offer.len() > MAX_SDP_BYTES {
+            return Err(SfuError::BadRequest("sdp too large".into()));
+        }
+        if tracks.len() > 16 {
+            return Err(SfuError::BadRequest("too many tracks".into()));
+        }
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let room = p.room.clone();
+        let impair = p.impair_loss;
+        let tid = match p.publisher {
+            Some(t) => t,
+            None => {
+                let t = self.new_transport(now, participant, Role::Publisher, impair);
+                // Invariant: checked present at the top of this function.
+                self.participants.get_mut(&participant).expect("present").publisher = Some(t);
+                t
+            }
+        };
+        let t = self.transports.get_mut(&tid).expect("publisher transport exists");
+        let answer = match t.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => return Err(SfuError::BadSdp(e.to_string())),
+        };
+        // Which tracks does this offer carry now?
+        let mut wanted: Vec<(Mid, Source, bool, MediaKind, String, u32)> = Vec::new();
+        for req in tracks {
+            let mid = Mid::from(req.mid.as_str());
+            let Some(media) = t.rtc.media(mid) else {
+                return Err(SfuError::BadRequest(format!("no m-line with mid {}", req.mid)));
+            };
+            if !matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv) {
+                continue;
+            }
+            let kind = media.kind();
+            if kind.is_audio() != req.source.is_audio() {
+                return Err(SfuError::BadRequest(format!(
+                    "mid {} is {kind:?} but source {} is not",
+                    req.mid,
+                    req.source.as_str()
+                )));
+            }
+            let params = media
+                .remote_pts()
+                .first()
+                .and_then(|pt| t.rtc.codec_config().params().iter().find(|p| p.pt() == *pt))
+                .map(|p| (codec_name(p), p.spec().clock_rate.get()));
+            let (codec, rate) = params.unwrap_or_else(|| ("unknown".into(), 90_000));
+            wanted.push((mid, req.source, req.muted, kind, codec, rate));
+        }
+        let TransportKind::Publisher { by_mid } = &t.kind else {
+            unreachable!("publisher transport has publisher kind")
+        };
+        let existing: Vec<(Mid, TrackId)> = by_mid.iter().map(|(m, t)| (*m, *t)).collect();
+        // Unpublish what is gone or changed source.
+        for (mid, track) in existing {
+            let keep = wanted
+                .iter()
+                .any(|w| w.0 == mid && self.producers.get(&track).is_some_and(|p| p.info.source == w.1));
+            if !keep {
+                self.remove_producer(track);
+            }
+        }
+        let mut infos = Vec::new();
+        for (mid, source, muted, kind, codec, clock_rate) in wanted {
+            let t = self.transports.get_mut(&tid).expect("publisher transport exists");
+            let TransportKind::Publisher { by_mid } = &mut t.kind else {
+                unreachable!()
+            };
+            if let Some(track) = by_mid.get(&mid) {
+                infos.push(self.producers[track].info.clone());
+                continue;
+            }
+            let id = TrackId(self.track_ids.fetch_add(1, Ordering::Relaxed) + 1);
+            by_mid.insert(mid, id);
+            let info = TrackInfo {
+                id,
+                participant,
+                kind,
+                source,
+                muted,
+                codec,
+            };
+            self.producers.insert(
+                id,
+                Producer {
+                    info: info.clone(),
+                    room: room.clone(),
+                    transport: tid,
+                    mid,
+                    clock_rate,
+                    consumers: Vec::new(),
+                    last_keyframe_request: None,
+                    keyframe_pending: false,
+                    level: 0.0,
+                    last_level_at: None,
+                },
+            );
+            if let Some(r) = self.rooms.get_mut(&room) {
+                r.producers.push(id);
+            }
+            self.events.push_back(SfuEvent::TrackPublished {
+                room: room.clone(),
+                track: info.clone(),
+            });
+            infos.push(info);
+            // Every other subscriber in the room gets a consumer.
+            let subs: Vec<TransportId> = self.rooms[&room]
+                .participants
+                .iter()
+                .filter(|p| **p != participant)
+                .filter_map(|p| self.participants.get(p).and_then(|p| p.subscriber))
+                .collect();
+            for s in subs {
+                self.attach_consumer(id, s);
+                self.negotiate(s);
+            }
+        }
+        self.drive(tid, now);
+        Ok(PublishAnswer {
+            sdp: answer.to_sdp_string(),
+            tracks: infos,
+        })
+    }
+
+    /// The subscriber PC's answer to our last offer.
+    pub fn subscriber_answer(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        answer: &str,
+    ) -> Result<(), SfuError> {
+        let p = self.participants.get(&participant).ok_or(SfuError::NotJoined)?;
+        let tid = p.subscriber.ok_or(SfuError::Forbidden("subscribe"))?;
+        if answer.len() > MAX_SDP_BYTES {
+            return Err(SfuError::BadRequest("sdp too large".into()));
+        }
+        let t = self.transports.get_mut(&tid).expect("subscriber transport exists");
+        let TransportKind::Subscriber {
+            pending_offer,
+            consumers,
+            ..
+        } = &mut t.kind
+        else {
+            unreachable!()
+        };
+        if pending_offer.is_none() {
+            return Err(SfuError::NoOfferPending);
+        }
+        let parsed = SdpAnswer::from_sdp_string(answer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        // Invariant: checked just above.
+        let pending = pending_offer.take().expect("pending offer");
+        if let Err(e) = t.rtc.sdp_api().accept_answer(pending, parsed) {
+            // The offer is spent either way; the next change makes a fresh one.
+            return Err(SfuError::BadSdp(e.to_string()));
+        }
+        let mut wake = Vec::new();
+        for c in consumers.values_mut() {
+            if !c.active {
+                c.active = true;
+                c.pt_map.clear();
+                if let Some(p) = c.producer {
+                    wake.push(p);
+                }
+            }
+        }
+        for p in wake {
+            self.request_keyframe(p, now);
+        }
+        self.negotiate(tid);
+        self.drive(tid, now);
+        Ok(())
+    }
+
+    /// A trickled remote ICE candidate (`candidate:...` line, as a browser sends it).
+    pub fn remote_candidate(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        role: Role,
+        candidate: &str,
+    ) -> Result<(), SfuError> {
+        let p = self.participants.get(&participant).ok_or(SfuError::NotJoined)?;
+        let tid = match role {
+            Role::Publisher => p.publisher,
+            Role::Subscriber => p.subscriber,
+        }
+        .ok_or_else(|| SfuError::BadRequest("no such transport yet".into()))?;
+        let line = candidate.strip_prefix("a=").unwrap_or(candidate);
+        let c = Candidate::from_sdp_string(line).map_err(|e| SfuError::BadRequest(format!("candidate: {e}")))?;
+        let t = self.transports.get_mut(&tid).expect("transport exists");
+        t.rtc.add_remote_candidate(c);
+        self.drive(tid, now);
+        Ok(())
+    }
+
+    /// Mute or unmute one of the participant's tracks. Media keeps flowing (the browser
+    /// sends silence/black); the flag is for everyone's UI.
+    pub fn mute(&mut self, participant: ParticipantId, track: TrackId, muted: bool) -> Result<(), SfuError> {
+        let p = self.producers.get_mut(&track).ok_or(SfuError::UnknownTrack)?;
+        if p.info.participant != participant {
+            return Err(SfuError::UnknownTrack);
+        }
+        if p.info.muted != muted {
+            p.info.muted = muted;
+            self.events.push_back(SfuEvent::TrackMuted {
+                room: p.room.clone(),
+                participant,
+                track,
+                muted,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stop publishing one track.
+    pub fn unpublish(&mut self, participant: ParticipantId, track: TrackId) -> Result<(), SfuError> {
+        match self.producers.get(&track) {
+            Some(p) if p.info.participant == participant => {
+                self.remove_producer(track);
+                Ok(())
+            }
+            _ => Err(SfuError::UnknownTrack),
+        }
+    }
+
+    /// The participant leaves (or its signaling connection died): free everything.
+    pub fn leave(&mut self, participant: ParticipantId) -> Result<(), SfuError> {
+        let p = self.participants.remove(&participant).ok_or(SfuError::NotJoined)?;
+        // Producers first: their consumers are parked, then stopped below.
+        let tracks: Vec<TrackId> = self
+            .producers
+            .values()
+            .filter(|pr| pr.info.participant == participant)
+            .map(|pr| pr.info.id)
+            .collect();
+        for t in tracks {
+            self.remove_producer(t);
+        }
+        for tid in [p.publisher, p.subscriber].into_iter().flatten() {
+            self.remove_transport(tid);
+        }
+        if let Some(room) = self.rooms.get_mut(&p.room) {
+            room.participants.retain(|x| *x != participant);
+            room.speakers.retain(|x| *x != participant);
+            if room.participants.is_empty() {
+                self.rooms.remove(&p.room);
+            } else {
+                // Everyone else drops their consumers of this participant.
+                let subs: Vec<TransportId> = room
+                    .participants
+                    .iter()
+                    .filter_map(|x| self.participants.get(x).and_then(|x| x.subscriber))
+                    .collect();
+                for s in subs {
+                    self.stop_consumers_of(s, participant);
+                    self.negotiate(s);
+                }
+            }
+        }
+        debug!(%participant, "left");
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ network input
+
+    /// One datagram arrived on local port index `port_idx` from `remote`.
+    pub fn handle_datagram(&mut self, now: Instant, port_idx: usize, remote: SocketAddr, data: &[u8]) {
+        self.stats.datagrams_in += 1;
+        let Some(&port) = self.ports.get(port_idx) else {
+            return;
+        };
+        let (tid, new_addr) = match self.index.route(port, remote, data) {
+            RouteDatagramTo::Transport(t) => (t, false),
+            RouteDatagramTo::NewAddress(t) => (t, true),
+            RouteDatagramTo::Nowhere(why) => {
+                self.stats.unroutable += 1;
+                if why != Unroutable::UnknownAddress {
+                    debug!(?why, "unroutable datagram");
+                }
+                return;
+            }
+        };
+        let Some(t) = self.transports.get_mut(&tid) else {
+            return;
+        };
+        if t.port_idx != port_idx {
+            // A peer must use the port its candidate named.
+            self.stats.unroutable += 1;
+            return;
+        }
+        let destination = SocketAddr::new(self.advertise, port);
+        let recv = match Receive::new(Protocol::Udp, remote, destination, data) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.rejected += 1;
+                return;
+            }
+        };
+        if let Err(e) = t.rtc.handle_input(Input::Receive(now, recv)) {
+            self.stats.rejected += 1;
+            debug!(transport = tid.0, "input rejected: {e}");
+            return;
+        }
+        if new_addr && t.addrs.len() < MAX_ADDRS_PER_TRANSPORT {
+            t.addrs.push((port, remote));
+            self.index.learn(port, remote, tid);
+        }
+        self.drive(tid, now);
+    }
+
+    /// Let every transport that was written to since the last flush emit its packets.
+    pub fn flush(&mut self, now: Instant) {
+        while !self.dirty.is_empty() {
+            let dirty = std::mem::take(&mut self.dirty);
+            for tid in dirty {
+                if let Some(t) = self.transports.get_mut(&tid) {
+                    t.dirty = false;
+                    if let Err(e) = t.rtc.handle_input(Input::Timeout(now)) {
+                        debug!(transport = tid.0, "timeout input failed: {e}");
+                    }
+                    self.drive(tid, now);
+                }
+            }
+        }
+    }
+
+    /// Time passes: run due transport timers and housekeeping.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, tid))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(t) = self.transports.get_mut(&tid) else {
+                continue;
+            };
+            if t.next_timeout != Some(at) {
+                continue; // stale heap entry
+            }
+            t.next_timeout = None;
+            if let Err(e) = t.rtc.handle_input(Input::Timeout(now)) {
+                debug!(transport = tid.0, "timeout input failed: {e}");
+            }
+            self.drive(tid, now);
+        }
+        if self.next_tick.is_none_or(|t| t <= now) {
+            self.next_tick = Some(now + TICK);
+            self.housekeeping(now);
+        }
+        self.flush(now);
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = self.timers.peek().map(|Reverse((at, _))| *at);
+        match (t, self.next_tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.transmits.pop_front();
+        if t.is_some() {
+            self.stats.datagrams_out += 1;
+        }
+        t
+    }
+
+    /// Next event for signaling.
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    fn new_transport(&mut self, now: Instant, participant: ParticipantId, role: Role, impair_loss: f32) -> TransportId {
+        self.next_transport = self.next_transport.wrapping_add(1);
+        let tid = TransportId(self.next_transport);
+        // Least-loaded port of this shard: spreads peers over the range.
+        let port_idx = (0..self.ports.len())
+            .min_by_key(|i| (self.port_load[*i], *i))
+            .expect("at least one port");
+        self.port_load[port_idx] += 1;
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_vp9(true)
+            .enable_h264(true)
+            .enable_av1(true)
+            .build(now);
+        let addr = SocketAddr::new(self.advertise, self.ports[port_idx]);
+        // Invariant: a host candidate for a concrete address and "udp" always builds.
+        let cand = Candidate::host(addr, "udp").expect("valid host candidate");
+        rtc.add_local_candidate(cand);
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.index.add_ufrag(&ufrag, tid);
+        let kind = match role {
+            Role::Publisher => TransportKind::Publisher { by_mid: HashMap::new() },
+            Role::Subscriber => TransportKind::Subscriber {
+                consumers: HashMap::new(),
+                by_mid: HashMap::new(),
+                pending_offer: None,
+                renegotiate: false,
+                to_stop: Vec::new(),
+            },
+        };
+        self.transports.insert(
+            tid,
+            Transport {
+                participant,
+                rtc,
+                port_idx,
+                ufrag,
+                addrs: Vec::new(),
+                created: now,
+                connected: false,
+                disconnected_since: None,
+                next_timeout: None,
+                dirty: false,
+                kind,
+                rng: fastrand::Rng::with_seed(participant.0 ^ u64::from(tid.0) << 32),
+                impair_loss: if role == Role::Subscriber { impair_loss } else { 0.0 },
+            },
+        );
+        // Drive once so the instance reports its first timeout.
+        if let Some(t) = self.transports.get_mut(&tid) {
+            let _ = t.rtc.handle_input(Input::Timeout(now));
+        }
+        self.drive(tid, now);
+        tid
+    }
+
+    fn remove_transport(&mut self, tid: TransportId) {
+        if let Some(t) = self.transports.remove(&tid) {
+            self.index.remove(&t.ufrag, &t.addrs);
+            self.port_load[t.port_idx] -= 1;
+        }
+        // Heap entries for this transport go stale and are skipped; purge them now so
+        // counts reach zero without waiting for their deadlines.
+        self.timers.retain(|Reverse((_, t))| *t != tid);
+    }
+
+    /// Give `producer` a consumer in subscriber transport `sub` (re-using a parked
+    /// consumer of the same publisher and source, so the subscriber's stream continues).
+    fn attach_consumer(&mut self, producer: TrackId, sub: TransportId) {
+        let Some(p) = self.producers.get_mut(&producer) else {
+            return;
+        };
+        let Some(t) = self.transports.get_mut(&sub) else {
+            return;
+        };
+        let TransportKind::Subscriber { consumers, .. } = &mut t.kind else {
+            return;
+        };
+        let key = (p.info.participant, p.info.source);
+        let c = consumers.entry(key).or_insert_with(|| Consumer {
+            mid: Mid::from(""),
+            publisher: p.info.participant,
+            source: p.info.source,
+            kind: p.info.kind,
+            producer: None,
+            active: false,
+            rewriter: Rewriter::new(t.rng.u16(1..0x7fff)),
+            pt_map: Vec::new(),
+            warned_codec: false,
+        });
+        c.producer = Some(producer);
+        c.pt_map.clear();
+        c.rewriter.switch_source();
+        let reattached = c.active;
+        if !p.consumers.contains(&sub) {
+            p.consumers.push(sub);
+        }
+        if reattached {
+            // Already negotiated (a re-publish): the new source needs a keyframe.
+            p.keyframe_pending = true;
+        }
+    }
+
+    fn stop_consumers_of(&mut self, sub: TransportId, publisher: ParticipantId) {
+        let Some(t) = self.transports.get_mut(&sub) else {
+            return;
+        };
+        let TransportKind::Subscriber {
+            consumers,
+            by_mid,
+            to_stop,
+            ..
+        } = &mut t.kind
+        else {
+            return;
+        };
+        let keys: Vec<_> = consumers.keys().filter(|k| k.0 == publisher).copied().collect();
+        for k in keys {
+            if let Some(c) = consumers.remove(&k) {
+                if by_mid.remove(&c.mid).is_some() {
+                    to_stop.push(c.mid);
+                }
+            }
+        }
+    }
+
+    fn remove_producer(&mut self, track: TrackId) {
+        let Some(p) = self.producers.remove(&track) else {
+            return;
+        };
+        if let Some(t) = self.transports.get_mut(&p.transport) {
+            if let TransportKind::Publisher { by_mid } = &mut t.kind {
+                by_mid.remove(&p.mid);
+            }
+        }
+        for sub in &p.consumers {
+            if let Some(t) = self.transports.get_mut(sub) {
+                if let TransportKind::Subscriber { consumers, .. } = &mut t.kind {
+                    if let Some(c) = consumers.get_mut(&(p.info.participant, p.info.source)) {
+                        if c.producer == Some(track) {
+                            c.producer = None;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(r) = self.rooms.get_mut(&p.room) {
+            r.producers.retain(|x| *x != track);
+        }
+        self.events.push_back(SfuEvent::TrackUnpublished {
+            room: p.room.clone(),
+            participant: p.info.participant,
+            track,
+        });
+    }
+
+    /// Make a new server offer for subscriber transport `tid` if something changed and
+    /// no offer is outstanding.
+    fn negotiate(&mut self, tid: TransportId) {
+        let Some(t) = self.transports.get_mut(&tid) else {
+            return;
+        };
+        let participant = t.participant;
+        let TransportKind::Subscriber {
+            consumers,
+            by_mid,
+            pending_offer,
+            renegotiate,
+            to_stop,
+        } = &mut t.kind
+        else {
+            return;
+        };
+        if pending_offer.is_some() {
+            *renegotiate = true;
+            return;
+        }
+        *renegotiate = false;
+        let mut api = t.rtc.sdp_api();
+        for mid in to_stop.drain(..) {
+            api.stop_media(mid);
+        }
+        let mut keys: Vec<_> = consumers
+            .iter()
+            .filter(|(_, c)| c.mid.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort();
+        for k in keys {
+            let c = consumers.get_mut(&k).expect("key from the map");
+            let stream = format!("{}", c.publisher);
+            let track = format!("{}-{}", c.publisher, c.source.as_str());
+            c.mid = api.add_media(c.kind, Direction::SendOnly, Some(stream), Some(track), None);
+            by_mid.insert(c.mid, k);
+        }
+        if !api.has_changes() {
+            return;
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        *pending_offer = Some(pending);
+        let mut tracks: Vec<OfferedTrack> = consumers
+            .values()
+            .map(|c| OfferedTrack {
+                mid: c.mid.to_string(),
+                track: c.producer,
+                publisher: c.publisher,
+                kind: c.kind,
+                source: c.source,
+            })
+            .collect();
+        tracks.sort_by(|a, b| a.mid.cmp(&b.mid));
+        self.events.push_back(SfuEvent::SubscriberOffer {
+            participant,
+            sdp: offer.to_sdp_string(),
+            tracks,
+        });
+    }
+
+    /// Ask the publisher of `producer` for a keyframe, at most once per interval.
+    fn request_keyframe(&mut self, producer: TrackId, now: Instant) {
+        let interval = self.cfg.keyframe_request_interval;
+        let Some(p) = self.producers.get_mut(&producer) else {
+            return;
+        };
+        if p.info.kind != MediaKind::Video {
+            return;
+        }
+        if p.last_keyframe_request.is_some_and(|at| now < at + interval) {
+            p.keyframe_pending = true;
+            self.stats.keyframe_requests_throttled += 1;
+            return;
+        }
+        p.last_keyframe_request = Some(now);
+        p.keyframe_pending = false;
+        let (tid, mid) = (p.transport, p.mid);
+        if let Some(t) = self.transports.get_mut(&tid) {
+            if let Some(rx) = t.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                self.stats.keyframe_requests += 1;
+                self.mark_dirty(tid);
+            } else {
+                // No packet seen yet: try again next tick.
+                p.keyframe_pending = true;
+                p.last_keyframe_request = None;
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, tid: TransportId) {
+        if let Some(t) = self.transports.get_mut(&tid) {
+            if !t.dirty {
+                t.dirty = true;
+                self.dirty.push(tid);
+            }
+        }
+    }
+
+    /// Drain one transport's output: transmits, events, next timeout. Forwards the RTP
+    /// packets it produced.
+    fn drive(&mut self, tid: TransportId, now: Instant) {
+        let mut forward = std::mem::take(&mut self.forward_buf);
+        let mut keyframe_requests: Vec<Mid> = Vec::new();
+        let mut failed = false;
+        {
+            let Some(t) = self.transports.get_mut(&tid) else {
+                self.forward_buf = forward;
+                return;
+            };
+            loop {
+                match t.rtc.poll_output() {
+                    Ok(Output::Timeout(at)) => {
+                        if t.next_timeout != Some(at) {
+                            t.next_timeout = Some(at);
+                            self.timers.push(Reverse((at, tid)));
+                        }
+                        break;
+                    }
+                    Ok(Output::Transmit(tx)) => {
+                        let data: Vec<u8> = tx.contents.into();
+                        // Test-only impairment: drop a share of SRTP towards this peer.
+                        if t.impair_loss > 0.0
+                            && data.first().is_some_and(|b| (128..192).contains(b))
+                            && t.rng.f32() < t.impair_loss
+                        {
+                            self.stats.impaired_drops += 1;
+                            continue;
+                        }
+                        self.transmits.push_back(Transmit {
+                            port_idx: t.port_idx,
+                            destination: tx.destination,
+                            data,
+                        });
+                    }
+                    Ok(Output::Event(ev)) => match ev {
+                        Event::RtpPacket(pkt) => forward.push(pkt),
+                        Event::KeyframeRequest(req) => keyframe_requests.push(req.mid),
+                        Event::IceConnectionStateChange(s) => {
+                            debug!(transport = tid.0, ?s, "ice state");
+                            match s {
+                                IceConnectionState::Disconnected => {
+                                    t.disconnected_since.get_or_insert(now);
+                                }
+                                IceConnectionState::Connected | IceConnectionState::Completed => {
+                                    t.disconnected_since = None;
+                                }
+                                _ => {}
+                            }
+                        }
+                        Event::Connected => {
+                            t.connected = true;
+                            info!(transport = tid.0, participant = %t.participant, "media connected");
+                        }
+                        Event::Closed => failed = true,
+                        _ => {}
+                    },
+                    Err(e) => {
+                        warn!(transport = tid.0, "transport failed: {e}");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if !forward.is_empty() {
+            self.stats.rtp_in += forward.len() as u64;
+            for pkt in forward.drain(..) {
+                self.forward(tid, pkt, now);
+            }
+        }
+        self.forward_buf = forward;
+        for mid in keyframe_requests {
+            self.on_keyframe_request(tid, mid, now);
+        }
+        if failed {
+            if let Some(p) = self.transports.get(&tid).map(|t| t.participant) {
+                self.remove_participant(p, RemovalReason::TransportFailed);
+            }
+        }
+    }
+
+    /// Forward one RTP packet from publisher transport `from` to every consumer.
+    fn forward(&mut self, from: TransportId, pkt: RtpPacket, now: Instant) {
+        let Some(t) = self.transports.get_mut(&from) else {
+            return;
+        };
+        let TransportKind::Publisher { by_mid } = &t.kind else {
+            return;
+        };
+        let ssrc = pkt.header.ssrc;
+        let Some(mid) = t.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+            return;
+        };
+        let Some(&track) = by_mid.get(&mid) else {
+            return; // an m-line the client did not name as a track
+        };
+        let in_pt = pkt.header.payload_type;
+        let in_params: Option<PayloadParams> = t.rtc.codec_config().params().iter().find(|p| p.pt() == in_pt).copied();
+        let Some(in_params) = in_params else {
+            return;
+        };
+        let Some(p) = self.producers.get_mut(&track) else {
+            return;
+        };
+        if let Some(level) = pkt.header.ext_vals.audio_level {
+            // dBov (0 loudest, -127 silence) to a smoothed linear level.
+            let lin = 10f32.powf(f32::from(level.min(0)) / 20.0);
+            p.level = p.level * 0.7 + lin * 0.3;
+            p.last_level_at = Some(now);
+        }
+        let is_video = p.info.kind == MediaKind::Video;
+        let clock_rate = p.clock_rate;
+        let mut ext = pkt.header.ext_vals.clone();
+        ext.mid = None;
+        ext.rid = None;
+        ext.rid_repair = None;
+        ext.transport_cc = None;
+        let wallclock = pkt.timestamp;
+        let key = (p.info.participant, p.info.source);
+        for &sub in &p.consumers {
+            let Some(st) = self.transports.get_mut(&sub) else {
+                continue;
+            };
+            let TransportKind::Subscriber { consumers, .. } = &mut st.kind else {
+                continue;
+            };
+            let Some(c) = consumers.get_mut(&key) else {
+                continue;
+            };
+            if !c.active || c.producer != Some(track) {
+                continue;
+            }
+            let out_pt = match c.pt_map.iter().find(|(i, _)| *i == in_pt) {
+                Some((_, o)) => *o,
+                None => {
+                    let o = st.rtc.codec_config().match_params(in_params).map(|p| p.pt());
+                    c.pt_map.push((in_pt, o));
+                    o
+                }
+            };
+            let Some(out_pt) = out_pt else {
+                if !c.warned_codec {
+                    c.warned_codec = true;
+                    info!(subscriber = %st.participant, "subscriber lacks codec {:?}; track not forwarded", in_params.spec().codec);
+                }
+                continue;
+            };
+            let Some(rw) = c.rewriter.rewrite(*ssrc, *pkt.seq_no, pkt.header.timestamp, clock_rate, now) else {
+                continue;
+            };
+            let mut api = st.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(c.mid, None) else {
+                continue;
+            };
+            let write = RtpWrite::new(out_pt, SeqNo::from(rw.seq), rw.ts, wallclock, pkt.payload.clone())
+                .marker(pkt.header.marker)
+                .ext_vals(ext.clone())
+                .nackable(is_video);
+            tx.write_rtp(write);
+            self.stats.rtp_forwarded += 1;
+            if !st.dirty {
+                st.dirty = true;
+                self.dirty.push(sub);
+            }
+        }
+    }
+
+    fn on_keyframe_request(&mut self, sub: TransportId, mid: Mid, now: Instant) {
+        let Some(t) = self.transports.get(&sub) else {
+            return;
+        };
+        let TransportKind::Subscriber { consumers, by_mid, .. } = &t.kind else {
+            return;
+        };
+        let producer = by_mid.get(&mid).and_then(|k| consumers.get(k)).and_then(|c| c.producer);
+        if let Some(p) = producer {
+            self.request_keyframe(p, now);
+        }
+    }
+
+    fn remove_participant(&mut self, participant: ParticipantId, reason: RemovalReason) {
+        let Some(room) = self.participants.get(&participant).map(|p| p.room.clone()) else {
+            return;
+        };
+        info!(%participant, ?reason, "removing participant");
+        let _ = self.leave(participant);
+        self.events.push_back(SfuEvent::ParticipantRemoved {
+            room,
+            participant,
+            reason,
+        });
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        // Coalesced keyframe requests whose throttle window has passed.
+        let pending: Vec<TrackId> = self
+            .producers
+            .values()
+            .filter(|p| p.keyframe_pending)
+            .map(|p| p.info.id)
+            .collect();
+        for p in pending {
+            self.request_keyframe(p, now);
+        }
+        // Consent / connect timeouts.
+        let mut dead = Vec::new();
+        for t in self.transports.values() {
+            if let Some(since) = t.disconnected_since {
+                if now.saturating_duration_since(since) >= self.cfg.consent_timeout {
+                    dead.push((t.participant, RemovalReason::ConsentTimeout));
+                }
+            } else if !t.connected && now.saturating_duration_since(t.created) >= self.cfg.connect_timeout {
+                // Only a transport that had something to connect: a subscriber that
+                // never got an offer is idle, not dead.
+                let idle_subscriber = matches!(&t.kind, TransportKind::Subscriber { consumers, .. } if consumers.is_empty());
+                if !idle_subscriber {
+                    dead.push((t.participant, RemovalReason::ConnectTimeout));
+                }
+            }
+        }
+        for (p, why) in dead {
+            self.remove_participant(p, why);
+        }
+        // Active speakers.
+        if self.next_speakers.is_none_or(|t| t <= now) {
+            self.next_speakers = Some(now + SPEAKER_PERIOD);
+            self.update_speakers(now);
+        }
+    }
+
+    fn update_speakers(&mut self, now: Instant) {
+        let threshold = 10f32.powf(SPEAKING_DBOV / 20.0);
+        for (name, room) in self.rooms.iter_mut() {
+            let mut speaking: Vec<(ParticipantId, f32)> = room
+                .producers
+                .iter()
+                .filter_map(|id| self.producers.get(id))
+                .filter(|p| p.info.kind == MediaKind::Audio && !p.info.muted)
+                .filter(|p| p.last_level_at.is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1)))
+                .filter(|p| p.level >= threshold)
+                .map(|p| (p.info.participant, p.level.min(1.0)))
+                .collect();
+            speaking.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let ids: Vec<ParticipantId> = speaking.iter().map(|s| s.0).collect();
+            if ids != room.speakers {
+                room.speakers = ids;
+                self.events.push_back(SfuEvent::ActiveSpeakers {
+                    room: name.clone(),
+                    speakers: speaking,
+                });
+            }
+        }
+    }
+}
+
+fn codec_name(p: &PayloadParams) -> String {
+    format!("{}", p.spec().codec)
+}

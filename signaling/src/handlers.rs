@@ -1,0 +1,495 @@
+//! Socket.IO event handlers for namespace `/study`. Each handler validates its payload,
+//! calls the media core, and acks a result or `{error: {code, message}}`. A request
+//! without an ack that fails gets the `error` event instead. Errors reach only the
+//! offending socket and are logged with the socket id (never the token).
+
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use room_state::{ParticipantRecord, RoomStore, TrackRecord};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sfu::core::MAX_SDP_BYTES;
+use sfu::{Grants, MediaKind, ParticipantId, Role, SfuError, Source, TrackId, TrackInfo, TrackRequest};
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::socket::{DisconnectReason, Socket};
+use tracing::{debug, info, warn};
+
+use crate::auth::{AuthError, unix_now};
+use crate::{AppState, NAMESPACE, Session};
+
+/// A protocol error: `{code, message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new("bad_request", message)
+    }
+    fn json(&self) -> Value {
+        json!({ "error": { "code": self.code, "message": self.message } })
+    }
+}
+
+impl From<SfuError> for ApiError {
+    fn from(e: SfuError) -> Self {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
+/// Whether the client asked for an acknowledgement.
+pub struct HasAck(bool);
+
+impl<A: Adapter> FromMessageParts<A> for HasAck {
+    type Error = std::convert::Infallible;
+    fn from_message_parts(
+        _: &std::sync::Arc<Socket<A>>,
+        _: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        Ok(HasAck(ack_id.is_some()))
+    }
+}
+
+fn respond(socket: &SocketRef, event: &str, ack: AckSender, has_ack: HasAck, r: Result<Value, ApiError>) {
+    match r {
+        Ok(v) => {
+            let _ = ack.send(&v);
+        }
+        Err(e) => {
+            warn!(sid = %socket.id, event, code = e.code, "request refused: {}", e.message);
+            if has_ack.0 {
+                let _ = ack.send(&e.json());
+            } else {
+                let _ = socket.emit("error", &json!({ "code": e.code, "message": e.message }));
+            }
+        }
+    }
+}
+
+/// Register the namespace with its auth middleware.
+pub fn register(io: &SocketIo) {
+    let _ = io.ns(
+        NAMESPACE,
+        on_connect.with(authenticate),
+    );
+}
+
+async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(state): State<AppState>,
+) -> Result<(), AuthError> {
+    let token = auth
+        .ok()
+        .as_ref()
+        .and_then(|v| v.get("token"))
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+        .unwrap_or_default();
+    match state.0.keys.verify(&token) {
+        Ok(claims) => {
+            debug!(sid = %socket.id, identity = %claims.sub, room = %claims.room, "authenticated");
+            let room = claims.room.clone();
+            state.0.sessions.lock().expect("sessions lock").by_sid.insert(
+                socket.id,
+                Session {
+                    claims,
+                    participant: None,
+                    room,
+                },
+            );
+            Ok(())
+        }
+        Err(e) => {
+            warn!(sid = %socket.id, code = e.code(), "handshake refused: {e:?}");
+            Err(e)
+        }
+    }
+}
+
+async fn on_connect(socket: SocketRef) {
+    socket.on("join", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
+        let r = join(&socket, &s, d.ok()).await;
+        let joined = r.is_ok();
+        respond(&socket, "join", ack, h, r);
+        if joined {
+            after_join_ack(&socket, &s);
+        }
+    });
+    socket.on("publish", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
+        let r = publish(&socket, &s, d.ok()).await;
+        respond(&socket, "publish", ack, h, r);
+    });
+    socket.on("answer", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
+        let r = answer(&socket, &s, d.ok()).await;
+        respond(&socket, "answer", ack, h, r);
+    });
+    socket.on("ice", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
+        let r = ice(&socket, &s, d.ok()).await;
+        respond(&socket, "ice", ack, h, r);
+    });
+    socket.on("mute", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
+        let r = mute(&socket, &s, d.ok()).await;
+        respond(&socket, "mute", ack, h, r);
+    });
+    socket.on("unpublish", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
+        let r = unpublish(&socket, &s, d.ok()).await;
+        respond(&socket, "unpublish", ack, h, r);
+    });
+    socket.on("leave", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck| {
+        let was_joined = participant_of(&s, &socket).is_ok();
+        respond(&socket, "leave", ack, h, Ok(json!({ "ok": true })));
+        if was_joined {
+            depart(&s, socket.id, "left").await;
+        }
+        let _ = socket.disconnect();
+    });
+    socket.on_fallback(async |socket: SocketRef, Event(ev): Event, ack: AckSender, h: HasAck| {
+        let shown: String = ev.chars().take(64).collect();
+        respond(&socket, "unknown", ack, h, Err(ApiError::bad(format!("unknown event '{shown}'"))));
+    });
+    socket.on_disconnect(async |socket: SocketRef, State(s): State<AppState>, reason: DisconnectReason| {
+        debug!(sid = %socket.id, ?reason, "disconnected");
+        depart(&s, socket.id, "disconnected").await;
+        s.0.sessions.lock().expect("sessions lock").by_sid.remove(&socket.id);
+    });
+}
+
+fn participant_of(state: &AppState, socket: &SocketRef) -> Result<(ParticipantId, String), ApiError> {
+    let sessions = state.0.sessions.lock().expect("sessions lock");
+    let s = sessions.by_sid.get(&socket.id).ok_or_else(|| ApiError::new("not_joined", "not joined"))?;
+    let p = s.participant.ok_or_else(|| ApiError::new("not_joined", "join first"))?;
+    Ok((p, s.room.clone()))
+}
+
+fn room_key(room: &str) -> String {
+    format!("room:{room}")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// JSON for a track.
+pub fn track_json(t: &TrackInfo) -> Value {
+    serde_json::to_value(track_record(t)).unwrap_or(Value::Null)
+}
+
+/// Store record for a track.
+pub fn track_record(t: &TrackInfo) -> TrackRecord {
+    TrackRecord {
+        id: t.id.to_string(),
+        participant_id: t.participant.to_string(),
+        kind: kind_str(t.kind).into(),
+        source: t.source.as_str().into(),
+        muted: t.muted,
+        codec: t.codec.clone(),
+    }
+}
+
+/// `audio` / `video`.
+pub fn kind_str(k: MediaKind) -> &'static str {
+    match k {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+fn object(d: Option<Value>) -> Result<Value, ApiError> {
+    match d {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(v @ Value::Object(_)) => Ok(v),
+        Some(_) => Err(ApiError::bad("payload must be an object")),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(d: Option<Value>) -> Result<T, ApiError> {
+    let v = object(d)?;
+    serde_json::from_value(v).map_err(|e| ApiError::bad(format!("payload: {e}")))
+}
+
+async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    object(d)?;
+    let claims = {
+        let sessions = state.0.sessions.lock().expect("sessions lock");
+        let s = sessions.by_sid.get(&socket.id).ok_or_else(|| ApiError::new("not_joined", "no session"))?;
+        if s.participant.is_some() {
+            return Err(ApiError::new("already_joined", "this socket already joined"));
+        }
+        s.claims.clone()
+    };
+    if claims.exp < unix_now() {
+        return Err(ApiError::new("token_expired", "token expired"));
+    }
+    let room = claims.room.clone();
+    // The same identity joining again replaces its older session.
+    let old = state.0.store.lock().expect("store lock").find_identity(&room, &claims.sub);
+    if let Some(old) = old {
+        if let Ok(pid) = old.id.parse::<ParticipantId>() {
+            let old_sid = state.0.sessions.lock().expect("sessions lock").by_participant.get(&pid).copied();
+            if let Some(sid) = old_sid {
+                info!(identity = %claims.sub, "identity re-joined: replacing the older session");
+                depart(state, sid, "replaced").await;
+                if let Some(op) = state.io().of(NAMESPACE) {
+                    if let Some(s) = op.get_socket(sid) {
+                        let _ = s.disconnect();
+                    }
+                }
+            }
+        }
+    }
+    let id = ParticipantId(state.0.next_participant.fetch_add(1, Ordering::Relaxed) + 1);
+    let grants = Grants {
+        publish: claims.can_publish(),
+        subscribe: claims.can_subscribe(),
+    };
+    let impair = if state.0.allow_impairment {
+        claims.impair_loss.unwrap_or(0.0)
+    } else {
+        0.0
+    };
+    state.0.sfu.join(id, &room, grants, impair).await?;
+    let record = ParticipantRecord {
+        id: id.to_string(),
+        identity: claims.sub.clone(),
+        name: claims.name.clone(),
+        role: claims.role.as_str().into(),
+        node: "local".into(),
+        joined_at: now_ms(),
+        tracks: vec![],
+    };
+    let others = {
+        let mut store = state.0.store.lock().expect("store lock");
+        let others = store.participants(&room);
+        store.add_participant(&room, record.clone());
+        others
+    };
+    let still_connected = {
+        let mut sessions = state.0.sessions.lock().expect("sessions lock");
+        match sessions.by_sid.get_mut(&socket.id) {
+            Some(s) => {
+                s.participant = Some(id);
+                true
+            }
+            None => false,
+        }
+    };
+    if !still_connected {
+        // Disconnected while joining: undo.
+        let _ = state.0.sfu.leave(id).await;
+        state.0.store.lock().expect("store lock").remove_participant(&room, &id.to_string());
+        return Err(ApiError::new("not_joined", "disconnected during join"));
+    }
+    let key = room_key(&room);
+    let _ = socket.to(key.clone()).emit("participantJoined", &record).await;
+    socket.join(key);
+    info!(participant = %id, room = %room, role = claims.role.as_str(), "participant joined");
+    Ok(json!({
+        "participant": record,
+        "participants": others,
+        "iceServers": ice_servers(state, &claims.sub),
+    }))
+}
+
+/// After the join ack is on the wire: route subscriber offers to this socket, sending
+/// one that was produced while joining.
+fn after_join_ack(socket: &SocketRef, state: &AppState) {
+    let mut sessions = state.0.sessions.lock().expect("sessions lock");
+    let Some(p) = sessions.by_sid.get(&socket.id).and_then(|s| s.participant) else {
+        return;
+    };
+    sessions.by_participant.insert(p, socket.id);
+    if let Some(offer) = sessions.early_offers.remove(&p) {
+        let _ = socket.emit("offer", &offer);
+    }
+}
+
+fn ice_servers(state: &AppState, identity: &str) -> Value {
+    if state.0.turn_urls.is_empty() {
+        return json!([]);
+    }
+    match &state.0.turn_secret {
+        Some(secret) => {
+            let c = turn::rest_credential(secret.as_bytes(), identity, unix_now() + 24 * 3600);
+            json!([{ "urls": state.0.turn_urls, "username": c.username, "credential": c.password }])
+        }
+        None => json!([{ "urls": state.0.turn_urls }]),
+    }
+}
+
+#[derive(Deserialize)]
+struct PublishReq {
+    sdp: String,
+    #[serde(default)]
+    tracks: Vec<TrackReq>,
+}
+
+#[derive(Deserialize)]
+struct TrackReq {
+    mid: String,
+    source: String,
+    #[serde(default)]
+    muted: bool,
+}
+
+fn check_sdp(sdp: &str) -> Result<(), ApiError> {
+    if sdp.len() > MAX_SDP_BYTES {
+        return Err(ApiError::new(
+            "payload_too_large",
+            format!("SDP is {} bytes; the limit is {MAX_SDP_BYTES}", sdp.len()),
+        ));
+    }
+    if sdp.is_empty() {
+        return Err(ApiError::new("bad_sdp", "empty SDP"));
+    }
+    Ok(())
+}
+
+async fn publish(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    let req: PublishReq = parse(d)?;
+    let (p, _) = participant_of(state, socket)?;
+    check_sdp(&req.sdp)?;
+    let mut tracks = Vec::new();
+    for t in req.tracks {
+        let source: Source = t
+            .source
+            .parse()
+            .map_err(|_| ApiError::bad("track source must be camera, microphone or screen"))?;
+        if t.mid.is_empty() || t.mid.len() > 32 {
+            return Err(ApiError::bad("bad mid"));
+        }
+        tracks.push(TrackRequest {
+            mid: t.mid,
+            source,
+            muted: t.muted,
+        });
+    }
+    let a = state.0.sfu.publish(p, req.sdp, tracks).await?;
+    Ok(json!({ "sdp": a.sdp, "tracks": a.tracks.iter().map(track_json).collect::<Vec<_>>() }))
+}
+
+#[derive(Deserialize)]
+struct AnswerReq {
+    sdp: String,
+}
+
+async fn answer(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    let req: AnswerReq = parse(d)?;
+    let (p, _) = participant_of(state, socket)?;
+    check_sdp(&req.sdp)?;
+    state.0.sfu.answer(p, req.sdp).await?;
+    Ok(json!({ "ok": true }))
+}
+
+#[derive(Deserialize)]
+struct IceReq {
+    target: String,
+    candidate: Option<IceCandidate>,
+}
+
+#[derive(Deserialize)]
+struct IceCandidate {
+    candidate: String,
+}
+
+async fn ice(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    let req: IceReq = parse(d)?;
+    let (p, _) = participant_of(state, socket)?;
+    let role = match req.target.as_str() {
+        "publisher" => Role::Publisher,
+        "subscriber" => Role::Subscriber,
+        _ => return Err(ApiError::bad("target must be publisher or subscriber")),
+    };
+    let Some(c) = req.candidate else {
+        return Ok(json!({ "ok": true })); // end of candidates
+    };
+    if c.candidate.is_empty() {
+        return Ok(json!({ "ok": true }));
+    }
+    if c.candidate.len() > 1024 {
+        return Err(ApiError::bad("candidate too long"));
+    }
+    state.0.sfu.candidate(p, role, c.candidate).await?;
+    Ok(json!({ "ok": true }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MuteReq {
+    track_id: String,
+    muted: bool,
+}
+
+fn parse_track(s: &str) -> Result<TrackId, ApiError> {
+    s.parse().map_err(|_| ApiError::new("unknown_track", "no such track"))
+}
+
+async fn mute(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    let req: MuteReq = parse(d)?;
+    let (p, _) = participant_of(state, socket)?;
+    state.0.sfu.mute(p, parse_track(&req.track_id)?, req.muted).await?;
+    Ok(json!({ "ok": true }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UnpublishReq {
+    track_id: String,
+}
+
+async fn unpublish(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    let req: UnpublishReq = parse(d)?;
+    let (p, _) = participant_of(state, socket)?;
+    state.0.sfu.unpublish(p, parse_track(&req.track_id)?).await?;
+    Ok(json!({ "ok": true }))
+}
+
+/// A participant leaves (leave, disconnect, replaced): free media state, update the
+/// store, tell the room. Idempotent.
+pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, reason: &str) {
+    let (p, room) = {
+        let mut sessions = state.0.sessions.lock().expect("sessions lock");
+        let Some(s) = sessions.by_sid.get_mut(&sid) else {
+            return;
+        };
+        let Some(p) = s.participant.take() else {
+            return;
+        };
+        let room = s.room.clone();
+        sessions.by_participant.remove(&p);
+        sessions.early_offers.remove(&p);
+        (p, room)
+    };
+    if let Err(e) = state.0.sfu.leave(p).await {
+        debug!(participant = %p, "leave: {e}");
+    }
+    announce_left(state, p, &room, reason).await;
+}
+
+/// Remove a participant from the store and tell its room.
+pub(crate) async fn announce_left(state: &AppState, p: ParticipantId, room: &str, reason: &str) {
+    state.0.store.lock().expect("store lock").remove_participant(room, &p.to_string());
+    info!(participant = %p, room, reason, "participant left");
+    if let Some(op) = state.io().of(NAMESPACE) {
+        let _ = op
+            .to(room_key(room))
+            .emit("participantLeft", &json!({ "id": p.to_string(), "reason": reason }))
+            .await;
+    }
+}

@@ -1,0 +1,135 @@
+//! The media core's events, turned into Socket.IO events and room-state updates.
+
+use room_state::RoomStore;
+use serde_json::{Value, json};
+use sfu::{RemovalReason, SfuEvent};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::{debug, info};
+
+use crate::handlers::{announce_left, kind_str, track_json, track_record};
+use crate::{AppState, NAMESPACE};
+
+/// Run until the core's event channel closes.
+pub async fn run(state: AppState, mut events: UnboundedReceiver<SfuEvent>) {
+    while let Some(ev) = events.recv().await {
+        handle(&state, ev).await;
+    }
+    debug!("event pump finished");
+}
+
+async fn to_room(state: &AppState, room: &str, event: &str, data: &Value) {
+    if let Some(op) = state.io().of(NAMESPACE) {
+        let _ = op.to(format!("room:{room}")).emit(event, data).await;
+    }
+}
+
+async fn handle(state: &AppState, ev: SfuEvent) {
+    match ev {
+        SfuEvent::SubscriberOffer {
+            participant,
+            sdp,
+            tracks,
+        } => {
+            let payload = json!({
+                "sdp": sdp,
+                "tracks": tracks.iter().map(|t| json!({
+                    "mid": t.mid,
+                    "trackId": t.track.map(|x| x.to_string()),
+                    "participantId": t.publisher.to_string(),
+                    "kind": kind_str(t.kind),
+                    "source": t.source.as_str(),
+                })).collect::<Vec<_>>(),
+            });
+            let sid = {
+                let mut sessions = state.0.sessions.lock().expect("sessions lock");
+                match sessions.by_participant.get(&participant) {
+                    Some(sid) => Some(*sid),
+                    None => {
+                        sessions.early_offers.insert(participant, payload.clone());
+                        None
+                    }
+                }
+            };
+            if let Some(sid) = sid {
+                if let Some(s) = state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid)) {
+                    let _ = s.emit("offer", &payload);
+                }
+            }
+        }
+        SfuEvent::TrackPublished { room, track } => {
+            state.0.store.lock().expect("store lock").upsert_track(&room, track_record(&track));
+            info!(track = %track.id, participant = %track.participant, source = track.source.as_str(), codec = %track.codec, "track published");
+            to_room(state, &room, "trackPublished", &track_json(&track)).await;
+        }
+        SfuEvent::TrackUnpublished {
+            room,
+            participant,
+            track,
+        } => {
+            state
+                .0
+                .store
+                .lock()
+                .expect("store lock")
+                .remove_track(&room, &participant.to_string(), &track.to_string());
+            to_room(
+                state,
+                &room,
+                "trackUnpublished",
+                &json!({ "id": track.to_string(), "participantId": participant.to_string() }),
+            )
+            .await;
+        }
+        SfuEvent::TrackMuted {
+            room,
+            participant,
+            track,
+            muted,
+        } => {
+            state.0.store.lock().expect("store lock").set_muted(
+                &room,
+                &participant.to_string(),
+                &track.to_string(),
+                muted,
+            );
+            to_room(
+                state,
+                &room,
+                "trackMuted",
+                &json!({ "id": track.to_string(), "participantId": participant.to_string(), "muted": muted }),
+            )
+            .await;
+        }
+        SfuEvent::ParticipantRemoved {
+            room,
+            participant,
+            reason,
+        } => {
+            state.0.sfu.forget(participant);
+            let sid = {
+                let mut sessions = state.0.sessions.lock().expect("sessions lock");
+                let sid = sessions.by_participant.remove(&participant);
+                if let Some(s) = sid.and_then(|sid| sessions.by_sid.get_mut(&sid)) {
+                    s.participant = None;
+                }
+                sid
+            };
+            let why = match reason {
+                RemovalReason::ConsentTimeout | RemovalReason::ConnectTimeout => "timeout",
+                RemovalReason::TransportFailed => "disconnected",
+            };
+            announce_left(state, participant, &room, why).await;
+            if let Some(s) = sid.and_then(|sid| state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid))) {
+                let _ = s.emit("error", &json!({ "code": "media_timeout", "message": "media connection lost; rejoin" }));
+                let _ = s.disconnect();
+            }
+        }
+        SfuEvent::ActiveSpeakers { room, speakers } => {
+            let list: Vec<Value> = speakers
+                .iter()
+                .map(|(p, l)| json!({ "id": p.to_string(), "level": (*l * 100.0).round() / 100.0 }))
+                .collect();
+            to_room(state, &room, "activeSpeakers", &json!({ "speakers": list })).await;
+        }
+    }
+}

@@ -1,0 +1,260 @@
+// app.js — the demo page's UI on top of studyroom.js.
+//
+// `/?room=ROOM&name=NAME[&role=learner|proctor][&publish=0][&loss=N]` fetches a dev token from
+// `/dev/token` (the query passed through) and joins at once, with camera and mic unless the
+// token does not grant publishing; without room and name it shows the join form.
+// For tests: `window.studyroom` is the StudyRoom, remote tiles carry `data-participant-id`
+// (and data-mic-muted / data-cam-muted / data-speaking), and `document.body.dataset.state`
+// goes connecting -> joined (after publishing, if we publish) -> left | disconnected | error.
+
+import { StudyRoom } from './studyroom.js';
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+const ROLE_LABEL = { learner: '학습자 / Learner', proctor: '감독관 / Proctor' };
+
+function setState(state, message = '', errorCode = '') {
+  document.body.dataset.state = state;
+  if (errorCode) document.body.dataset.error = errorCode;
+  $('#status').textContent = message;
+}
+
+// Reads the claims of our own token (no verification: only to know our grants for the UI).
+function tokenClaims(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(part));
+  } catch {
+    return {};
+  }
+}
+
+async function fetchToken(query) {
+  const params = new URLSearchParams();
+  for (const key of ['room', 'name', 'role', 'publish', 'loss']) {
+    if (query.has(key)) params.set(key, query.get(key));
+  }
+  const res = await fetch(`/dev/token?${params}`);
+  const body = await res.text();
+  if (!res.ok) throw Object.assign(new Error(`토큰 발급 실패 / Token request failed (${res.status}): ${body}`), { code: 'token_request' });
+  const json = JSON.parse(body);
+  if (typeof json.token !== 'string') throw Object.assign(new Error('토큰 응답 오류 / Bad token response'), { code: 'token_request' });
+  return json.token;
+}
+
+function showForm(query) {
+  const form = $('#join-form');
+  form.hidden = false;
+  $('#join-room').value = query.get('room') || '';
+  $('#join-name').value = query.get('name') || '';
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const params = new URLSearchParams({
+      room: $('#join-room').value.trim(),
+      name: $('#join-name').value.trim(),
+      role: $('#join-role').value,
+    });
+    if (!$('#join-publish').checked) params.set('publish', '0');
+    location.search = `?${params}`;
+  });
+}
+
+// ---- tiles -------------------------------------------------------------------------------
+
+function tileFor(participantId) {
+  return document.querySelector(`.tile[data-participant-id="${CSS.escape(participantId)}"]`);
+}
+
+function ensureTile(p) {
+  let tile = tileFor(p.id);
+  if (tile) {
+    if (p.name) { // created early from a track; now we know who it is
+      $('.name', tile).textContent = p.name;
+      $('.role', tile).textContent = ROLE_LABEL[p.role] || '';
+      tile.setAttribute('aria-label', p.name);
+    }
+    return tile;
+  }
+  tile = document.createElement('div');
+  tile.className = 'tile';
+  tile.dataset.participantId = p.id;
+  tile.setAttribute('role', 'group');
+  tile.setAttribute('aria-label', p.name || p.identity || p.id);
+  tile.innerHTML = `
+    <div class="media">
+      <video class="camera" autoplay playsinline muted></video>
+      <video class="screen" autoplay playsinline muted hidden></video>
+    </div>
+    <audio class="mic" autoplay></audio>
+    <div class="label">
+      <span class="name"></span>
+      <span class="role"></span>
+      <span class="ind mic-off" hidden>마이크 꺼짐 / Mic off</span>
+      <span class="ind cam-off" hidden>카메라 꺼짐 / Camera off</span>
+    </div>`;
+  $('.name', tile).textContent = p.name || p.identity || p.id;
+  $('.role', tile).textContent = ROLE_LABEL[p.role] || '';
+  $('#tiles').appendChild(tile);
+  return tile;
+}
+
+function mediaElement(tile, source) {
+  if (source === 'microphone') return $('audio.mic', tile);
+  if (source === 'screen') return $('video.screen', tile);
+  return $('video.camera', tile);
+}
+
+function attach(el, track, trackId) {
+  el.srcObject = new MediaStream([track]);
+  el.dataset.trackId = trackId;
+  el.hidden = false;
+  el.play().catch(() => { /* autoplay may wait for a user gesture; the element retries on its own */ });
+}
+
+function detach(tile, trackId) {
+  for (const el of tile.querySelectorAll('video, audio')) {
+    if (el.dataset.trackId !== trackId) continue;
+    el.srcObject = null;
+    delete el.dataset.trackId;
+    if (el.classList.contains('screen')) el.hidden = true;
+  }
+}
+
+// Muted indicators follow the server's view of the participant's tracks.
+function refreshIndicators(room, participantId) {
+  const p = room.participants.get(participantId);
+  const tile = tileFor(participantId);
+  if (!p || !tile) return;
+  const mic = p.tracks.find((t) => t.source === 'microphone');
+  const cam = p.tracks.find((t) => t.source === 'camera');
+  const micMuted = !mic || mic.muted;
+  const camMuted = !cam || cam.muted;
+  tile.dataset.micMuted = String(micMuted);
+  tile.dataset.camMuted = String(camMuted);
+  $('.mic-off', tile).hidden = !micMuted;
+  $('.cam-off', tile).hidden = !camMuted;
+}
+
+function setLocalIndicator(source, muted) {
+  const tile = $('#local-tile');
+  if (source === 'microphone') { $('.mic-off', tile).hidden = !muted; tile.dataset.micMuted = String(muted); }
+  if (source === 'camera') { $('.cam-off', tile).hidden = !muted; tile.dataset.camMuted = String(muted); }
+}
+
+// ---- controls ----------------------------------------------------------------------------
+
+function wireToggle(button, run) {
+  button.addEventListener('click', async () => {
+    const next = button.getAttribute('aria-pressed') !== 'true';
+    button.disabled = true;
+    try {
+      await run(next);
+      button.setAttribute('aria-pressed', String(next));
+    } catch (e) {
+      setState(document.body.dataset.state, `오류 / Error: ${e.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+function wireControls(room, canPublish) {
+  const mic = $('#btn-mic');
+  const cam = $('#btn-cam');
+  const screen = $('#btn-screen');
+  for (const b of [mic, cam, screen]) b.hidden = !canPublish;
+  wireToggle(mic, (muted) => room.setMuted('microphone', muted));
+  wireToggle(cam, (muted) => room.setMuted('camera', muted));
+  wireToggle(screen, (on) => (on ? room.startScreenShare() : room.stopScreenShare()));
+  $('#btn-leave').addEventListener('click', async () => {
+    $('#btn-leave').disabled = true;
+    await room.leave();
+  });
+}
+
+// ---- room --------------------------------------------------------------------------------
+
+function wireRoom(room) {
+  room.on('participantJoined', (p) => { ensureTile(p); refreshIndicators(room, p.id); });
+  room.on('participantLeft', ({ id }) => { const t = tileFor(id); if (t) t.remove(); });
+  room.on('trackPublished', (t) => refreshIndicators(room, t.participantId));
+  room.on('trackMuted', (m) => refreshIndicators(room, m.participantId));
+  room.on('trackUnpublished', (m) => {
+    const tile = tileFor(m.participantId);
+    if (tile) detach(tile, m.id);
+    refreshIndicators(room, m.participantId);
+  });
+  room.on('remoteTrack', (participantId, trackId, kind, source, track) => {
+    const p = room.participants.get(participantId) || { id: participantId };
+    attach(mediaElement(ensureTile(p), source), track, trackId);
+  });
+  room.on('remoteTrackEnded', (participantId, trackId) => {
+    const tile = tileFor(participantId);
+    if (tile) detach(tile, trackId);
+  });
+  room.on('activeSpeakers', (speakers) => {
+    const loud = new Set(speakers.map((s) => s.id));
+    for (const tile of document.querySelectorAll('.tile[data-participant-id]')) {
+      const on = loud.has(tile.dataset.participantId);
+      tile.classList.toggle('speaking', on);
+      tile.dataset.speaking = String(on);
+    }
+    const me = room.participant && loud.has(room.participant.id);
+    $('#local-tile').classList.toggle('speaking', !!me);
+  });
+  room.on('localTrack', (source, track) => {
+    const el = source === 'screen' ? $('#local-screen') : source === 'camera' ? $('#local-video') : null;
+    if (el) { el.srcObject = new MediaStream([track]); el.hidden = false; }
+  });
+  room.on('localTrackEnded', (source) => {
+    if (source === 'camera') $('#local-video').srcObject = null;
+    if (source !== 'screen') return;
+    $('#local-screen').srcObject = null;
+    $('#local-screen').hidden = true;
+    $('#btn-screen').setAttribute('aria-pressed', 'false');
+  });
+  room.on('localMuted', setLocalIndicator);
+  room.on('error', (e) => { $('#status').textContent = `오류 / Error: ${e.code} ${e.message || ''}`; });
+  room.on('disconnected', (reason) => {
+    setState('disconnected', `연결이 끊겼습니다 / Disconnected (${reason})`);
+  });
+  room.on('left', () => {
+    $('#room-view').hidden = true;
+    $('#left-view').hidden = false;
+    $('#rejoin').href = location.href;
+    setState('left', '');
+  });
+}
+
+async function start(query) {
+  const roomName = query.get('room');
+  if (!ROOM_RE.test(roomName)) {
+    setState('error', '방 이름은 영문, 숫자, _ . - 1~64자입니다 / Room must be 1-64 of A-Z a-z 0-9 _ . -', 'bad_room');
+    showForm(query);
+    return;
+  }
+  $('#room-label').textContent = `방 / Room: ${roomName}`;
+  const room = new StudyRoom();
+  window.studyroom = room;
+  wireRoom(room);
+  setState('connecting', '연결 중… / Connecting…');
+  try {
+    const token = await fetchToken(query);
+    const claims = tokenClaims(token);
+    const canPublish = claims.publish !== undefined ? !!claims.publish : claims.role !== 'proctor';
+    $('#local-name').textContent = `${query.get('name')} (나 / me)`;
+    wireControls(room, canPublish);
+    await room.connect(token);
+    await room.join();
+    $('#room-view').hidden = false;
+    $('#local-tile').hidden = !canPublish;
+    if (canPublish) await room.publish({ camera: true, microphone: true });
+    setState('joined', canPublish ? '입장했습니다 / Joined' : '청취자로 입장했습니다 / Joined as a listener');
+  } catch (e) {
+    setState('error', `입장 실패 / Could not join: ${e.message}`, e.code || 'client');
+  }
+}
+
+const query = new URLSearchParams(location.search);
+if (query.get('room') && query.get('name')) start(query);
+else showForm(query);

@@ -1,0 +1,393 @@
+// studyroom.js — the browser client library for a studyroom room (ES module).
+//
+// Why it exists: it holds the whole client side of docs/protocol.md in one place so that
+// the demo page (app.js) only draws the UI and tests can drive a real client through
+// `window.studyroom`. It speaks Socket.IO through our own sio.js and keeps two peer
+// connections, as the protocol asks:
+//   - publisher PC: we offer (`publish`) with sendonly transceivers (camera, mic, later a
+//     screen share as another mid), the server answers;
+//   - subscriber PC: the server pushes `offer` events with a mid -> track mapping, we
+//     answer (`answer`); offers are applied strictly one at a time.
+// Local ICE candidates are trickled with `ice`, after the description they belong to was
+// acknowledged.
+//
+// Lifecycle: new StudyRoom() -> connect(token) -> join() -> publish() (optional)
+//   -> setMuted / startScreenShare / stopScreenShare ... -> leave().
+// Events (room.on(name, fn)): participantJoined(p), participantLeft({id, reason}),
+//   trackPublished(track), trackUnpublished({id, participantId}),
+//   trackMuted({id, participantId, muted}), remoteTrack(participantId, trackId, kind, source,
+//   MediaStreamTrack), remoteTrackEnded(participantId, trackId), activeSpeakers(speakers),
+//   localTrack(source, MediaStreamTrack), localTrackEnded(source), localMuted(source, muted),
+//   connectionState(which, state), error(err), disconnected(reason), left().
+// Every failed request rejects with a StudyRoomError carrying the server's error `code`.
+
+import { sioConnect } from './sio.js';
+
+const REQUEST_TIMEOUT_MS = 10000;
+const EVENT_LOG_MAX = 500;
+
+export class StudyRoomError extends Error {
+  constructor(code, message) {
+    super(message ? `${code}: ${message}` : code);
+    this.name = 'StudyRoomError';
+    this.code = code;
+  }
+}
+
+export class StudyRoom {
+  /** @param {{url?: string}} opts  server base URL; defaults to the page's origin. */
+  constructor({ url } = {}) {
+    this.url = url || globalThis.location.origin;
+    this.state = 'new'; // new | connecting | connected | joined | left | disconnected
+    this.socket = null;
+    this.participant = null; // our own Participant once joined
+    this.participants = new Map(); // the others: id -> Participant
+    this.iceServers = [];
+    this.localTracks = new Map(); // source -> { source, track, stream, transceiver, trackId, muted }
+    this.remoteByMid = new Map(); // mid -> { mid, trackId, participantId, kind, source } (last offer)
+    this.remoteTracks = new Map(); // trackId -> { ...mapping, track }
+    this.publisherPc = null;
+    this.subscriberPc = null;
+    this.eventLog = []; // recent events as plain data, for debugging and tests
+    this._handlers = new Map();
+    this._pubChain = Promise.resolve();
+    this._subChain = Promise.resolve();
+    this._pending = { publisher: [], subscriber: [] }; // candidates waiting for their description's ack
+    this._ready = { publisher: false, subscriber: false };
+    this._joined = new Promise((resolve) => { this._resolveJoined = resolve; });
+  }
+
+  on(event, fn) {
+    if (!this._handlers.has(event)) this._handlers.set(event, new Set());
+    this._handlers.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+
+  off(event, fn) {
+    const set = this._handlers.get(event);
+    if (set) set.delete(fn);
+  }
+
+  _emit(event, ...args) {
+    this.eventLog.push({ event, at: Date.now(), data: args.filter((a) => !(a instanceof MediaStreamTrack)) });
+    if (this.eventLog.length > EVENT_LOG_MAX) this.eventLog.shift();
+    const set = this._handlers.get(event);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try { fn(...args); } catch (e) { console.error(`studyroom: ${event} handler threw`, e); }
+    }
+  }
+
+  _fail(where, err) {
+    const e = err instanceof Error ? err : new Error(String(err));
+    console.error(`studyroom: ${where}:`, e);
+    this._emit('error', { where, code: e.code || 'client', message: e.message });
+  }
+
+  async _request(event, payload, timeoutMs = REQUEST_TIMEOUT_MS) {
+    if (!this.socket) throw new StudyRoomError('not_connected', `${event} before connect()`);
+    let res;
+    try {
+      res = await this.socket.emitWithAck(event, payload, timeoutMs);
+    } catch (e) {
+      throw new StudyRoomError('transport', `${event}: ${e.message}`);
+    }
+    if (res && typeof res === 'object' && res.error) {
+      throw new StudyRoomError(res.error.code || 'unknown', res.error.message || '');
+    }
+    return res;
+  }
+
+  /** Opens the Socket.IO connection; rejects with the handshake error code (e.g. invalid_token). */
+  connect(token) {
+    if (this.socket) return Promise.reject(new StudyRoomError('already_connected', 'connect() called twice'));
+    this.state = 'connecting';
+    const s = sioConnect(this.url, '/study', { token });
+    this.socket = s;
+    s.on('participantJoined', (p) => this._onParticipantJoined(p));
+    s.on('participantLeft', (m) => this._onParticipantLeft(m));
+    s.on('trackPublished', (t) => this._onTrackPublished(t));
+    s.on('trackUnpublished', (m) => this._onTrackUnpublished(m));
+    s.on('trackMuted', (m) => this._onTrackMuted(m));
+    s.on('activeSpeakers', (m) => this._emit('activeSpeakers', (m && m.speakers) || []));
+    s.on('offer', (o) => this._onOffer(o));
+    s.on('error', (e) => this._emit('error', { where: 'server', ...(e || {}) }));
+    s.on('disconnect', (reason) => {
+      if (this.state === 'left') return;
+      this.state = 'disconnected';
+      this._emit('disconnected', reason);
+    });
+    return new Promise((resolve, reject) => {
+      const ok = () => { s.off('connect_error', bad); this.state = 'connected'; resolve(); };
+      const bad = (e) => {
+        s.off('connect', ok);
+        this.state = 'disconnected';
+        reject(new StudyRoomError((e && e.message) || 'connect_error', 'connection refused'));
+      };
+      s.on('connect', ok);
+      s.on('connect_error', bad);
+    });
+  }
+
+  /** Joins the room named in the token. Resolves with the join ack. */
+  async join() {
+    const res = await this._request('join', {});
+    this.participant = res.participant;
+    this.iceServers = Array.isArray(res.iceServers) ? res.iceServers : [];
+    for (const p of res.participants || []) {
+      if (p.id !== this.participant.id) this.participants.set(p.id, p);
+    }
+    this.state = 'joined';
+    this._resolveJoined();
+    for (const p of this.participants.values()) this._emit('participantJoined', p);
+    return res;
+  }
+
+  /** Publishes camera and/or microphone (getUserMedia unless a stream is given). */
+  async publish({ camera = true, microphone = true, stream = null } = {}) {
+    const media = stream || await navigator.mediaDevices.getUserMedia({ video: camera, audio: microphone });
+    const pc = this._ensurePublisherPc();
+    const ordered = [...media.getVideoTracks(), ...media.getAudioTracks()];
+    const added = [];
+    for (const track of ordered) {
+      const source = track.kind === 'video' ? 'camera' : 'microphone';
+      if (this.localTracks.has(source)) throw new StudyRoomError('already_published', source);
+      const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+      this.localTracks.set(source, { source, track, stream: media, transceiver, trackId: null, muted: false });
+      added.push(source);
+      this._emit('localTrack', source, track);
+    }
+    try {
+      await this._negotiatePublisher();
+    } catch (e) { // e.g. forbidden: take back what we added
+      for (const source of added) {
+        const lt = this.localTracks.get(source);
+        this.localTracks.delete(source);
+        lt.track.stop();
+        lt.transceiver.stop();
+        this._emit('localTrackEnded', source);
+      }
+      throw e;
+    }
+    return [...this.localTracks.values()].map((t) => ({ source: t.source, trackId: t.trackId }));
+  }
+
+  /** Mutes or unmutes one of our tracks, by server track id or by source name. */
+  async setMuted(trackIdOrSource, muted) {
+    const lt = this._localTrack(trackIdOrSource);
+    if (!lt) throw new StudyRoomError('unknown_track', `no local track ${trackIdOrSource}`);
+    lt.track.enabled = !muted;
+    lt.muted = !!muted;
+    if (lt.trackId) await this._request('mute', { trackId: lt.trackId, muted: !!muted });
+    this._emit('localMuted', lt.source, lt.muted);
+  }
+
+  /** Adds a screen share (getDisplayMedia) as another mid on the publisher PC. */
+  async startScreenShare() {
+    if (this.localTracks.has('screen')) return;
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    const track = stream.getVideoTracks()[0];
+    const pc = this._ensurePublisherPc();
+    const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    this.localTracks.set('screen', { source: 'screen', track, stream, transceiver, trackId: null, muted: false });
+    // The browser's own "stop sharing" button ends the track.
+    track.addEventListener('ended', () => this.stopScreenShare().catch((e) => this._fail('stopScreenShare', e)));
+    this._emit('localTrack', 'screen', track);
+    try {
+      await this._negotiatePublisher();
+    } catch (e) {
+      this.localTracks.delete('screen');
+      track.stop();
+      transceiver.direction = 'inactive';
+      this._emit('localTrackEnded', 'screen');
+      throw e;
+    }
+  }
+
+  /** Stops the screen share and unpublishes it. */
+  async stopScreenShare() {
+    const lt = this.localTracks.get('screen');
+    if (!lt) return;
+    this.localTracks.delete('screen');
+    lt.track.stop();
+    await lt.transceiver.sender.replaceTrack(null);
+    // Not sending any more; the next publish offer shows this m-line inactive.
+    lt.transceiver.direction = 'inactive';
+    this._emit('localTrackEnded', 'screen');
+    if (lt.trackId && this.state === 'joined') await this._request('unpublish', { trackId: lt.trackId });
+  }
+
+  /** Leaves the room: tells the server, then closes everything. */
+  async leave() {
+    if (this.state === 'left') return;
+    try {
+      if (this.socket && this.socket.connected) await this._request('leave', {}, 3000);
+    } catch (e) {
+      console.warn('studyroom: leave request failed, closing anyway:', e.message);
+    }
+    this._close();
+  }
+
+  _close() {
+    this.state = 'left';
+    for (const lt of this.localTracks.values()) lt.track.stop();
+    this.localTracks.clear();
+    for (const pc of [this.publisherPc, this.subscriberPc]) if (pc) pc.close();
+    this.publisherPc = null;
+    this.subscriberPc = null;
+    this.remoteTracks.clear();
+    this.remoteByMid.clear();
+    if (this.socket) this.socket.close();
+    this._emit('left');
+  }
+
+  _localTrack(key) {
+    if (this.localTracks.has(key)) return this.localTracks.get(key);
+    for (const lt of this.localTracks.values()) if (lt.trackId === key) return lt;
+    return null;
+  }
+
+  _newPc(which) {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    pc.addEventListener('icecandidate', (ev) => this._onLocalCandidate(which, ev.candidate));
+    pc.addEventListener('connectionstatechange', () => this._emit('connectionState', which, pc.connectionState));
+    return pc;
+  }
+
+  _ensurePublisherPc() {
+    if (this.state !== 'joined') throw new StudyRoomError('not_joined', 'publish before join()');
+    if (!this.publisherPc) this.publisherPc = this._newPc('publisher');
+    return this.publisherPc;
+  }
+
+  _onLocalCandidate(which, candidate) {
+    const init = candidate ? candidate.toJSON() : null;
+    if (!this._ready[which]) {
+      this._pending[which].push(init);
+      return;
+    }
+    this._sendCandidate(which, init);
+  }
+
+  _sendCandidate(which, candidate) {
+    if (!this.socket || !this.socket.connected) return;
+    this._request('ice', { target: which, candidate }).catch((e) => this._fail(`ice(${which})`, e));
+  }
+
+  _flushCandidates(which) {
+    this._ready[which] = true;
+    const queued = this._pending[which].splice(0);
+    for (const c of queued) this._sendCandidate(which, c);
+  }
+
+  // Publisher negotiations run one after another: offer -> `publish` -> answer.
+  _negotiatePublisher() {
+    const run = async () => {
+      const pc = this.publisherPc;
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      const tracks = [];
+      for (const lt of this.localTracks.values()) {
+        tracks.push({ mid: lt.transceiver.mid, source: lt.source, muted: lt.muted });
+      }
+      let res;
+      try {
+        res = await this._request('publish', { sdp: pc.localDescription.sdp, tracks });
+      } catch (e) {
+        if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
+        throw e;
+      }
+      await pc.setRemoteDescription({ type: 'answer', sdp: res.sdp });
+      for (const t of res.tracks || []) {
+        const lt = this.localTracks.get(t.source);
+        if (lt) lt.trackId = t.id;
+      }
+      this._flushCandidates('publisher');
+      return res;
+    };
+    const p = this._pubChain.then(run);
+    this._pubChain = p.catch(() => {});
+    return p;
+  }
+
+  // Subscriber offers are applied strictly one at a time, in arrival order.
+  _onOffer(offer) {
+    this._subChain = this._subChain
+      .then(() => this._applyOffer(offer))
+      .catch((e) => this._fail('subscriber offer', e));
+  }
+
+  async _applyOffer({ sdp, tracks }) {
+    await this._joined;
+    if (this.state !== 'joined') return;
+    if (!this.subscriberPc) this.subscriberPc = this._newPc('subscriber');
+    const pc = this.subscriberPc;
+    const mapping = new Map((tracks || []).map((t) => [t.mid, t]));
+    await pc.setRemoteDescription({ type: 'offer', sdp });
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    this.remoteByMid = mapping;
+    await this._request('answer', { sdp: pc.localDescription.sdp });
+    this._flushCandidates('subscriber');
+    this._reconcileRemoteTracks(pc, mapping);
+  }
+
+  // After each negotiation: announce tracks that now arrive on a mid, retire those gone.
+  _reconcileRemoteTracks(pc, mapping) {
+    const live = new Set();
+    for (const tr of pc.getTransceivers()) {
+      const info = tr.mid != null ? mapping.get(tr.mid) : null;
+      if (!info) continue;
+      if (tr.currentDirection !== 'recvonly' && tr.currentDirection !== 'sendrecv') continue;
+      live.add(info.trackId);
+      const prev = this.remoteTracks.get(info.trackId);
+      if (prev && prev.mid === tr.mid) continue;
+      this.remoteTracks.set(info.trackId, { ...info, track: tr.receiver.track });
+      this._emit('remoteTrack', info.participantId, info.trackId, info.kind, info.source, tr.receiver.track);
+    }
+    for (const [trackId, entry] of [...this.remoteTracks]) {
+      if (live.has(trackId)) continue;
+      this.remoteTracks.delete(trackId);
+      this._emit('remoteTrackEnded', entry.participantId, trackId);
+    }
+  }
+
+  _onParticipantJoined(p) {
+    if (!p || (this.participant && p.id === this.participant.id)) return;
+    this.participants.set(p.id, { ...p, tracks: p.tracks || [] });
+    this._emit('participantJoined', p);
+  }
+
+  _onParticipantLeft(m) {
+    if (!m) return;
+    this.participants.delete(m.id);
+    this._emit('participantLeft', m);
+  }
+
+  _onTrackPublished(t) {
+    if (!t) return;
+    if (this.participant && t.participantId === this.participant.id) {
+      const lt = this.localTracks.get(t.source);
+      if (lt && !lt.trackId) lt.trackId = t.id;
+    } else {
+      const p = this.participants.get(t.participantId);
+      if (p) p.tracks = [...p.tracks.filter((x) => x.id !== t.id), t];
+    }
+    this._emit('trackPublished', t);
+  }
+
+  _onTrackUnpublished(m) {
+    if (!m) return;
+    const p = this.participants.get(m.participantId);
+    if (p) p.tracks = p.tracks.filter((x) => x.id !== m.id);
+    this._emit('trackUnpublished', m);
+  }
+
+  _onTrackMuted(m) {
+    if (!m) return;
+    const p = this.participants.get(m.participantId);
+    const t = p && p.tracks.find((x) => x.id === m.id);
+    if (t) t.muted = m.muted;
+    this._emit('trackMuted', m);
+  }
+}

@@ -1,0 +1,71 @@
+// Headless Chromium for the e2e tests: launch with fake media, open the demo page as a
+// participant, and remember every page's console so a failing test can print it.
+// Every RTCPeerConnection a page creates is collected in `window.__pcs` (init script), so
+// tests read getStats() of the PCs the page really uses, whatever the app does.
+import { chromium } from 'playwright-core';
+
+export const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+export const CHROMIUM_FLAGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  // <audio> elements play without a user gesture, as they would after a click on "join".
+  '--autoplay-policy=no-user-gesture-required',
+  // Several pages share two cores: keep background pages' timers and rendering running.
+  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+// Runs in every page before its scripts: collect each RTCPeerConnection.
+function collectPeerConnections() {
+  const Original = window.RTCPeerConnection;
+  window.__pcs = [];
+  class CollectedRTCPeerConnection extends Original {
+    constructor(...args) {
+      super(...args);
+      window.__pcs.push(this);
+    }
+  }
+  window.RTCPeerConnection = CollectedRTCPeerConnection;
+}
+
+export async function launchBrowser() {
+  return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_FLAGS });
+}
+
+/**
+ * Opens `/?room=..&name=..` in a fresh browser context and waits until the page says
+ * joined (body[data-state=joined]). Returns a participant handle.
+ * @param {import('playwright-core').Browser} browser
+ * @param {string} baseUrl  e.g. http://127.0.0.1:5002
+ * @param {{room: string, name: string, role?: string, publish?: boolean, loss?: number, joinTimeoutMs?: number}} opts
+ */
+export async function openParticipant(browser, baseUrl, { room, name, role, publish, loss, joinTimeoutMs = 20000 }) {
+  const context = await browser.newContext();
+  await context.addInitScript(collectPeerConnections);
+  const page = await context.newPage();
+  const consoleLines = [];
+  page.on('console', (m) => consoleLines.push(`[${name} console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`[${name} pageerror] ${e.stack || e.message}`));
+  const q = new URLSearchParams({ room, name });
+  if (role) q.set('role', role);
+  if (publish === false) q.set('publish', '0');
+  if (loss !== undefined) q.set('loss', String(loss));
+  await page.goto(`${baseUrl}/?${q}`);
+  try {
+    await page.waitForFunction(() => ['joined', 'error'].includes(document.body.dataset.state), null,
+      { timeout: joinTimeoutMs });
+  } catch (e) {
+    const state = await page.evaluate(() => [document.body.dataset.state, document.querySelector('#status')?.textContent]);
+    throw new Error(`${name} did not join within ${joinTimeoutMs} ms (state ${state[0]}: ${state[1]})\n${consoleLines.join('\n')}`);
+  }
+  const [state, status] = await page.evaluate(() => [document.body.dataset.state, document.querySelector('#status').textContent]);
+  if (state !== 'joined') throw new Error(`${name} failed to join: ${status}\n${consoleLines.join('\n')}`);
+  const id = await page.evaluate(() => window.studyroom.participant.id);
+  return {
+    name, id, page, context, consoleLines,
+    async close() { await context.close().catch(() => {}); },
+  };
+}

@@ -1,0 +1,70 @@
+// One e2e test's world: a studyroom server, one headless Chromium, and the participants
+// (one browser context each). `h.run(fn)` prints everything useful when fn fails: the
+// server's log, each page's console, PC states and the client's recent room events.
+import { startServer } from './server.js';
+import { launchBrowser, openParticipant } from './browser.js';
+
+const SERVER_LOG_TAIL = 400;
+
+/**
+ * @param {import('node:test').TestContext} t  the harness is closed in t.after()
+ * @param {{serverArgs?: string[]}} opts
+ */
+export async function startHarness(t, { serverArgs = [] } = {}) {
+  const server = await startServer({ args: serverArgs });
+  let browser;
+  try {
+    browser = await launchBrowser();
+  } catch (e) {
+    await server.stop();
+    throw e;
+  }
+  const participants = [];
+  const h = {
+    server,
+    browser,
+    participants,
+    /** Opens the demo page as a participant (see openParticipant) and waits for it to join. */
+    async join(opts) {
+      const p = await openParticipant(browser, server.baseUrl, opts);
+      participants.push(p);
+      return p;
+    },
+    /** Runs the test body; on failure prints diagnostics, then rethrows. */
+    async run(fn) {
+      try {
+        return await fn();
+      } catch (e) {
+        console.error(await h.diagnostics());
+        throw e;
+      }
+    },
+    async diagnostics() {
+      const parts = [`==== server log (last ${SERVER_LOG_TAIL} lines)`,
+        server.logs().split('\n').slice(-SERVER_LOG_TAIL).join('\n')];
+      for (const p of participants) {
+        parts.push(`==== ${p.name} (${p.id})`);
+        parts.push(p.consoleLines.slice(-100).join('\n'));
+        const state = await p.page.evaluate(() => ({
+          bodyState: document.body.dataset.state,
+          status: document.querySelector('#status')?.textContent,
+          pcs: (window.__pcs || []).map((pc) => ({
+            signaling: pc.signalingState, ice: pc.iceConnectionState, connection: pc.connectionState,
+            mids: pc.getTransceivers().map((tr) => `${tr.mid}:${tr.currentDirection}`),
+          })),
+          events: (window.studyroom?.eventLog || []).slice(-40)
+            .map((e) => `${new Date(e.at).toISOString().slice(11, 23)} ${e.event} ${JSON.stringify(e.data).slice(0, 300)}`),
+        })).catch((err) => ({ unavailable: err.message }));
+        parts.push(JSON.stringify(state, null, 2));
+      }
+      return parts.join('\n');
+    },
+    async close() {
+      for (const p of participants) await p.close();
+      await browser.close().catch(() => {});
+      await server.stop();
+    },
+  };
+  t.after(() => h.close());
+  return h;
+}

@@ -1,0 +1,297 @@
+// Signaling sessions with socket.io-client against a real `studyroom --dev` (docs/protocol.md):
+// the token check at the handshake (missing, garbage, wrong secret, tampered, alg none,
+// expired), the `join` acknowledgement and the participantJoined/participantLeft pushes,
+// a second `join` on one socket, and `leave` versus a plain disconnect.
+import { test, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
+import { io } from 'socket.io-client';
+
+const BASE = 'http://127.0.0.1:5002';
+const h = harness();
+
+const b64url = (s) => Buffer.from(s).toString('base64url');
+function signJwt(claims, secret, header = { alg: 'HS256', typ: 'JWT' }) {
+  const unsigned = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
+  return `${unsigned}.${createHmac('sha256', secret).update(unsigned).digest('base64url')}`;
+}
+const jwtClaims = (token) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString());
+
+/** Connects with `auth` and expects the handshake to be refused with `code`. */
+async function expectRefused(auth, code, what) {
+  const socket = h.client(undefined, { auth });
+  const err = await connected(socket).then(
+    () => assert.fail(`${what}: the handshake was accepted`),
+    (e) => e,
+  );
+  assert.equal(err.message, code, `${what}: connect_error message`);
+  assert.equal(socket.connected, false);
+}
+
+test('a handshake without a token is refused with missing_token', async () => {
+  await expectRefused({}, 'missing_token', 'empty auth');
+  await expectRefused({ token: '' }, 'missing_token', 'empty token');
+  const noAuth = h.client(undefined, { auth: undefined });
+  const err = await connected(noAuth).then(() => assert.fail('accepted without auth'), (e) => e);
+  assert.equal(err.message, 'missing_token', 'no auth at all');
+});
+
+test('a bad token is refused with invalid_token', async () => {
+  await expectRefused({ token: 'not-a-jwt' }, 'invalid_token', 'garbage string');
+  await expectRefused({ token: 42 }, 'invalid_token', 'a number as token');
+  const exp = Math.floor(Date.now() / 1000) + 600;
+  const claims = { sub: 'mallory', name: 'Mallory', room: 'auth-room', role: 'learner', exp };
+  await expectRefused({ token: signJwt(claims, 'not-the-server-secret') }, 'invalid_token', 'wrong secret');
+  const none = `${b64url(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${b64url(JSON.stringify(claims))}.`;
+  await expectRefused({ token: none }, 'invalid_token', 'alg none');
+  // A real dev token whose claims were edited after signing (signature kept).
+  const real = (await devToken({ room: 'auth-room', name: 'Eve', role: 'learner' })).token;
+  const [head, , sig] = real.split('.');
+  const edited = { ...jwtClaims(real), role: 'proctor', name: 'Eve the proctor' };
+  await expectRefused({ token: `${head}.${b64url(JSON.stringify(edited))}.${sig}` }, 'invalid_token', 'tampered claims');
+  // The untouched token is fine: the refusals above were about the tokens.
+  const ok = h.client(real);
+  await connected(ok);
+});
+
+test('an expired token is refused with token_expired', async () => {
+  const { token } = await devToken({ room: 'auth-room', name: 'Late', role: 'learner', ttl: '-60' });
+  assert.ok(jwtClaims(token).exp < Date.now() / 1000, `dev token with ttl=-60 is not expired: ${JSON.stringify(jwtClaims(token))}`);
+  await expectRefused({ token }, 'token_expired', 'exp in the past');
+});
+
+function assertParticipant(p, want) {
+  assert.equal(typeof p?.id, 'string', `participant without id: ${JSON.stringify(p)}`);
+  assert.ok(p.id.length > 0);
+  for (const k of ['identity', 'name']) assert.equal(typeof p[k], 'string', `participant.${k}: ${JSON.stringify(p)}`);
+  assert.ok(['learner', 'proctor'].includes(p.role), `participant.role: ${JSON.stringify(p)}`);
+  assert.ok(Number.isFinite(p.joinedAt) && Math.abs(p.joinedAt - Date.now()) < 60_000,
+    `participant.joinedAt is not ms since the epoch of about now: ${JSON.stringify(p)}`);
+  assert.ok(Array.isArray(p.tracks), `participant.tracks: ${JSON.stringify(p)}`);
+  for (const [k, v] of Object.entries(want)) assert.deepEqual(p[k], v, `participant.${k} in ${JSON.stringify(p)}`);
+}
+
+function assertJoinAck(ack, token, name, role) {
+  assertParticipant(ack.participant, { identity: token.identity, name, role, tracks: [] });
+  assert.ok(Array.isArray(ack.participants), `join ack without participants: ${JSON.stringify(ack)}`);
+  ack.participants.forEach((p) => assertParticipant(p, {}));
+  assert.ok(Array.isArray(ack.iceServers), `join ack without iceServers: ${JSON.stringify(ack)}`);
+  for (const s of ack.iceServers) {
+    const urls = [s.urls].flat();
+    assert.ok(urls.length > 0 && urls.every((u) => /^(stun|turns?):/.test(u)), `bad RTCIceServer ${JSON.stringify(s)}`);
+  }
+}
+
+test('two clients join: ack shape, participantJoined, second join refused', async () => {
+  const room = 'join-room';
+  const ta = await devToken({ room, name: 'Ada', role: 'learner' });
+  const tb = await devToken({ room, name: 'Bob', role: 'proctor' });
+  assert.equal(ta.room, room);
+  const a = h.client(ta.token);
+  await connected(a);
+  const ackA = await request(a, 'join', {});
+  assertJoinAck(ackA, ta, 'Ada', 'learner');
+  const idA = ackA.participant.id;
+  assert.ok(ackA.participants.every((p) => p.id === idA), `A joined an empty room but sees ${JSON.stringify(ackA.participants)}`);
+
+  // B uses the default transports (HTTP long-polling, then the WebSocket upgrade).
+  const b = h.client(tb.token, { transports: undefined });
+  await connected(b);
+  const ackB = await request(b, 'join', {});
+  assertJoinAck(ackB, tb, 'Bob', 'proctor');
+  const idB = ackB.participant.id;
+  assert.notEqual(idA, idB);
+  const seenA = ackB.participants.find((p) => p.id === idA);
+  assert.ok(seenA, `B's join ack does not list A: ${JSON.stringify(ackB.participants)}`);
+  assertParticipant(seenA, { identity: ta.identity, name: 'Ada', role: 'learner' });
+
+  const pushed = await until(() => received(a, 'participantJoined').find((p) => p.id === idB), 'participantJoined(B) at A');
+  assertParticipant(pushed, { identity: tb.identity, name: 'Bob', role: 'proctor' });
+  assert.ok(!received(a, 'participantJoined').some((p) => p.id === idA), 'A was told about its own join');
+
+  assertError(await request(a, 'join', {}), 'already_joined', 'second join on the same socket');
+  assert.equal(a.connected, true, 'the refused second join closed the socket');
+  assert.ok(!received(b, 'participantLeft').length, 'the refused second join made A leave');
+});
+
+test('a disconnect (clean or transport lost) tells the others participantLeft "disconnected"', async () => {
+  const room = 'disconnect-room';
+  const a = await h.joined({ room, name: 'Ada', role: 'learner' });
+  const b = await h.joined({ room, name: 'Bob', role: 'learner' });
+  const c = await h.joined({ room, name: 'Cy', role: 'learner' });
+  const idB = b.ack.participant.id;
+  const idC = c.ack.participant.id;
+
+  b.socket.disconnect(); // namespace DISCONNECT packet
+  const leftB = await until(() => received(a.socket, 'participantLeft').find((p) => p.id === idB), 'participantLeft(B) at A');
+  assert.deepEqual(leftB, { id: idB, reason: 'disconnected' });
+
+  c.socket.io.engine.close(); // the transport just goes away
+  const leftC = await until(() => received(a.socket, 'participantLeft').find((p) => p.id === idC), 'participantLeft(C) at A');
+  assert.deepEqual(leftC, { id: idC, reason: 'disconnected' });
+
+  // A new client sees only A in the room.
+  const d = await h.joined({ room, name: 'Di', role: 'learner' });
+  const others = d.ack.participants.map((p) => p.id).filter((id) => id !== d.ack.participant.id);
+  assert.deepEqual(others, [a.ack.participant.id]);
+});
+
+test('leave: ack {ok:true}, then the server disconnects; others get participantLeft "left"', async () => {
+  const room = 'leave-room';
+  const a = await h.joined({ room, name: 'Ada', role: 'learner' });
+  const b = await h.joined({ room, name: 'Bob', role: 'learner' });
+  const idB = b.ack.participant.id;
+
+  assert.deepEqual(await request(b.socket, 'leave', {}), { ok: true });
+  await until(() => b.socket.disconnectReason, 'the server to disconnect B after leave');
+  assert.equal(b.socket.disconnectReason, 'io server disconnect');
+  const left = await until(() => received(a.socket, 'participantLeft').find((p) => p.id === idB), 'participantLeft(B) at A');
+  assert.deepEqual(left, { id: idB, reason: 'left' });
+  // Barrier: once A hears of a later join, a duplicate participantLeft(B) would have arrived.
+  const c = await h.joined({ room, name: 'Cy', role: 'learner' });
+  await until(() => received(a.socket, 'participantJoined').find((p) => p.id === c.ack.participant.id), 'participantJoined(C) at A');
+  assert.equal(received(a.socket, 'participantLeft').filter((p) => p.id === idB).length, 1, 'B left twice');
+  assert.ok(!c.ack.participants.some((p) => p.id === idB), 'B is still listed after leave');
+});
+
+// ---- harness: the same in every signaling-*.test.js, so that each file stands alone ----
+// One `studyroom --dev` per file; its log is printed under any failing test.
+
+// `setup(h)` runs once the server is up (a second root-level before() would run concurrently
+// with the first one on Node 20).
+function harness(setup = async () => {}) {
+  const h = { server: null, sockets: [] };
+  before(async () => {
+    h.server = await startServer();
+    await setup(h);
+  });
+  after(async () => {
+    for (const s of h.sockets) s.close();
+    await stopServer(h.server);
+  });
+  afterEach((t) => {
+    // Clients live for one test, unless marked `keep` (a file-wide client).
+    for (const s of h.sockets.filter((s) => !s.keep)) s.close();
+    h.sockets = h.sockets.filter((s) => s.keep);
+    if (!t.passed && h.server) {
+      const exit = h.server.exited ? ` (exited: ${JSON.stringify(h.server.exited)})` : '';
+      console.log(`---- studyroom log${exit} ----\n${h.server.log.join('').slice(-20_000)}\n---- end of log ----`);
+    }
+  });
+  /** A Socket.IO client on /study that records every pushed event in `socket.inbox`. */
+  h.client = (token, opts = {}) => {
+    const socket = io(`${BASE}/study`, {
+      auth: token === undefined ? {} : { token },
+      transports: ['websocket'], reconnection: false, forceNew: true, timeout: 5000, ...opts,
+    });
+    socket.inbox = [];
+    socket.onAny((ev, ...args) => socket.inbox.push({ ev, data: args[0] }));
+    socket.on('disconnect', (reason) => { socket.disconnectReason = reason; });
+    h.sockets.push(socket);
+    return socket;
+  };
+  /** Connects with a fresh dev token and joins; returns { socket, ack, token }. */
+  h.joined = async (query) => {
+    const token = await devToken(query);
+    const socket = h.client(token.token);
+    await connected(socket);
+    const ack = await request(socket, 'join', {});
+    assert.ok(!ack?.error, `join failed: ${JSON.stringify(ack)}`);
+    return { socket, ack, token };
+  };
+  h.assertAlive = () => assert.equal(h.server.exited, null, 'studyroom exited');
+  return h;
+}
+
+async function startServer() {
+  const bin = process.env.STUDYROOM_BIN;
+  assert.ok(bin, 'set STUDYROOM_BIN to the path of the studyroom binary');
+  assert.ok(!(await healthy()), 'something already answers on 127.0.0.1:5002 (a leftover server?)');
+  const proc = spawn(bin, ['--dev'], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env },
+  });
+  const s = { proc, log: [], exited: null };
+  proc.stdout.on('data', (d) => s.log.push(d.toString()));
+  proc.stderr.on('data', (d) => s.log.push(d.toString()));
+  proc.on('exit', (code, signal) => { s.exited = { code, signal }; });
+  proc.on('error', (e) => { s.exited = { error: e.message }; });
+  process.on('exit', () => proc.kill('SIGKILL'));
+  const deadline = Date.now() + 20_000;
+  while (!(await healthy())) {
+    if (s.exited) throw new Error(`studyroom exited at startup ${JSON.stringify(s.exited)}:\n${s.log.join('')}`);
+    if (Date.now() > deadline) throw new Error(`studyroom not healthy after 20 s:\n${s.log.join('')}`);
+    await delay(100);
+  }
+  return s;
+}
+
+async function stopServer(s) {
+  if (!s || s.exited) return;
+  s.proc.kill('SIGTERM');
+  const deadline = Date.now() + 5000;
+  while (!s.exited && Date.now() < deadline) await delay(50);
+  if (!s.exited) s.proc.kill('SIGKILL');
+}
+
+async function healthy() {
+  try {
+    const r = await fetch(`${BASE}/healthz`, { signal: AbortSignal.timeout(1000) });
+    return r.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/** GET /dev/token; returns { token, room, identity }. */
+async function devToken(query) {
+  const r = await fetch(`${BASE}/dev/token?${new URLSearchParams(query)}`);
+  const text = await r.text();
+  assert.equal(r.status, 200, `GET /dev/token?${new URLSearchParams(query)} -> ${r.status} ${text}`);
+  const body = JSON.parse(text);
+  assert.equal(typeof body.token, 'string', `no token in ${text}`);
+  return body;
+}
+
+/** Resolves once connected; rejects with the connect_error (message = error code). */
+function connected(socket) {
+  return new Promise((resolve, reject) => {
+    if (socket.connected) return resolve();
+    socket.once('connect', resolve);
+    socket.once('connect_error', reject);
+  });
+}
+
+/** Emits with an acknowledgement; fails clearly when none comes within 5 s. */
+async function request(socket, event, ...args) {
+  try {
+    return await socket.timeout(5000).emitWithAck(event, ...args);
+  } catch (e) {
+    throw new Error(`no ack for '${event}' within 5 s (${e.message}; connected=${socket.connected}, ` +
+      `disconnect reason=${socket.disconnectReason})`);
+  }
+}
+
+function assertError(ack, code, what) {
+  assert.ok(ack && typeof ack.error === 'object', `${what}: expected error ${code}, got ${JSON.stringify(ack)}`);
+  assert.equal(ack.error.code, code, `${what}: wrong error code in ${JSON.stringify(ack)}`);
+  assert.ok(typeof ack.error.message === 'string' && ack.error.message.length > 0,
+    `${what}: error without a message: ${JSON.stringify(ack)}`);
+}
+
+/** Polls `fn` until it returns something truthy; fails after `ms` naming `what`. */
+async function until(fn, what, ms = 5000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await delay(20);
+  }
+}
+
+/** Pushed events of one name received so far by a harness client. */
+function received(socket, event) {
+  return socket.inbox.filter((e) => e.ev === event).map((e) => e.data);
+}
