@@ -94,7 +94,10 @@ impl RoomStore for MemoryStore {
     fn add_participant(&mut self, room: &str, p: ParticipantRecord) {
         self.seq += 1;
         self.index.insert((room.to_owned(), p.id.clone()), self.seq);
-        self.rooms.entry(room.to_owned()).or_default().insert(self.seq, p);
+        self.rooms
+            .entry(room.to_owned())
+            .or_default()
+            .insert(self.seq, p);
     }
 
     fn remove_participant(&mut self, room: &str, id: &str) -> Option<ParticipantRecord> {
@@ -108,11 +111,18 @@ impl RoomStore for MemoryStore {
     }
 
     fn participants(&self, room: &str) -> Vec<ParticipantRecord> {
-        self.rooms.get(room).map(|r| r.values().cloned().collect()).unwrap_or_default()
+        self.rooms
+            .get(room)
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn find_identity(&self, room: &str, identity: &str) -> Option<ParticipantRecord> {
-        self.rooms.get(room)?.values().find(|p| p.identity == identity).cloned()
+        self.rooms
+            .get(room)?
+            .values()
+            .find(|p| p.identity == identity)
+            .cloned()
     }
 
     fn upsert_track(&mut self, room: &str, track: TrackRecord) {
@@ -177,13 +187,19 @@ mod tests {
         store.add_participant("other", p("P3", "carol"));
         let ids: Vec<String> = store.participants("r").into_iter().map(|p| p.id).collect();
         assert_eq!(ids, ["P1", "P2"], "join order kept");
-        assert_eq!(store.find_identity("r", "bob").map(|p| p.id), Some("P2".into()));
+        assert_eq!(
+            store.find_identity("r", "bob").map(|p| p.id),
+            Some("P2".into())
+        );
         store.upsert_track("r", track("TR1", "P1"));
         store.set_muted("r", "P1", "TR1", true);
         assert!(store.participants("r")[0].tracks[0].muted);
         store.remove_track("r", "P1", "TR1");
         assert!(store.participants("r")[0].tracks.is_empty());
-        assert_eq!(store.remove_participant("r", "P1").map(|p| p.identity), Some("alice".into()));
+        assert_eq!(
+            store.remove_participant("r", "P1").map(|p| p.identity),
+            Some("alice".into())
+        );
         assert!(store.remove_participant("r", "P1").is_none());
         store.remove_participant("r", "P2");
         assert_eq!(store.rooms(), ["other"], "empty room removed");

@@ -102,7 +102,15 @@ mod tests {
         assert_eq!("P12".parse::<ParticipantId>(), Ok(ParticipantId(12)));
         assert_eq!(TrackId(7).to_string(), "TR7");
         assert_eq!("TR7".parse::<TrackId>(), Ok(TrackId(7)));
-        for bad in ["", "P", "TR", "X1", "P-1", "P1a", "TR99999999999999999999999"] {
+        for bad in [
+            "",
+            "P",
+            "TR",
+            "X1",
+            "P-1",
+            "P1a",
+            "TR99999999999999999999999",
+        ] {
             assert!(bad.parse::<TrackId>().is_err(), "{bad}");
         }
         assert!("TR1".parse::<ParticipantId>().is_err());

@@ -22,7 +22,9 @@ pub mod rewrite;
 pub mod stun;
 
 pub use config::SfuConfig;
-pub use core::{Grants, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo, TrackRequest};
+pub use core::{
+    Grants, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo, TrackRequest,
+};
 pub use driver::{Sfu, SfuStats};
 pub use error::SfuError;
 pub use ids::{ParticipantId, Role, Source, TrackId};

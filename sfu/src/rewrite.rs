@@ -122,7 +122,13 @@ mod tests {
         // First source: seq 5000.., ts 90000 + 3000 per packet (one per 33 ms frame).
         for i in 0..10u64 {
             let o = r
-                .rewrite(0xAAAA, 5000 + i, 90_000 + 3000 * i as u32, 90_000, t0 + Duration::from_millis(33 * i))
+                .rewrite(
+                    0xAAAA,
+                    5000 + i,
+                    90_000 + 3000 * i as u32,
+                    90_000,
+                    t0 + Duration::from_millis(33 * i),
+                )
                 .unwrap();
             assert_eq!(o.seq, 100 + i);
             assert_eq!(o.ts, 90_000 + 3000 * i as u32);
@@ -131,7 +137,11 @@ mod tests {
         let t1 = t0 + Duration::from_millis(33 * 9 + 1000);
         let o = r.rewrite(0xBBBB, 42, 7, 90_000, t1).unwrap();
         assert_eq!(o.seq, 110, "sequence continues by one");
-        assert_eq!(o.ts, 90_000 + 3000 * 9 + 90_000, "timestamp advances by the wall-clock gap");
+        assert_eq!(
+            o.ts,
+            90_000 + 3000 * 9 + 90_000,
+            "timestamp advances by the wall-clock gap"
+        );
         let o = r.rewrite(0xBBBB, 43, 3007, 90_000, t1).unwrap();
         assert_eq!((o.seq, o.ts), (111, 90_000 + 3000 * 10 + 90_000));
     }
@@ -166,7 +176,9 @@ mod tests {
         let mut r = Rewriter::new(0);
         r.rewrite(1, 100, 0, 90_000, t0).unwrap();
         r.switch_source();
-        let o = r.rewrite(1, 7, 0, 90_000, t0 + Duration::from_millis(10)).unwrap();
+        let o = r
+            .rewrite(1, 7, 0, 90_000, t0 + Duration::from_millis(10))
+            .unwrap();
         assert_eq!(o.seq, 1);
         assert_eq!(o.ts, 900);
     }

@@ -41,7 +41,9 @@ pub fn local_ufrag(data: &[u8]) -> Result<&str, StunError> {
         return Err(StunError::NotStun);
     }
     let body_len = u16::from_be_bytes([data[2], data[3]]) as usize;
-    let body = data.get(HEADER_LEN..HEADER_LEN + body_len).ok_or(StunError::Truncated)?;
+    let body = data
+        .get(HEADER_LEN..HEADER_LEN + body_len)
+        .ok_or(StunError::Truncated)?;
     let mut rest = body;
     while rest.len() >= 4 {
         let typ = u16::from_be_bytes([rest[0], rest[1]]);

@@ -31,7 +31,7 @@ impl RoleClaim {
 }
 
 /// Token claims.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     /// Identity.
     pub sub: String,
@@ -118,10 +118,11 @@ impl TokenKeys {
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = 5;
         v.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &self.dec, &v).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            _ => AuthError::Invalid(e.to_string()),
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.dec, &v).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })?;
         let c = data.claims;
         if !valid_room(&c.room) {
             return Err(AuthError::Invalid("bad room claim".into()));
@@ -135,7 +136,8 @@ impl TokenKeys {
     /// Sign claims.
     pub fn sign(&self, claims: &Claims) -> String {
         // Invariant: HS256 signing of a serialisable struct cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.enc).expect("HS256 signing")
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.enc)
+            .expect("HS256 signing")
     }
 }
 
@@ -143,12 +145,17 @@ impl TokenKeys {
 pub fn valid_room(room: &str) -> bool {
     !room.is_empty()
         && room.len() <= 64
-        && room.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -176,13 +183,19 @@ mod tests {
         assert_eq!(c.sub, "alice");
         assert!(c.can_publish() && c.can_subscribe());
         assert_eq!(k.verify(""), Err(AuthError::Missing));
-        assert_eq!(k.verify(&k.sign(&claims(unix_now() - 60))), Err(AuthError::Expired));
+        assert_eq!(
+            k.verify(&k.sign(&claims(unix_now() - 60))),
+            Err(AuthError::Expired)
+        );
         assert_eq!(k.verify("garbage").unwrap_err().code(), "invalid_token");
         let other = TokenKeys::new(b"other").sign(&claims(unix_now() + 60));
         assert_eq!(k.verify(&other).unwrap_err().code(), "invalid_token");
         let mut bad_room = claims(unix_now() + 60);
         bad_room.room = "../x".into();
-        assert_eq!(k.verify(&k.sign(&bad_room)).unwrap_err().code(), "invalid_token");
+        assert_eq!(
+            k.verify(&k.sign(&bad_room)).unwrap_err().code(),
+            "invalid_token"
+        );
     }
 
     #[test]

@@ -70,15 +70,21 @@ impl Config {
     pub fn secret(&self) -> Result<String, String> {
         match (&self.api_secret, self.dev) {
             (Some(s), _) if s.len() >= 16 => Ok(s.clone()),
-            (Some(_), _) => Err("STUDYROOM_API_SECRET (--api-secret) must be at least 16 characters".into()),
+            (Some(_), _) => {
+                Err("STUDYROOM_API_SECRET (--api-secret) must be at least 16 characters".into())
+            }
             (None, true) => Ok(DEV_SECRET.into()),
-            (None, false) => Err("STUDYROOM_API_SECRET (--api-secret) is required unless --dev is given".into()),
+            (None, false) => {
+                Err("STUDYROOM_API_SECRET (--api-secret) is required unless --dev is given".into())
+            }
         }
     }
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s.split_once('-').ok_or("expected MIN-MAX, e.g. 40000-40100")?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or("expected MIN-MAX, e.g. 40000-40100")?;
     let a: u16 = a.trim().parse().map_err(|e| format!("bad MIN: {e}"))?;
     let b: u16 = b.trim().parse().map_err(|e| format!("bad MAX: {e}"))?;
     if a == 0 || b < a {

@@ -10,7 +10,9 @@ use room_state::{ParticipantRecord, RoomStore, TrackRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sfu::core::MAX_SDP_BYTES;
-use sfu::{Grants, MediaKind, ParticipantId, Role, SfuError, Source, TrackId, TrackInfo, TrackRequest};
+use sfu::{
+    Grants, MediaKind, ParticipantId, Role, SfuError, Source, TrackId, TrackInfo, TrackRequest,
+};
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
@@ -63,7 +65,13 @@ impl<A: Adapter> FromMessageParts<A> for HasAck {
     }
 }
 
-fn respond(socket: &SocketRef, event: &str, ack: AckSender, has_ack: HasAck, r: Result<Value, ApiError>) {
+fn respond(
+    socket: &SocketRef,
+    event: &str,
+    ack: AckSender,
+    has_ack: HasAck,
+    r: Result<Value, ApiError>,
+) {
     match r {
         Ok(v) => {
             let _ = ack.send(&v);
@@ -81,10 +89,7 @@ fn respond(socket: &SocketRef, event: &str, ack: AckSender, has_ack: HasAck, r: 
 
 /// Register the namespace with its auth middleware.
 pub fn register(io: &SocketIo) {
-    let _ = io.ns(
-        NAMESPACE,
-        on_connect.with(authenticate),
-    );
+    io.ns(NAMESPACE, on_connect.with(authenticate));
 }
 
 async fn authenticate(
@@ -103,14 +108,20 @@ async fn authenticate(
         Ok(claims) => {
             debug!(sid = %socket.id, identity = %claims.sub, room = %claims.room, "authenticated");
             let room = claims.room.clone();
-            state.0.sessions.lock().expect("sessions lock").by_sid.insert(
-                socket.id,
-                Session {
-                    claims,
-                    participant: None,
-                    room,
-                },
-            );
+            state
+                .0
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .by_sid
+                .insert(
+                    socket.id,
+                    Session {
+                        claims,
+                        participant: None,
+                        room,
+                    },
+                );
             Ok(())
         }
         Err(e) => {
@@ -121,57 +132,124 @@ async fn authenticate(
 }
 
 async fn on_connect(socket: SocketRef) {
-    socket.on("join", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
-        let r = join(&socket, &s, d.ok()).await;
-        let joined = r.is_ok();
-        respond(&socket, "join", ack, h, r);
-        if joined {
-            after_join_ack(&socket, &s);
-        }
-    });
-    socket.on("publish", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
-        let r = publish(&socket, &s, d.ok()).await;
-        respond(&socket, "publish", ack, h, r);
-    });
-    socket.on("answer", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
-        let r = answer(&socket, &s, d.ok()).await;
-        respond(&socket, "answer", ack, h, r);
-    });
-    socket.on("ice", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
-        let r = ice(&socket, &s, d.ok()).await;
-        respond(&socket, "ice", ack, h, r);
-    });
-    socket.on("mute", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
-        let r = mute(&socket, &s, d.ok()).await;
-        respond(&socket, "mute", ack, h, r);
-    });
-    socket.on("unpublish", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck, TryData(d): TryData<Value>| {
-        let r = unpublish(&socket, &s, d.ok()).await;
-        respond(&socket, "unpublish", ack, h, r);
-    });
-    socket.on("leave", async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck| {
-        let was_joined = participant_of(&s, &socket).is_ok();
-        respond(&socket, "leave", ack, h, Ok(json!({ "ok": true })));
-        if was_joined {
-            depart(&s, socket.id, "left").await;
-        }
-        let _ = socket.disconnect();
-    });
-    socket.on_fallback(async |socket: SocketRef, Event(ev): Event, ack: AckSender, h: HasAck| {
-        let shown: String = ev.chars().take(64).collect();
-        respond(&socket, "unknown", ack, h, Err(ApiError::bad(format!("unknown event '{shown}'"))));
-    });
-    socket.on_disconnect(async |socket: SocketRef, State(s): State<AppState>, reason: DisconnectReason| {
-        debug!(sid = %socket.id, ?reason, "disconnected");
-        depart(&s, socket.id, "disconnected").await;
-        s.0.sessions.lock().expect("sessions lock").by_sid.remove(&socket.id);
-    });
+    socket.on(
+        "join",
+        async |socket: SocketRef,
+               State(s): State<AppState>,
+               ack: AckSender,
+               h: HasAck,
+               TryData(d): TryData<Value>| {
+            let r = join(&socket, &s, d.ok()).await;
+            let joined = r.is_ok();
+            respond(&socket, "join", ack, h, r);
+            if joined {
+                after_join_ack(&socket, &s);
+            }
+        },
+    );
+    socket.on(
+        "publish",
+        async |socket: SocketRef,
+               State(s): State<AppState>,
+               ack: AckSender,
+               h: HasAck,
+               TryData(d): TryData<Value>| {
+            let r = publish(&socket, &s, d.ok()).await;
+            respond(&socket, "publish", ack, h, r);
+        },
+    );
+    socket.on(
+        "answer",
+        async |socket: SocketRef,
+               State(s): State<AppState>,
+               ack: AckSender,
+               h: HasAck,
+               TryData(d): TryData<Value>| {
+            let r = answer(&socket, &s, d.ok()).await;
+            respond(&socket, "answer", ack, h, r);
+        },
+    );
+    socket.on(
+        "ice",
+        async |socket: SocketRef,
+               State(s): State<AppState>,
+               ack: AckSender,
+               h: HasAck,
+               TryData(d): TryData<Value>| {
+            let r = ice(&socket, &s, d.ok()).await;
+            respond(&socket, "ice", ack, h, r);
+        },
+    );
+    socket.on(
+        "mute",
+        async |socket: SocketRef,
+               State(s): State<AppState>,
+               ack: AckSender,
+               h: HasAck,
+               TryData(d): TryData<Value>| {
+            let r = mute(&socket, &s, d.ok()).await;
+            respond(&socket, "mute", ack, h, r);
+        },
+    );
+    socket.on(
+        "unpublish",
+        async |socket: SocketRef,
+               State(s): State<AppState>,
+               ack: AckSender,
+               h: HasAck,
+               TryData(d): TryData<Value>| {
+            let r = unpublish(&socket, &s, d.ok()).await;
+            respond(&socket, "unpublish", ack, h, r);
+        },
+    );
+    socket.on(
+        "leave",
+        async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck| {
+            let was_joined = participant_of(&s, &socket).is_ok();
+            respond(&socket, "leave", ack, h, Ok(json!({ "ok": true })));
+            if was_joined {
+                depart(&s, socket.id, "left").await;
+            }
+            let _ = socket.disconnect();
+        },
+    );
+    socket.on_fallback(
+        async |socket: SocketRef, Event(ev): Event, ack: AckSender, h: HasAck| {
+            let shown: String = ev.chars().take(64).collect();
+            respond(
+                &socket,
+                "unknown",
+                ack,
+                h,
+                Err(ApiError::bad(format!("unknown event '{shown}'"))),
+            );
+        },
+    );
+    socket.on_disconnect(
+        async |socket: SocketRef, State(s): State<AppState>, reason: DisconnectReason| {
+            debug!(sid = %socket.id, ?reason, "disconnected");
+            depart(&s, socket.id, "disconnected").await;
+            s.0.sessions
+                .lock()
+                .expect("sessions lock")
+                .by_sid
+                .remove(&socket.id);
+        },
+    );
 }
 
-fn participant_of(state: &AppState, socket: &SocketRef) -> Result<(ParticipantId, String), ApiError> {
+fn participant_of(
+    state: &AppState,
+    socket: &SocketRef,
+) -> Result<(ParticipantId, String), ApiError> {
     let sessions = state.0.sessions.lock().expect("sessions lock");
-    let s = sessions.by_sid.get(&socket.id).ok_or_else(|| ApiError::new("not_joined", "not joined"))?;
-    let p = s.participant.ok_or_else(|| ApiError::new("not_joined", "join first"))?;
+    let s = sessions
+        .by_sid
+        .get(&socket.id)
+        .ok_or_else(|| ApiError::new("not_joined", "not joined"))?;
+    let p = s
+        .participant
+        .ok_or_else(|| ApiError::new("not_joined", "join first"))?;
     Ok((p, s.room.clone()))
 }
 
@@ -228,9 +306,15 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     object(d)?;
     let claims = {
         let sessions = state.0.sessions.lock().expect("sessions lock");
-        let s = sessions.by_sid.get(&socket.id).ok_or_else(|| ApiError::new("not_joined", "no session"))?;
+        let s = sessions
+            .by_sid
+            .get(&socket.id)
+            .ok_or_else(|| ApiError::new("not_joined", "no session"))?;
         if s.participant.is_some() {
-            return Err(ApiError::new("already_joined", "this socket already joined"));
+            return Err(ApiError::new(
+                "already_joined",
+                "this socket already joined",
+            ));
         }
         s.claims.clone()
     };
@@ -239,18 +323,30 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     }
     let room = claims.room.clone();
     // The same identity joining again replaces its older session.
-    let old = state.0.store.lock().expect("store lock").find_identity(&room, &claims.sub);
-    if let Some(old) = old {
-        if let Ok(pid) = old.id.parse::<ParticipantId>() {
-            let old_sid = state.0.sessions.lock().expect("sessions lock").by_participant.get(&pid).copied();
-            if let Some(sid) = old_sid {
-                info!(identity = %claims.sub, "identity re-joined: replacing the older session");
-                depart(state, sid, "replaced").await;
-                if let Some(op) = state.io().of(NAMESPACE) {
-                    if let Some(s) = op.get_socket(sid) {
-                        let _ = s.disconnect();
-                    }
-                }
+    let old = state
+        .0
+        .store
+        .lock()
+        .expect("store lock")
+        .find_identity(&room, &claims.sub);
+    if let Some(old) = old
+        && let Ok(pid) = old.id.parse::<ParticipantId>()
+    {
+        let old_sid = state
+            .0
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .by_participant
+            .get(&pid)
+            .copied();
+        if let Some(sid) = old_sid {
+            info!(identity = %claims.sub, "identity re-joined: replacing the older session");
+            depart(state, sid, "replaced").await;
+            if let Some(op) = state.io().of(NAMESPACE)
+                && let Some(s) = op.get_socket(sid)
+            {
+                let _ = s.disconnect();
             }
         }
     }
@@ -293,11 +389,19 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     if !still_connected {
         // Disconnected while joining: undo.
         let _ = state.0.sfu.leave(id).await;
-        state.0.store.lock().expect("store lock").remove_participant(&room, &id.to_string());
+        state
+            .0
+            .store
+            .lock()
+            .expect("store lock")
+            .remove_participant(&room, &id.to_string());
         return Err(ApiError::new("not_joined", "disconnected during join"));
     }
     let key = room_key(&room);
-    let _ = socket.to(key.clone()).emit("participantJoined", &record).await;
+    let _ = socket
+        .to(key.clone())
+        .emit("participantJoined", &record)
+        .await;
     socket.join(key);
     info!(participant = %id, room = %room, role = claims.role.as_str(), "participant joined");
     Ok(json!({
@@ -361,7 +465,11 @@ fn check_sdp(sdp: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn publish(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+async fn publish(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
     let req: PublishReq = parse(d)?;
     let (p, _) = participant_of(state, socket)?;
     check_sdp(&req.sdp)?;
@@ -437,13 +545,18 @@ struct MuteReq {
 }
 
 fn parse_track(s: &str) -> Result<TrackId, ApiError> {
-    s.parse().map_err(|_| ApiError::new("unknown_track", "no such track"))
+    s.parse()
+        .map_err(|_| ApiError::new("unknown_track", "no such track"))
 }
 
 async fn mute(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
     let req: MuteReq = parse(d)?;
     let (p, _) = participant_of(state, socket)?;
-    state.0.sfu.mute(p, parse_track(&req.track_id)?, req.muted).await?;
+    state
+        .0
+        .sfu
+        .mute(p, parse_track(&req.track_id)?, req.muted)
+        .await?;
     Ok(json!({ "ok": true }))
 }
 
@@ -453,10 +566,18 @@ struct UnpublishReq {
     track_id: String,
 }
 
-async fn unpublish(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+async fn unpublish(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
     let req: UnpublishReq = parse(d)?;
     let (p, _) = participant_of(state, socket)?;
-    state.0.sfu.unpublish(p, parse_track(&req.track_id)?).await?;
+    state
+        .0
+        .sfu
+        .unpublish(p, parse_track(&req.track_id)?)
+        .await?;
     Ok(json!({ "ok": true }))
 }
 
@@ -484,12 +605,20 @@ pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, rea
 
 /// Remove a participant from the store and tell its room.
 pub(crate) async fn announce_left(state: &AppState, p: ParticipantId, room: &str, reason: &str) {
-    state.0.store.lock().expect("store lock").remove_participant(room, &p.to_string());
+    state
+        .0
+        .store
+        .lock()
+        .expect("store lock")
+        .remove_participant(room, &p.to_string());
     info!(participant = %p, room, reason, "participant left");
     if let Some(op) = state.io().of(NAMESPACE) {
         let _ = op
             .to(room_key(room))
-            .emit("participantLeft", &json!({ "id": p.to_string(), "reason": reason }))
+            .emit(
+                "participantLeft",
+                &json!({ "id": p.to_string(), "reason": reason }),
+            )
             .await;
     }
 }

@@ -20,18 +20,40 @@ const STYLE_CSS: &str = include_str!("../web/style.css");
 /// The HTTP router (Socket.IO is layered on by the caller).
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(|| async { page("text/html; charset=utf-8", INDEX_HTML) }))
-        .route("/app.js", get(|| async { page("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/studyroom.js", get(|| async { page("text/javascript; charset=utf-8", STUDYROOM_JS) }))
-        .route("/sio.js", get(|| async { page("text/javascript; charset=utf-8", SIO_JS) }))
-        .route("/style.css", get(|| async { page("text/css; charset=utf-8", STYLE_CSS) }))
+        .route(
+            "/",
+            get(|| async { page("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { page("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/studyroom.js",
+            get(|| async { page("text/javascript; charset=utf-8", STUDYROOM_JS) }),
+        )
+        .route(
+            "/sio.js",
+            get(|| async { page("text/javascript; charset=utf-8", SIO_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { page("text/css; charset=utf-8", STYLE_CSS) }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/dev/token", get(dev_token))
         .with_state(state)
 }
 
 fn page(ctype: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -53,23 +75,48 @@ fn flag(v: &Option<String>) -> Option<bool> {
 }
 
 async fn dev_token(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
-    let err = |code: StatusCode, c: &str, m: &str| (code, Json(json!({"error": {"code": c, "message": m}}))).into_response();
+    let err = |code: StatusCode, c: &str, m: &str| {
+        (code, Json(json!({"error": {"code": c, "message": m}}))).into_response()
+    };
     if !state.0.dev {
-        return err(StatusCode::NOT_FOUND, "not_found", "dev tokens exist only with --dev");
+        return err(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "dev tokens exist only with --dev",
+        );
     }
     let room = q.room.unwrap_or_else(|| "lobby".into());
     if !valid_room(&room) {
-        return err(StatusCode::BAD_REQUEST, "bad_request", "room: 1-64 chars of A-Z a-z 0-9 _ . -");
+        return err(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "room: 1-64 chars of A-Z a-z 0-9 _ . -",
+        );
     }
-    let name: String = q.name.unwrap_or_else(|| "guest".into()).chars().take(64).collect();
+    let name: String = q
+        .name
+        .unwrap_or_else(|| "guest".into())
+        .chars()
+        .take(64)
+        .collect();
     let role = match q.role.as_deref() {
         None | Some("learner") => RoleClaim::Learner,
         Some("proctor") => RoleClaim::Proctor,
-        Some(_) => return err(StatusCode::BAD_REQUEST, "bad_request", "role: learner or proctor"),
+        Some(_) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "role: learner or proctor",
+            );
+        }
     };
-    let identity = q
-        .identity
-        .unwrap_or_else(|| format!("{}-{:08x}", name.replace(|c: char| !c.is_alphanumeric(), ""), fastrand::u32(..)));
+    let identity = q.identity.unwrap_or_else(|| {
+        format!(
+            "{}-{:08x}",
+            name.replace(|c: char| !c.is_alphanumeric(), ""),
+            fastrand::u32(..)
+        )
+    });
     let ttl = q.ttl.unwrap_or(6 * 3600).clamp(-86_400, 7 * 86_400);
     let exp = (unix_now() as i64 + ttl).max(0) as u64;
     let claims = Claims {
@@ -82,5 +129,6 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<TokenQuery>) -
         subscribe: flag(&q.subscribe),
         impair_loss: q.loss.map(|l| (l / 100.0).clamp(0.0, 0.9)),
     };
-    Json(json!({ "token": state.0.keys.sign(&claims), "room": room, "identity": identity })).into_response()
+    Json(json!({ "token": state.0.keys.sign(&claims), "room": room, "identity": identity }))
+        .into_response()
 }

@@ -73,7 +73,10 @@ impl AppState {
 }
 
 /// Run the server until `shutdown` resolves.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let secret = cfg.secret().map_err(anyhow::Error::msg)?;
     let sfu_cfg = SfuConfig {
         advertise_ip: cfg.node_ip,
@@ -122,7 +125,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         "studyroom listening: demo page at http://{}/",
         cfg.http
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     info!("shutting down media core");
     tokio::task::spawn_blocking(move || sfu.shutdown()).await?;
     Ok(())

@@ -50,14 +50,19 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                     }
                 }
             };
-            if let Some(sid) = sid {
-                if let Some(s) = state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid)) {
-                    let _ = s.emit("offer", &payload);
-                }
+            if let Some(sid) = sid
+                && let Some(s) = state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid))
+            {
+                let _ = s.emit("offer", &payload);
             }
         }
         SfuEvent::TrackPublished { room, track } => {
-            state.0.store.lock().expect("store lock").upsert_track(&room, track_record(&track));
+            state
+                .0
+                .store
+                .lock()
+                .expect("store lock")
+                .upsert_track(&room, track_record(&track));
             info!(track = %track.id, participant = %track.participant, source = track.source.as_str(), codec = %track.codec, "track published");
             to_room(state, &room, "trackPublished", &track_json(&track)).await;
         }
@@ -66,12 +71,11 @@ async fn handle(state: &AppState, ev: SfuEvent) {
             participant,
             track,
         } => {
-            state
-                .0
-                .store
-                .lock()
-                .expect("store lock")
-                .remove_track(&room, &participant.to_string(), &track.to_string());
+            state.0.store.lock().expect("store lock").remove_track(
+                &room,
+                &participant.to_string(),
+                &track.to_string(),
+            );
             to_room(
                 state,
                 &room,
@@ -119,8 +123,13 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 RemovalReason::TransportFailed => "disconnected",
             };
             announce_left(state, participant, &room, why).await;
-            if let Some(s) = sid.and_then(|sid| state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid))) {
-                let _ = s.emit("error", &json!({ "code": "media_timeout", "message": "media connection lost; rejoin" }));
+            if let Some(s) =
+                sid.and_then(|sid| state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid)))
+            {
+                let _ = s.emit(
+                    "error",
+                    &json!({ "code": "media_timeout", "message": "media connection lost; rejoin" }),
+                );
                 let _ = s.disconnect();
             }
         }

@@ -38,6 +38,7 @@ test('a subscriber with 10 % downlink loss decodes smoothly thanks to NACK/RTX',
     const sentFps = (last.sent - first.sent) / seconds;
     const decodedFps = (last.video.framesDecoded - first.video.framesDecoded) / seconds;
     const report = { seconds, sentFps, decodedFps, nackCount: last.video.nackCount, packetsLost: last.video.packetsLost,
+      packetsReceived: last.video.packetsReceived, retransmittedPacketsReceived: last.video.retransmittedPacketsReceived,
       freezes: last.video.freezeCount - first.video.freezeCount, perSecond: samples.map((s) => s.video.framesDecoded) };
     console.log('loss test:', JSON.stringify(report));
 

@@ -36,7 +36,9 @@ test('mute buttons reach the other participant as trackMuted and indicators', { 
         { what: `B to get trackMuted(muted) for A's ${source}`, progress: () => roomEvents(b.page, 'trackMuted') });
       const ev = (await mutedEvents(b.page, trackId)).find((m) => m.muted === true);
       assert.equal(ev.participantId, a.id);
-      assert.equal(await a.page.getAttribute(button, 'aria-pressed'), 'true');
+      // The button flips once A's own request was acknowledged, which may be after B heard of it.
+      await waitFor(async () => (await a.page.getAttribute(button, 'aria-pressed')) === 'true',
+        { what: `${button} aria-pressed=true` });
       assert.equal(await a.page.evaluate((s) => window.studyroom.localTracks.get(s).track.enabled, source), false,
         'the muted local track is disabled');
       await waitFor(async () => (await tileOfA.evaluate((el, k) => el.dataset[k], attr)) === 'true',
@@ -46,7 +48,8 @@ test('mute buttons reach the other participant as trackMuted and indicators', { 
       await a.page.click(button);
       await waitFor(async () => (await mutedEvents(b.page, trackId)).some((m) => m.muted === false),
         { what: `B to get trackMuted(unmuted) for A's ${source}`, progress: () => roomEvents(b.page, 'trackMuted') });
-      assert.equal(await a.page.getAttribute(button, 'aria-pressed'), 'false');
+      await waitFor(async () => (await a.page.getAttribute(button, 'aria-pressed')) === 'false',
+        { what: `${button} aria-pressed=false` });
       await waitFor(async () => (await tileOfA.evaluate((el, k) => el.dataset[k], attr)) === 'false',
         { what: `B's tile to show A's ${source} unmuted` });
     }

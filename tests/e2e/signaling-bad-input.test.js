@@ -127,9 +127,9 @@ test('after all that, errors reached only the offenders and the server serves no
 /**
  * A hand-written publisher offer shaped like Chromium's: mid 0 = opus audio, mid 1 = VP8
  * video with RTX, both sendonly, BUNDLEd, DTLS actpass. Enough for the server to negotiate
- * an answer; no media ever flows from it.
+ * an answer; no media ever flows from it. Renegotiations need a higher `version`.
  */
-function handOffer() {
+function handOffer(version = 2) {
   const fp = Array.from({ length: 32 }, (_, i) => ((i * 37 + 11) & 0xff).toString(16).padStart(2, '0').toUpperCase()).join(':');
   const common = (mid) => [
     'c=IN IP4 0.0.0.0', 'a=rtcp:9 IN IP4 0.0.0.0',
@@ -138,7 +138,7 @@ function handOffer() {
     'a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid', 'a=sendonly', 'a=rtcp-mux',
   ];
   return [
-    'v=0', 'o=- 4611731400430051336 2 IN IP4 127.0.0.1', 's=-', 't=0 0',
+    'v=0', `o=- 4611731400430051336 ${version} IN IP4 127.0.0.1`, 's=-', 't=0 0',
     'a=group:BUNDLE 0 1', 'a=extmap-allow-mixed', 'a=msid-semantic: WMS e2e',
     'm=audio 9 UDP/TLS/RTP/SAVPF 111', ...common(0),
     'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', 'a=msid:e2e e2e-audio',

@@ -38,6 +38,19 @@ function answerFor(offer) {
   return out.join('\r\n') + '\r\n';
 }
 
+/**
+ * Answers a subscriber's offers in order, as a browser would, until one satisfies `pred`;
+ * returns that one (unanswered) and its index. The server offers one change at a time.
+ */
+async function answerOffersUntil(socket, pred, what, from = 0) {
+  for (let i = from; ; i++) {
+    const offer = await until(() => received(socket, 'offer')[i], `offer #${i + 1} (${what})`);
+    if (pred(offer)) return { offer, index: i };
+    assert.deepEqual(await request(socket, 'answer', { sdp: answerFor(offer.sdp) }), { ok: true }, `answer to offer #${i + 1}`);
+  }
+}
+const maps = (offer, trackId) => offer.tracks.some((x) => x.trackId === trackId);
+
 test('publish: an ICE-lite answer, Track objects, trackPublished and an offer to the others', async () => {
   const room = 'publish-room';
   const a = await h.joined({ room, name: 'Ada', role: 'learner' });
@@ -65,7 +78,7 @@ test('publish: an ICE-lite answer, Track objects, trackPublished and an offer to
     const seen = await until(() => received(b.socket, 'trackPublished').find((x) => x.id === t.id), `trackPublished(${t.kind}) at B`);
     assert.deepEqual(seen, t);
   }
-  const offer = await until(() => received(b.socket, 'offer').find((o) => o.tracks?.length === 2), 'an offer with both tracks at B');
+  const { offer } = await answerOffersUntil(b.socket, (o) => pub.tracks.every((t) => maps(o, t.id)), 'both tracks at B');
   assert.match(offer.sdp, /^a=ice-lite/m);
   for (const t of pub.tracks) {
     const m = offer.tracks.find((x) => x.trackId === t.id);
@@ -83,7 +96,7 @@ test('publish: an ICE-lite answer, Track objects, trackPublished and an offer to
   assert.deepEqual(listed?.tracks?.map((t) => t.id).sort(), pub.tracks.map((t) => t.id).sort(), 'late joiner sees A without its tracks');
 });
 
-test('mute, trickle, answer, unpublish: the room follows and offers wait for answers', async () => {
+test('mute, trickle, unpublish: the room follows, and each offer waits for the previous answer', async () => {
   const room = 'mute-room';
   const a = await h.joined({ room, name: 'Ada', role: 'learner' });
   const b = await h.joined({ room, name: 'Bob', role: 'learner' });
@@ -92,6 +105,9 @@ test('mute, trickle, answer, unpublish: the room follows and offers wait for ans
   assert.ok(!pub.error, `publish failed: ${JSON.stringify(pub)}`);
   const audio = pub.tracks.find((t) => t.kind === 'audio');
   const video = pub.tracks.find((t) => t.kind === 'video');
+  // Bring B's subscriber PC up to date: both tracks offered and answered.
+  const both = await answerOffersUntil(b.socket, (o) => maps(o, audio.id) && maps(o, video.id), 'both tracks at B');
+  assert.deepEqual(await request(b.socket, 'answer', { sdp: answerFor(both.offer.sdp) }), { ok: true });
 
   for (const muted of [true, false]) {
     assert.deepEqual(await request(a.socket, 'mute', { trackId: audio.id, muted }), { ok: true });
@@ -103,30 +119,54 @@ test('mute, trickle, answer, unpublish: the room follows and offers wait for ans
   assert.deepEqual(await request(a.socket, 'ice', { target: 'publisher', candidate }), { ok: true });
   assert.deepEqual(await request(a.socket, 'ice', { target: 'publisher', candidate: null }), { ok: true });
 
-  const first = await until(() => received(b.socket, 'offer')[0], 'an offer at B');
-  assertError(await request(b.socket, 'answer', { sdp: 'this is no answer' }), 'bad_sdp', 'garbage answer to a pending offer');
-
-  // Unpublish while B's offer is unanswered: the next offer must wait for B's answer.
+  // Unpublish video: B hears of it and gets an offer without it, which it leaves unanswered.
   assert.deepEqual(await request(a.socket, 'unpublish', { trackId: video.id }), { ok: true });
-  const gone = await until(() => received(b.socket, 'trackUnpublished').find((x) => x.id === video.id), 'trackUnpublished at B');
-  assert.deepEqual(gone, { id: video.id, participantId: idA });
-  assert.equal(received(b.socket, 'offer').length, 1, 'a second offer came before the first was answered');
+  const goneVideo = await until(() => received(b.socket, 'trackUnpublished').find((x) => x.id === video.id), 'trackUnpublished(video) at B');
+  assert.deepEqual(goneVideo, { id: video.id, participantId: idA });
+  const noVideo = await until(() => received(b.socket, 'offer')[both.index + 1], 'an offer after the video was unpublished');
+  assert.ok(!maps(noVideo, video.id) && maps(noVideo, audio.id), `offer after unpublish maps ${JSON.stringify(noVideo.tracks)}`);
   assertError(await request(a.socket, 'mute', { trackId: video.id, muted: true }), 'unknown_track', 'mute of an unpublished track');
 
-  assert.deepEqual(await request(b.socket, 'answer', { sdp: answerFor(first.sdp) }), { ok: true });
-  const second = await until(() => received(b.socket, 'offer')[1], 'the next offer at B after answering');
-  assert.ok(!second.tracks.some((x) => x.trackId === video.id), `unpublished video still mapped: ${JSON.stringify(second.tracks)}`);
-  assert.ok(second.tracks.some((x) => x.trackId === audio.id), `audio no longer mapped: ${JSON.stringify(second.tracks)}`);
-  assert.deepEqual(await request(b.socket, 'answer', { sdp: answerFor(second.sdp) }), { ok: true });
-  assertError(await request(b.socket, 'answer', { sdp: answerFor(second.sdp) }), 'no_offer_pending', 'answering twice');
+  // Unpublish audio while that offer is pending: no new offer until B answers.
+  assert.deepEqual(await request(a.socket, 'unpublish', { trackId: audio.id }), { ok: true });
+  await until(() => received(b.socket, 'trackUnpublished').find((x) => x.id === audio.id), 'trackUnpublished(audio) at B');
+  assert.equal(received(b.socket, 'offer').length, both.index + 2, 'a new offer came before the previous one was answered');
+  assertError(await request(b.socket, 'answer', { sdp: 'this is no answer' }), 'bad_sdp', 'garbage answer to a pending offer');
+  assert.deepEqual(await request(b.socket, 'answer', { sdp: answerFor(noVideo.sdp) }), { ok: true });
+  const none = await until(() => received(b.socket, 'offer')[both.index + 2], 'the next offer once B answered');
+  assert.ok(!maps(none, audio.id) && !maps(none, video.id), `offer after both unpublished maps ${JSON.stringify(none.tracks)}`);
+  assert.deepEqual(await request(b.socket, 'answer', { sdp: answerFor(none.sdp) }), { ok: true });
+  assertError(await request(b.socket, 'answer', { sdp: answerFor(none.sdp) }), 'no_offer_pending', 'answering twice');
+});
+
+test('a track published again after an unpublish reaches the subscribers in a new offer', async () => {
+  const room = 'republish-room';
+  const a = await h.joined({ room, name: 'Ada', role: 'learner' });
+  const b = await h.joined({ room, name: 'Bob', role: 'learner' });
+  const pub = await request(a.socket, 'publish', { sdp: handOffer(), tracks: HAND_TRACKS });
+  assert.ok(!pub.error, `publish failed: ${JSON.stringify(pub)}`);
+  const video = pub.tracks.find((t) => t.kind === 'video');
+  const both = await answerOffersUntil(b.socket, (o) => pub.tracks.every((t) => maps(o, t.id)), 'both tracks at B');
+  assert.deepEqual(await request(b.socket, 'answer', { sdp: answerFor(both.offer.sdp) }), { ok: true });
+
+  assert.deepEqual(await request(a.socket, 'unpublish', { trackId: video.id }), { ok: true });
+  await until(() => received(b.socket, 'trackUnpublished').find((x) => x.id === video.id), 'trackUnpublished at B');
+  const again = await request(a.socket, 'publish', { sdp: handOffer(3), tracks: HAND_TRACKS });
+  assert.ok(!again.error, `re-publish failed: ${JSON.stringify(again)}`);
+  const video2 = again.tracks.find((t) => t.kind === 'video');
+  assert.ok(video2 && video2.id !== video.id, `re-published video: ${JSON.stringify(again.tracks)}`);
+  await until(() => received(b.socket, 'trackPublished').find((x) => x.id === video2.id), 'trackPublished(new video) at B');
+  // B answers whatever it is offered, as a browser would, until the new track is mapped.
+  const { offer } = await answerOffersUntil(b.socket, (o) => maps(o, video2.id), 'the new video at B', both.index + 1);
+  assert.ok(!maps(offer, video.id), `the unpublished video is still mapped: ${JSON.stringify(offer.tracks)}`);
 });
 
 /**
  * A hand-written publisher offer shaped like Chromium's: mid 0 = opus audio, mid 1 = VP8
  * video with RTX, both sendonly, BUNDLEd, DTLS actpass. Enough for the server to negotiate
- * an answer; no media ever flows from it.
+ * an answer; no media ever flows from it. Renegotiations need a higher `version`.
  */
-function handOffer() {
+function handOffer(version = 2) {
   const fp = Array.from({ length: 32 }, (_, i) => ((i * 37 + 11) & 0xff).toString(16).padStart(2, '0').toUpperCase()).join(':');
   const common = (mid) => [
     'c=IN IP4 0.0.0.0', 'a=rtcp:9 IN IP4 0.0.0.0',
@@ -135,7 +175,7 @@ function handOffer() {
     'a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid', 'a=sendonly', 'a=rtcp-mux',
   ];
   return [
-    'v=0', 'o=- 4611731400430051336 2 IN IP4 127.0.0.1', 's=-', 't=0 0',
+    'v=0', `o=- 4611731400430051336 ${version} IN IP4 127.0.0.1`, 's=-', 't=0 0',
     'a=group:BUNDLE 0 1', 'a=extmap-allow-mixed', 'a=msid-semantic: WMS e2e',
     'm=audio 9 UDP/TLS/RTP/SAVPF 111', ...common(0),
     'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', 'a=msid:e2e e2e-audio',

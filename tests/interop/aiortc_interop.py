@@ -34,7 +34,6 @@ import socketio
 from aiortc import (RTCConfiguration, RTCPeerConnection, RTCSessionDescription,
                     AudioStreamTrack, VideoStreamTrack)
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcconfiguration import RTCBundlePolicy
 from av import AudioFrame, VideoFrame
 
 HTTP = "http://127.0.0.1:5002"
@@ -138,9 +137,12 @@ class Client:
     def __init__(self, name, token):
         self.name, self.token = name, token
         self.look = LOOKS[name]
-        self.sio = socketio.AsyncClient(reconnection=False)
-        cfg = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        self.pub = RTCPeerConnection(cfg)
+        debug = os.environ.get("INTEROP_DEBUG") == "1"
+        self.sio = socketio.AsyncClient(reconnection=False, logger=debug, engineio_logger=debug)
+        # Default bundle policy on purpose: with MAX_BUNDLE aiortc 1.x takes the remote
+        # candidates from the *last* m-section of the answer, which a BUNDLE answer (ours, per
+        # RFC 8843) leaves without candidates, so ICE never starts (see README.md).
+        self.pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.sub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pid = None
         self.offers = asyncio.Queue()
@@ -217,6 +219,10 @@ class Client:
         self.codecs = {t["kind"]: t.get("codec") for t in tracks}
         await self.pub.setRemoteDescription(RTCSessionDescription(res["sdp"], "answer"))
         log(f"{self.name} published {[(t['kind'], t.get('codec'), t['id']) for t in tracks]}")
+
+    async def video_packets_sent(self):
+        stats = (await self.pub.getStats()).values()
+        return sum(s.packetsSent for s in stats if s.type == "outbound-rtp" and s.kind == "video")
 
     def recorder(self, ev):
         async def handler(data=None):
@@ -379,6 +385,13 @@ async def run(clients):
     # A publishes first, so B subscribes to media already flowing (needs a keyframe on demand),
     # while A's subscriber PC gets B's tracks by renegotiation.
     await a.start()
+    # Let A's video flow for a while first: aiortc sends a keyframe only at the start and on
+    # request (gop 3000), so B decodes A only if the SFU gets it a fresh keyframe (PLI/FIR).
+    while await a.video_packets_sent() < 45:
+        if a.failure or time.monotonic() > deadline:
+            raise Failure(a.failure or "A's publisher never sent 45 video packets")
+        await asyncio.sleep(0.1)
+    log(f"A has sent {await a.video_packets_sent()} video packets; B joins now")
     await b.start()
     while not all(c.done() for c in clients):
         for c in clients:

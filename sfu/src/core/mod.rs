@@ -447,7 +447,10 @@ impl ShardCore {
         if grants.subscribe {
             let tid = self.new_transport(now, participant, Role::Subscriber, impair_loss);
             // Invariant: inserted just above.
-            self.participants.get_mut(&participant).expect("just inserted").subscriber = Some(tid);
+            self.participants
+                .get_mut(&participant)
+                .expect("just inserted")
+                .subscriber = Some(tid);
             let producers = self.rooms[&room].producers.clone();
             for p in producers {
                 self.attach_consumer(p, tid);
@@ -468,7 +471,10 @@ impl ShardCore {
         offer: &str,
         tracks: &[TrackRequest],
     ) -> Result<PublishAnswer, SfuError> {
-        let p = self.participants.get(&participant).ok_or(SfuError::NotJoined)?;
+        let p = self
+            .participants
+            .get(&participant)
+            .ok_or(SfuError::NotJoined)?;
         if !p.grants.publish {
             return Err(SfuError::Forbidden("publish"));
         }
@@ -478,7 +484,8 @@ impl ShardCore {
         if tracks.len() > 16 {
             return Err(SfuError::BadRequest("too many tracks".into()));
         }
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let room = p.room.clone();
         let impair = p.impair_loss;
         let tid = match p.publisher {
@@ -486,11 +493,17 @@ impl ShardCore {
             None => {
                 let t = self.new_transport(now, participant, Role::Publisher, impair);
                 // Invariant: checked present at the top of this function.
-                self.participants.get_mut(&participant).expect("present").publisher = Some(t);
+                self.participants
+                    .get_mut(&participant)
+                    .expect("present")
+                    .publisher = Some(t);
                 t
             }
         };
-        let t = self.transports.get_mut(&tid).expect("publisher transport exists");
+        let t = self
+            .transports
+            .get_mut(&tid)
+            .expect("publisher transport exists");
         let answer = match t.rtc.sdp_api().accept_offer(offer) {
             Ok(a) => a,
             Err(e) => return Err(SfuError::BadSdp(e.to_string())),
@@ -500,7 +513,10 @@ impl ShardCore {
         for req in tracks {
             let mid = Mid::from(req.mid.as_str());
             let Some(media) = t.rtc.media(mid) else {
-                return Err(SfuError::BadRequest(format!("no m-line with mid {}", req.mid)));
+                return Err(SfuError::BadRequest(format!(
+                    "no m-line with mid {}",
+                    req.mid
+                )));
             };
             if !matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv) {
                 continue;
@@ -527,16 +543,23 @@ impl ShardCore {
         let existing: Vec<(Mid, TrackId)> = by_mid.iter().map(|(m, t)| (*m, *t)).collect();
         // Unpublish what is gone or changed source.
         for (mid, track) in existing {
-            let keep = wanted
-                .iter()
-                .any(|w| w.0 == mid && self.producers.get(&track).is_some_and(|p| p.info.source == w.1));
+            let keep = wanted.iter().any(|w| {
+                w.0 == mid
+                    && self
+                        .producers
+                        .get(&track)
+                        .is_some_and(|p| p.info.source == w.1)
+            });
             if !keep {
                 self.remove_producer(track);
             }
         }
         let mut infos = Vec::new();
         for (mid, source, muted, kind, codec, clock_rate) in wanted {
-            let t = self.transports.get_mut(&tid).expect("publisher transport exists");
+            let t = self
+                .transports
+                .get_mut(&tid)
+                .expect("publisher transport exists");
             let TransportKind::Publisher { by_mid } = &mut t.kind else {
                 unreachable!()
             };
@@ -603,12 +626,18 @@ impl ShardCore {
         participant: ParticipantId,
         answer: &str,
     ) -> Result<(), SfuError> {
-        let p = self.participants.get(&participant).ok_or(SfuError::NotJoined)?;
+        let p = self
+            .participants
+            .get(&participant)
+            .ok_or(SfuError::NotJoined)?;
         let tid = p.subscriber.ok_or(SfuError::Forbidden("subscribe"))?;
         if answer.len() > MAX_SDP_BYTES {
             return Err(SfuError::BadRequest("sdp too large".into()));
         }
-        let t = self.transports.get_mut(&tid).expect("subscriber transport exists");
+        let t = self
+            .transports
+            .get_mut(&tid)
+            .expect("subscriber transport exists");
         let TransportKind::Subscriber {
             pending_offer,
             consumers,
@@ -620,7 +649,8 @@ impl ShardCore {
         if pending_offer.is_none() {
             return Err(SfuError::NoOfferPending);
         }
-        let parsed = SdpAnswer::from_sdp_string(answer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let parsed =
+            SdpAnswer::from_sdp_string(answer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         // Invariant: checked just above.
         let pending = pending_offer.take().expect("pending offer");
         if let Err(e) = t.rtc.sdp_api().accept_answer(pending, parsed) {
@@ -653,14 +683,18 @@ impl ShardCore {
         role: Role,
         candidate: &str,
     ) -> Result<(), SfuError> {
-        let p = self.participants.get(&participant).ok_or(SfuError::NotJoined)?;
+        let p = self
+            .participants
+            .get(&participant)
+            .ok_or(SfuError::NotJoined)?;
         let tid = match role {
             Role::Publisher => p.publisher,
             Role::Subscriber => p.subscriber,
         }
         .ok_or_else(|| SfuError::BadRequest("no such transport yet".into()))?;
         let line = candidate.strip_prefix("a=").unwrap_or(candidate);
-        let c = Candidate::from_sdp_string(line).map_err(|e| SfuError::BadRequest(format!("candidate: {e}")))?;
+        let c = Candidate::from_sdp_string(line)
+            .map_err(|e| SfuError::BadRequest(format!("candidate: {e}")))?;
         let t = self.transports.get_mut(&tid).expect("transport exists");
         t.rtc.add_remote_candidate(c);
         self.drive(tid, now);
@@ -669,8 +703,16 @@ impl ShardCore {
 
     /// Mute or unmute one of the participant's tracks. Media keeps flowing (the browser
     /// sends silence/black); the flag is for everyone's UI.
-    pub fn mute(&mut self, participant: ParticipantId, track: TrackId, muted: bool) -> Result<(), SfuError> {
-        let p = self.producers.get_mut(&track).ok_or(SfuError::UnknownTrack)?;
+    pub fn mute(
+        &mut self,
+        participant: ParticipantId,
+        track: TrackId,
+        muted: bool,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .producers
+            .get_mut(&track)
+            .ok_or(SfuError::UnknownTrack)?;
         if p.info.participant != participant {
             return Err(SfuError::UnknownTrack);
         }
@@ -687,7 +729,11 @@ impl ShardCore {
     }
 
     /// Stop publishing one track.
-    pub fn unpublish(&mut self, participant: ParticipantId, track: TrackId) -> Result<(), SfuError> {
+    pub fn unpublish(
+        &mut self,
+        participant: ParticipantId,
+        track: TrackId,
+    ) -> Result<(), SfuError> {
         match self.producers.get(&track) {
             Some(p) if p.info.participant == participant => {
                 self.remove_producer(track);
@@ -699,7 +745,10 @@ impl ShardCore {
 
     /// The participant leaves (or its signaling connection died): free everything.
     pub fn leave(&mut self, participant: ParticipantId) -> Result<(), SfuError> {
-        let p = self.participants.remove(&participant).ok_or(SfuError::NotJoined)?;
+        let p = self
+            .participants
+            .remove(&participant)
+            .ok_or(SfuError::NotJoined)?;
         // Producers first: their consumers are parked, then stopped below.
         let tracks: Vec<TrackId> = self
             .producers
@@ -738,7 +787,13 @@ impl ShardCore {
     // ------------------------------------------------------------------ network input
 
     /// One datagram arrived on local port index `port_idx` from `remote`.
-    pub fn handle_datagram(&mut self, now: Instant, port_idx: usize, remote: SocketAddr, data: &[u8]) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        port_idx: usize,
+        remote: SocketAddr,
+        data: &[u8],
+    ) {
         self.stats.datagrams_in += 1;
         let Some(&port) = self.ports.get(port_idx) else {
             return;
@@ -849,7 +904,13 @@ impl ShardCore {
 
     // ------------------------------------------------------------------ internals
 
-    fn new_transport(&mut self, now: Instant, participant: ParticipantId, role: Role, impair_loss: f32) -> TransportId {
+    fn new_transport(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        role: Role,
+        impair_loss: f32,
+    ) -> TransportId {
         self.next_transport = self.next_transport.wrapping_add(1);
         let tid = TransportId(self.next_transport);
         // Least-loaded port of this shard: spreads peers over the range.
@@ -874,7 +935,9 @@ impl ShardCore {
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.index.add_ufrag(&ufrag, tid);
         let kind = match role {
-            Role::Publisher => TransportKind::Publisher { by_mid: HashMap::new() },
+            Role::Publisher => TransportKind::Publisher {
+                by_mid: HashMap::new(),
+            },
             Role::Subscriber => TransportKind::Subscriber {
                 consumers: HashMap::new(),
                 by_mid: HashMap::new(),
@@ -898,7 +961,11 @@ impl ShardCore {
                 dirty: false,
                 kind,
                 rng: fastrand::Rng::with_seed(participant.0 ^ u64::from(tid.0) << 32),
-                impair_loss: if role == Role::Subscriber { impair_loss } else { 0.0 },
+                impair_loss: if role == Role::Subscriber {
+                    impair_loss
+                } else {
+                    0.0
+                },
             },
         );
         // Drive once so the instance reports its first timeout.
@@ -969,12 +1036,16 @@ impl ShardCore {
         else {
             return;
         };
-        let keys: Vec<_> = consumers.keys().filter(|k| k.0 == publisher).copied().collect();
+        let keys: Vec<_> = consumers
+            .keys()
+            .filter(|k| k.0 == publisher)
+            .copied()
+            .collect();
         for k in keys {
-            if let Some(c) = consumers.remove(&k) {
-                if by_mid.remove(&c.mid).is_some() {
-                    to_stop.push(c.mid);
-                }
+            if let Some(c) = consumers.remove(&k)
+                && by_mid.remove(&c.mid).is_some()
+            {
+                to_stop.push(c.mid);
             }
         }
     }
@@ -983,20 +1054,18 @@ impl ShardCore {
         let Some(p) = self.producers.remove(&track) else {
             return;
         };
-        if let Some(t) = self.transports.get_mut(&p.transport) {
-            if let TransportKind::Publisher { by_mid } = &mut t.kind {
-                by_mid.remove(&p.mid);
-            }
+        if let Some(t) = self.transports.get_mut(&p.transport)
+            && let TransportKind::Publisher { by_mid } = &mut t.kind
+        {
+            by_mid.remove(&p.mid);
         }
         for sub in &p.consumers {
-            if let Some(t) = self.transports.get_mut(sub) {
-                if let TransportKind::Subscriber { consumers, .. } = &mut t.kind {
-                    if let Some(c) = consumers.get_mut(&(p.info.participant, p.info.source)) {
-                        if c.producer == Some(track) {
-                            c.producer = None;
-                        }
-                    }
-                }
+            if let Some(t) = self.transports.get_mut(sub)
+                && let TransportKind::Subscriber { consumers, .. } = &mut t.kind
+                && let Some(c) = consumers.get_mut(&(p.info.participant, p.info.source))
+                && c.producer == Some(track)
+            {
+                c.producer = None;
             }
         }
         if let Some(r) = self.rooms.get_mut(&p.room) {
@@ -1082,7 +1151,9 @@ impl ShardCore {
         if p.info.kind != MediaKind::Video {
             return;
         }
-        if p.last_keyframe_request.is_some_and(|at| now < at + interval) {
+        if p.last_keyframe_request
+            .is_some_and(|at| now < at + interval)
+        {
             p.keyframe_pending = true;
             self.stats.keyframe_requests_throttled += 1;
             return;
@@ -1104,11 +1175,11 @@ impl ShardCore {
     }
 
     fn mark_dirty(&mut self, tid: TransportId) {
-        if let Some(t) = self.transports.get_mut(&tid) {
-            if !t.dirty {
-                t.dirty = true;
-                self.dirty.push(tid);
-            }
+        if let Some(t) = self.transports.get_mut(&tid)
+            && !t.dirty
+        {
+            t.dirty = true;
+            self.dirty.push(tid);
         }
     }
 
@@ -1188,10 +1259,8 @@ impl ShardCore {
         for mid in keyframe_requests {
             self.on_keyframe_request(tid, mid, now);
         }
-        if failed {
-            if let Some(p) = self.transports.get(&tid).map(|t| t.participant) {
-                self.remove_participant(p, RemovalReason::TransportFailed);
-            }
+        if failed && let Some(p) = self.transports.get(&tid).map(|t| t.participant) {
+            self.remove_participant(p, RemovalReason::TransportFailed);
         }
     }
 
@@ -1211,7 +1280,13 @@ impl ShardCore {
             return; // an m-line the client did not name as a track
         };
         let in_pt = pkt.header.payload_type;
-        let in_params: Option<PayloadParams> = t.rtc.codec_config().params().iter().find(|p| p.pt() == in_pt).copied();
+        let in_params: Option<PayloadParams> = t
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.pt() == in_pt)
+            .copied();
         let Some(in_params) = in_params else {
             return;
         };
@@ -1249,7 +1324,11 @@ impl ShardCore {
             let out_pt = match c.pt_map.iter().find(|(i, _)| *i == in_pt) {
                 Some((_, o)) => *o,
                 None => {
-                    let o = st.rtc.codec_config().match_params(in_params).map(|p| p.pt());
+                    let o = st
+                        .rtc
+                        .codec_config()
+                        .match_params(in_params)
+                        .map(|p| p.pt());
                     c.pt_map.push((in_pt, o));
                     o
                 }
@@ -1261,17 +1340,26 @@ impl ShardCore {
                 }
                 continue;
             };
-            let Some(rw) = c.rewriter.rewrite(*ssrc, *pkt.seq_no, pkt.header.timestamp, clock_rate, now) else {
+            let Some(rw) =
+                c.rewriter
+                    .rewrite(*ssrc, *pkt.seq_no, pkt.header.timestamp, clock_rate, now)
+            else {
                 continue;
             };
             let mut api = st.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(c.mid, None) else {
                 continue;
             };
-            let write = RtpWrite::new(out_pt, SeqNo::from(rw.seq), rw.ts, wallclock, pkt.payload.clone())
-                .marker(pkt.header.marker)
-                .ext_vals(ext.clone())
-                .nackable(is_video);
+            let write = RtpWrite::new(
+                out_pt,
+                SeqNo::from(rw.seq),
+                rw.ts,
+                wallclock,
+                pkt.payload.clone(),
+            )
+            .marker(pkt.header.marker)
+            .ext_vals(ext.clone())
+            .nackable(is_video);
             tx.write_rtp(write);
             self.stats.rtp_forwarded += 1;
             if !st.dirty {
@@ -1285,10 +1373,16 @@ impl ShardCore {
         let Some(t) = self.transports.get(&sub) else {
             return;
         };
-        let TransportKind::Subscriber { consumers, by_mid, .. } = &t.kind else {
+        let TransportKind::Subscriber {
+            consumers, by_mid, ..
+        } = &t.kind
+        else {
             return;
         };
-        let producer = by_mid.get(&mid).and_then(|k| consumers.get(k)).and_then(|c| c.producer);
+        let producer = by_mid
+            .get(&mid)
+            .and_then(|k| consumers.get(k))
+            .and_then(|c| c.producer);
         if let Some(p) = producer {
             self.request_keyframe(p, now);
         }
@@ -1325,7 +1419,9 @@ impl ShardCore {
                 if now.saturating_duration_since(since) >= self.cfg.consent_timeout {
                     dead.push((t.participant, RemovalReason::ConsentTimeout));
                 }
-            } else if !t.connected && now.saturating_duration_since(t.created) >= self.cfg.connect_timeout {
+            } else if !t.connected
+                && now.saturating_duration_since(t.created) >= self.cfg.connect_timeout
+            {
                 // Only a transport that had something to connect: a subscriber that
                 // never got an offer is idle, not dead.
                 let idle_subscriber = matches!(&t.kind, TransportKind::Subscriber { consumers, .. } if consumers.is_empty());
@@ -1352,7 +1448,11 @@ impl ShardCore {
                 .iter()
                 .filter_map(|id| self.producers.get(id))
                 .filter(|p| p.info.kind == MediaKind::Audio && !p.info.muted)
-                .filter(|p| p.last_level_at.is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1)))
+                .filter(|p| {
+                    p.last_level_at.is_some_and(|at| {
+                        now.saturating_duration_since(at) < Duration::from_secs(1)
+                    })
+                })
                 .filter(|p| p.level >= threshold)
                 .map(|p| (p.info.participant, p.level.min(1.0)))
                 .collect();

@@ -133,7 +133,14 @@ impl SendBatch {
                 self.msgs.push(m);
             }
             // SAFETY: headers point into `self` and into `items`, both alive for the call.
-            let n = unsafe { libc::sendmmsg(fd, self.msgs.as_mut_ptr(), chunk.len() as libc::c_uint, libc::MSG_DONTWAIT) };
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.msgs.as_mut_ptr(),
+                    chunk.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -165,11 +172,15 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: family says this storage holds a sockaddr_in.
             let sin: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: family says this storage holds a sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             Some(SocketAddr::V6(SocketAddrV6::new(
                 ip,
@@ -203,7 +214,9 @@ fn std_to_sockaddr(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) 
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: v6.port().to_be(),
                 sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
                 sin6_scope_id: v6.scope_id(),
             };
             // SAFETY: as above for sockaddr_in6.
@@ -228,7 +241,8 @@ mod tests {
         b.set_nonblocking(true).unwrap();
         let dst = b.local_addr().unwrap();
         let payloads: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 100 + i as usize]).collect();
-        let items: Vec<(SocketAddr, &[u8])> = payloads.iter().map(|p| (dst, p.as_slice())).collect();
+        let items: Vec<(SocketAddr, &[u8])> =
+            payloads.iter().map(|p| (dst, p.as_slice())).collect();
         let (sent, err) = SendBatch::default().send(a.as_raw_fd(), &items);
         assert_eq!((sent, err.map(|e| e.kind())), (50, None));
         let mut rb = RecvBatch::default();

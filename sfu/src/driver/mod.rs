@@ -114,11 +114,16 @@ impl Sfu {
     /// the returned receiver.
     pub fn start(cfg: SfuConfig) -> io::Result<(Arc<Sfu>, tmpsc::UnboundedReceiver<SfuEvent>)> {
         if cfg.port_max < cfg.port_min {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "media port range is empty"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "media port range is empty",
+            ));
         }
         let nports = usize::from(cfg.port_max - cfg.port_min) + 1;
         let want = if cfg.shards == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             cfg.shards
         };
@@ -129,7 +134,10 @@ impl Sfu {
         let mut threads = Vec::new();
         let mut all_ports = Vec::new();
         for i in 0..nshards {
-            let ports: Vec<u16> = (cfg.port_min..=cfg.port_max).skip(i).step_by(nshards).collect();
+            let ports: Vec<u16> = (cfg.port_min..=cfg.port_max)
+                .skip(i)
+                .step_by(nshards)
+                .collect();
             let mut sockets = Vec::new();
             for &port in &ports {
                 sockets.push(bind_media_socket(SocketAddr::new(cfg.bind_ip, port))?);
@@ -301,7 +309,12 @@ impl Sfu {
     }
 
     /// Add a trickled remote candidate.
-    pub async fn candidate(&self, participant: ParticipantId, role: Role, candidate: String) -> Result<(), SfuError> {
+    pub async fn candidate(
+        &self,
+        participant: ParticipantId,
+        role: Role,
+        candidate: String,
+    ) -> Result<(), SfuError> {
         let shard = self.shard_of(participant)?;
         self.call(shard, |reply| Command::Candidate {
             participant,
@@ -313,7 +326,12 @@ impl Sfu {
     }
 
     /// Mute or unmute a track.
-    pub async fn mute(&self, participant: ParticipantId, track: TrackId, muted: bool) -> Result<(), SfuError> {
+    pub async fn mute(
+        &self,
+        participant: ParticipantId,
+        track: TrackId,
+        muted: bool,
+    ) -> Result<(), SfuError> {
         let shard = self.shard_of(participant)?;
         self.call(shard, |reply| Command::Mute {
             participant,
@@ -325,7 +343,11 @@ impl Sfu {
     }
 
     /// Unpublish a track.
-    pub async fn unpublish(&self, participant: ParticipantId, track: TrackId) -> Result<(), SfuError> {
+    pub async fn unpublish(
+        &self,
+        participant: ParticipantId,
+        track: TrackId,
+    ) -> Result<(), SfuError> {
         let shard = self.shard_of(participant)?;
         self.call(shard, |reply| Command::Unpublish {
             participant,
@@ -338,14 +360,21 @@ impl Sfu {
     /// Remove a participant and everything it owns.
     pub async fn leave(&self, participant: ParticipantId) -> Result<(), SfuError> {
         let shard = self.shard_of(participant)?;
-        let r = self.call(shard, |reply| Command::Leave { participant, reply }).await;
+        let r = self
+            .call(shard, |reply| Command::Leave { participant, reply })
+            .await;
         self.forget(participant);
         r
     }
 
     /// The core removed a participant by itself (consent timeout): forget our mapping.
     pub fn forget(&self, participant: ParticipantId) {
-        let Some((shard, room)) = self.participants.lock().expect("participants lock").remove(&participant) else {
+        let Some((shard, room)) = self
+            .participants
+            .lock()
+            .expect("participants lock")
+            .remove(&participant)
+        else {
             return;
         };
         let mut rooms = self.rooms.lock().expect("rooms lock");
@@ -382,7 +411,11 @@ impl Sfu {
             .ok_or(SfuError::NotJoined)
     }
 
-    async fn call<T>(&self, shard: usize, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SfuError> {
+    async fn call<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, SfuError> {
         let (tx, rx) = oneshot::channel();
         {
             let shards = self.shards.lock().expect("shards lock");
@@ -400,9 +433,8 @@ fn bind_media_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_nonblocking(true)?;
-    s.bind(&addr.into()).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot bind media port {addr}: {e}"))
-    })?;
+    s.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind media port {addr}: {e}")))?;
     Ok(UdpSocket::from_std(s.into()))
 }
 
@@ -419,7 +451,11 @@ struct ShardThread {
 impl ShardThread {
     fn run(mut self) {
         for (i, s) in self.sockets.iter_mut().enumerate() {
-            if let Err(e) = self.poll.registry().register(s, Token(i), Interest::READABLE) {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(s, Token(i), Interest::READABLE)
+            {
                 error!(shard = self.index, "register socket: {e}");
                 return;
             }
@@ -443,10 +479,10 @@ impl ShardThread {
                     .unwrap_or(Duration::from_millis(100))
                     .min(Duration::from_millis(100))
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    error!(shard = self.index, "poll: {e}");
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                error!(shard = self.index, "poll: {e}");
             }
             let mut wake = false;
             for ev in events.iter() {
@@ -469,6 +505,7 @@ impl ShardThread {
                     }
                 }
             }
+            #[allow(clippy::needless_range_loop)] // `i` indexes sockets, flags and the core's ports
             for i in 0..self.sockets.len() {
                 if !readable[i] {
                     continue;
@@ -523,11 +560,17 @@ impl ShardThread {
                 if q.is_empty() {
                     continue;
                 }
-                let items: Vec<(SocketAddr, &[u8])> = q.iter().map(|(a, d)| (*a, d.as_slice())).collect();
+                let items: Vec<(SocketAddr, &[u8])> =
+                    q.iter().map(|(a, d)| (*a, d.as_slice())).collect();
                 let (n, err) = send.send(self.sockets[i].as_raw_fd(), &items);
                 if n < items.len() {
                     send_drops += (items.len() - n) as u64;
-                    debug!(shard = self.index, dropped = items.len() - n, "send: {:?}", err);
+                    debug!(
+                        shard = self.index,
+                        dropped = items.len() - n,
+                        "send: {:?}",
+                        err
+                    );
                 }
                 q.clear();
             }
@@ -540,7 +583,10 @@ impl ShardThread {
                     *s = self.core.stats();
                 }
                 if send_drops > 0 {
-                    warn!(shard = self.index, send_drops, "socket send buffer full: datagrams dropped");
+                    warn!(
+                        shard = self.index,
+                        send_drops, "socket send buffer full: datagrams dropped"
+                    );
                     send_drops = 0;
                 }
             }

@@ -1,6 +1,9 @@
 // One e2e test's world: a studyroom server, one headless Chromium, and the participants
 // (one browser context each). `h.run(fn)` prints everything useful when fn fails: the
 // server's log, each page's console, PC states and the client's recent room events.
+// Set E2E_LOG_DIR=DIR to keep every test's full server log and diagnostics, pass or fail.
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { startServer } from './server.js';
 import { launchBrowser, openParticipant } from './browser.js';
 
@@ -39,6 +42,12 @@ export async function startHarness(t, { serverArgs = [] } = {}) {
         throw e;
       }
     },
+    /** Writes the full server log and the diagnostics to DIR/<test name>.log (opt-in: E2E_LOG_DIR). */
+    async saveLogs(dir) {
+      const file = path.join(dir, `${t.name.replace(/[^A-Za-z0-9_.-]+/g, '_').slice(0, 80)}.log`);
+      await mkdir(dir, { recursive: true });
+      await writeFile(file, `${server.logs()}\n${await h.diagnostics()}\n`);
+    },
     async diagnostics() {
       const parts = [`==== server log (last ${SERVER_LOG_TAIL} lines)`,
         server.logs().split('\n').slice(-SERVER_LOG_TAIL).join('\n')];
@@ -60,6 +69,7 @@ export async function startHarness(t, { serverArgs = [] } = {}) {
       return parts.join('\n');
     },
     async close() {
+      if (process.env.E2E_LOG_DIR) await h.saveLogs(process.env.E2E_LOG_DIR);
       for (const p of participants) await p.close();
       await browser.close().catch(() => {});
       await server.stop();

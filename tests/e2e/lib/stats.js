@@ -52,6 +52,7 @@ export async function inboundStats(page) {
             mid: tr.mid, kind: r.kind, participantId: info.participantId, trackId: info.trackId, source: info.source,
             framesDecoded: r.framesDecoded || 0, framesReceived: r.framesReceived || 0, framesPerSecond: r.framesPerSecond,
             packetsReceived: r.packetsReceived || 0, packetsLost: r.packetsLost || 0, nackCount: r.nackCount || 0,
+            retransmittedPacketsReceived: r.retransmittedPacketsReceived || 0,
             freezeCount: r.freezeCount || 0, totalFreezesDuration: r.totalFreezesDuration || 0,
             keyFramesDecoded: r.keyFramesDecoded || 0, pliCount: r.pliCount || 0, firCount: r.firCount || 0,
             frameWidth: r.frameWidth, frameHeight: r.frameHeight,

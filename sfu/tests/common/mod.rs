@@ -1,0 +1,601 @@
+//! A deterministic harness for the media core: str0m client peers (publishers and
+//! subscribers, full ICE/DTLS/SRTP) and one `ShardCore`, joined by a simulated network
+//! with seeded loss, jitter and reordering, on a virtual clock that jumps to the next
+//! event. No sockets, no threads, no sleeping: a failing seed replays exactly.
+
+#![allow(dead_code, missing_docs)]
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use sfu::core::{Grants, SfuEvent, ShardCore, TrackRequest};
+use sfu::{ParticipantId, SfuConfig, Source};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const PORTS: [u16; 2] = [40000, 40001];
+
+/// Impairment of one direction of one client's link.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Link {
+    /// Probability a datagram is lost.
+    pub loss: f64,
+    /// Base one-way delay.
+    pub delay: Duration,
+    /// Uniform extra delay 0..jitter (reorders when larger than the packet spacing).
+    pub jitter: Duration,
+}
+
+/// A received RTP packet as a client saw it.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub mid: Mid,
+    pub ssrc: u32,
+    pub seq: u64,
+    pub ts: u32,
+    pub payload: Vec<u8>,
+    pub at: Instant,
+}
+
+pub struct Client {
+    pub id: ParticipantId,
+    pub addr: SocketAddr,
+    pub pub_rtc: Option<Rtc>,
+    pub sub_rtc: Option<Rtc>,
+    pub pub_pending: Option<SdpPendingOffer>,
+    pub up: Link,
+    pub down: Link,
+    pub received: Vec<Got>,
+    pub keyframe_requests: usize,
+    pub offers: usize,
+    pub offer_tracks: Vec<sfu::OfferedTrack>,
+    pub connected_pub: bool,
+    pub connected_sub: bool,
+    /// Stop talking entirely (abrupt disconnect).
+    pub silent: bool,
+    pub pub_mids: Vec<(Mid, MediaKind, Source)>,
+    pub seq: HashMap<Mid, u64>,
+}
+
+struct InFlight {
+    to_server: bool,
+    client: usize,
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Vec<u8>,
+}
+
+pub struct Sim {
+    pub now: Instant,
+    pub start: Instant,
+    pub core: ShardCore,
+    pub clients: Vec<Client>,
+    pub events: Vec<SfuEvent>,
+    rng: fastrand::Rng,
+    flight: BinaryHeap<Reverse<(Instant, u64)>>,
+    packets: HashMap<u64, InFlight>,
+    next_pkt: u64,
+    room: String,
+}
+
+pub fn config() -> SfuConfig {
+    SfuConfig {
+        advertise_ip: IpAddr::V4(SERVER_IP),
+        consent_timeout: Duration::from_secs(10),
+        ..SfuConfig::default()
+    }
+}
+
+fn client_rtc(now: Instant, addr: SocketAddr) -> Rtc {
+    let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+    rtc
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Sim {
+        Self::with_config(seed, config())
+    }
+
+    pub fn with_config(seed: u64, cfg: SfuConfig) -> Sim {
+        let now = Instant::now();
+        let core = ShardCore::new(cfg, PORTS.to_vec(), Arc::new(AtomicU64::new(0)));
+        Sim {
+            now,
+            start: now,
+            core,
+            clients: Vec::new(),
+            events: Vec::new(),
+            rng: fastrand::Rng::with_seed(seed),
+            flight: BinaryHeap::new(),
+            packets: HashMap::new(),
+            next_pkt: 0,
+            room: "room1".into(),
+        }
+    }
+
+    /// Add a participant that joins the room (subscribing). Returns its index.
+    pub fn join(&mut self, grants: Grants) -> usize {
+        let idx = self.clients.len();
+        let id = ParticipantId(idx as u64 + 1);
+        let addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(
+                10,
+                0,
+                (idx / 250) as u8,
+                (idx % 250) as u8 + 1,
+            )),
+            5000,
+        );
+        self.core
+            .join(self.now, id, &self.room.clone(), grants, 0.0)
+            .expect("join");
+        self.clients.push(Client {
+            id,
+            addr,
+            pub_rtc: None,
+            sub_rtc: None,
+            pub_pending: None,
+            up: Link::default(),
+            down: Link::default(),
+            received: Vec::new(),
+            keyframe_requests: 0,
+            offers: 0,
+            offer_tracks: Vec::new(),
+            connected_pub: false,
+            connected_sub: false,
+            silent: false,
+            pub_mids: Vec::new(),
+            seq: HashMap::new(),
+        });
+        self.pump_events();
+        idx
+    }
+
+    /// The client offers `tracks` (kind, source) on its publisher PC; the core answers.
+    pub fn publish(&mut self, idx: usize, tracks: &[(MediaKind, Source)]) -> Vec<sfu::TrackInfo> {
+        let now = self.now;
+        let addr = self.clients[idx].addr;
+        let c = &mut self.clients[idx];
+        let rtc = c.pub_rtc.get_or_insert_with(|| {
+            // The publisher PC uses another local port than the subscriber PC.
+            client_rtc(now, SocketAddr::new(addr.ip(), addr.port() + 1))
+        });
+        let mut api = rtc.sdp_api();
+        let mut mids = Vec::new();
+        for (kind, source) in tracks {
+            let mid = api.add_media(*kind, Direction::SendOnly, None, None, None);
+            mids.push((mid, *kind, *source));
+        }
+        let (offer, pending) = api.apply().expect("offer");
+        for (mid, kind, source) in &mids {
+            c.pub_mids.push((*mid, *kind, *source));
+        }
+        let reqs: Vec<TrackRequest> = c
+            .pub_mids
+            .iter()
+            .map(|(mid, _, source)| TrackRequest {
+                mid: mid.to_string(),
+                source: *source,
+                muted: false,
+            })
+            .collect();
+        let id = c.id;
+        let answer = self
+            .core
+            .publish(now, id, &offer.to_sdp_string(), &reqs)
+            .expect("publish");
+        let c = &mut self.clients[idx];
+        let rtc = c.pub_rtc.as_mut().expect("pub rtc");
+        rtc.sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer.sdp).expect("answer parses"),
+            )
+            .expect("accept answer");
+        rtc.handle_input(Input::Timeout(now)).expect("timeout");
+        self.pump_events();
+        answer.tracks
+    }
+
+    /// Publish with an explicit track list for the whole current offer (re-publish).
+    pub fn publish_raw(
+        &mut self,
+        idx: usize,
+        add: &[(MediaKind, Source)],
+        tracks: Vec<(usize, Source)>,
+    ) -> Result<sfu::PublishAnswer, sfu::SfuError> {
+        let now = self.now;
+        let c = &mut self.clients[idx];
+        let rtc = c.pub_rtc.as_mut().expect("pub rtc");
+        let mut api = rtc.sdp_api();
+        for (kind, source) in add {
+            let mid = api.add_media(*kind, Direction::SendOnly, None, None, None);
+            c.pub_mids.push((mid, *kind, *source));
+        }
+        let (offer, pending) = api.apply().expect("offer");
+        let reqs: Vec<TrackRequest> = tracks
+            .iter()
+            .map(|(i, s)| TrackRequest {
+                mid: c.pub_mids[*i].0.to_string(),
+                source: *s,
+                muted: false,
+            })
+            .collect();
+        let id = c.id;
+        let r = self.core.publish(now, id, &offer.to_sdp_string(), &reqs);
+        if let Ok(a) = &r {
+            let rtc = self.clients[idx].pub_rtc.as_mut().expect("pub rtc");
+            rtc.sdp_api()
+                .accept_answer(
+                    pending,
+                    SdpAnswer::from_sdp_string(&a.sdp).expect("answer parses"),
+                )
+                .expect("accept answer");
+            rtc.handle_input(Input::Timeout(now)).expect("timeout");
+        }
+        self.pump_events();
+        r
+    }
+
+    /// Hand core events to clients (offers get answered at once).
+    pub fn pump_events(&mut self) {
+        while let Some(ev) = self.core.poll_event() {
+            if let SfuEvent::SubscriberOffer {
+                participant,
+                sdp,
+                tracks,
+            } = &ev
+            {
+                let idx = (participant.0 - 1) as usize;
+                let now = self.now;
+                let addr = self.clients[idx].addr;
+                let c = &mut self.clients[idx];
+                c.offers += 1;
+                c.offer_tracks = tracks.clone();
+                let rtc = c.sub_rtc.get_or_insert_with(|| client_rtc(now, addr));
+                let answer = rtc
+                    .sdp_api()
+                    .accept_offer(SdpOffer::from_sdp_string(sdp).expect("offer parses"))
+                    .expect("accept offer");
+                rtc.handle_input(Input::Timeout(now)).expect("timeout");
+                let id = c.id;
+                self.core
+                    .subscriber_answer(now, id, &answer.to_sdp_string())
+                    .expect("answer accepted");
+            }
+            self.events.push(ev);
+        }
+    }
+
+    fn schedule(
+        &mut self,
+        to_server: bool,
+        client: usize,
+        from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+    ) {
+        let link = if to_server {
+            self.clients[client].up
+        } else {
+            self.clients[client].down
+        };
+        if link.loss > 0.0 && self.rng.f64() < link.loss {
+            return;
+        }
+        let jitter = if link.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(self.rng.u64(0..link.jitter.as_micros() as u64))
+        };
+        let at = self.now + link.delay + jitter;
+        self.next_pkt += 1;
+        self.packets.insert(
+            self.next_pkt,
+            InFlight {
+                to_server,
+                client,
+                from,
+                to,
+                data,
+            },
+        );
+        self.flight.push(Reverse((at, self.next_pkt)));
+    }
+
+    /// Drain every output (clients and core) at the current time.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            for i in 0..self.clients.len() {
+                for which in [true, false] {
+                    loop {
+                        let c = &mut self.clients[i];
+                        if c.silent {
+                            break;
+                        }
+                        let rtc = if which {
+                            c.pub_rtc.as_mut()
+                        } else {
+                            c.sub_rtc.as_mut()
+                        };
+                        let Some(rtc) = rtc else { break };
+                        match rtc.poll_output() {
+                            Ok(Output::Timeout(_)) => break,
+                            Ok(Output::Transmit(t)) => {
+                                let (src, dst) = (t.source, t.destination);
+                                let data: Vec<u8> = t.contents.into();
+                                self.schedule(true, i, src, dst, data);
+                                progressed = true;
+                            }
+                            Ok(Output::Event(e)) => {
+                                progressed = true;
+                                match e {
+                                    Event::Connected => {
+                                        if which {
+                                            c.connected_pub = true
+                                        } else {
+                                            c.connected_sub = true
+                                        }
+                                    }
+                                    Event::RtpPacket(p) => {
+                                        let ssrc = p.header.ssrc;
+                                        let mid = c
+                                            .sub_rtc
+                                            .as_mut()
+                                            .and_then(|r| {
+                                                r.direct_api().stream_rx(&ssrc).map(|s| s.mid())
+                                            })
+                                            .unwrap_or_else(|| Mid::from("?"));
+                                        c.received.push(Got {
+                                            mid,
+                                            ssrc: *ssrc,
+                                            seq: *p.seq_no,
+                                            ts: p.header.timestamp,
+                                            payload: p.payload.to_vec(),
+                                            at: self.now,
+                                        });
+                                    }
+                                    Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                                    _ => {}
+                                }
+                            }
+                            Err(e) => panic!("client {i} failed: {e}"),
+                        }
+                    }
+                }
+            }
+            while let Some(t) = self.core.poll_transmit() {
+                progressed = true;
+                let Some(i) = self
+                    .clients
+                    .iter()
+                    .position(|c| c.addr.ip() == t.destination.ip())
+                else {
+                    continue;
+                };
+                let from = SocketAddr::new(IpAddr::V4(SERVER_IP), PORTS[t.port_idx]);
+                self.schedule(false, i, from, t.destination, t.data);
+            }
+            self.pump_events();
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn next_time(&mut self) -> Instant {
+        let mut t = self
+            .core
+            .poll_timeout()
+            .unwrap_or(self.now + Duration::from_millis(100));
+        if let Some(Reverse((at, _))) = self.flight.peek() {
+            t = t.min(*at);
+        }
+        for c in &mut self.clients {
+            if c.silent {
+                continue;
+            }
+            for rtc in [c.pub_rtc.as_mut(), c.sub_rtc.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if let Ok(Output::Timeout(at)) = rtc.poll_output() {
+                    t = t.min(at);
+                }
+            }
+        }
+        t.max(self.now)
+    }
+
+    /// Run the simulation until `until` (virtual), calling `each` at every step.
+    pub fn run_until(&mut self, until: Instant, mut each: impl FnMut(&mut Sim)) {
+        loop {
+            self.drain();
+            each(self);
+            self.drain();
+            let next = self.next_time().min(until);
+            // Never stall: media writers in `each` need steps at least every millisecond.
+            let next = next.min(self.now + Duration::from_millis(1)).max(self.now);
+            self.now = next.max(self.now);
+            // Deliver due datagrams.
+            while let Some(Reverse((at, id))) = self.flight.peek().copied() {
+                if at > self.now {
+                    break;
+                }
+                self.flight.pop();
+                let p = self.packets.remove(&id).expect("packet");
+                if p.to_server {
+                    let Some(port_idx) = PORTS.iter().position(|x| *x == p.to.port()) else {
+                        continue;
+                    };
+                    self.core
+                        .handle_datagram(self.now, port_idx, p.from, &p.data);
+                } else {
+                    let c = &mut self.clients[p.client];
+                    if c.silent {
+                        continue;
+                    }
+                    let rtc = if p.to.port() == c.addr.port() {
+                        c.sub_rtc.as_mut()
+                    } else {
+                        c.pub_rtc.as_mut()
+                    };
+                    if let Some(rtc) = rtc {
+                        let r = Receive::new(Protocol::Udp, p.from, p.to, &p.data).expect("parse");
+                        rtc.handle_input(Input::Receive(self.now, r))
+                            .expect("client input");
+                    }
+                    // str0m (RTP mode) holds one received packet until the next poll:
+                    // drain before the next datagram.
+                    self.drain();
+                }
+            }
+            self.core.flush(self.now);
+            self.core.handle_timeout(self.now);
+            let now = self.now;
+            for c in &mut self.clients {
+                if c.silent {
+                    continue;
+                }
+                for rtc in [c.pub_rtc.as_mut(), c.sub_rtc.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    rtc.handle_input(Input::Timeout(now))
+                        .expect("client timeout");
+                }
+            }
+            if self.now >= until {
+                self.drain();
+                return;
+            }
+        }
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until, |_| {});
+    }
+
+    /// Write one RTP packet on the publisher's `n`-th published m-line.
+    pub fn send_rtp(&mut self, idx: usize, n: usize, ts: u32, marker: bool, payload: Vec<u8>) {
+        let now = self.now;
+        let c = &mut self.clients[idx];
+        let (mid, kind, _) = c.pub_mids[n];
+        let seq = c.seq.entry(mid).or_insert(1);
+        *seq += 1;
+        let seq_no = *seq;
+        let rtc = c.pub_rtc.as_mut().expect("publisher");
+        let want = if kind == MediaKind::Audio {
+            Codec::Opus
+        } else {
+            Codec::Vp8
+        };
+        let pt = rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == want)
+            .expect("codec negotiated")
+            .pt();
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return;
+        };
+        tx.write_rtp(
+            RtpWrite::new(pt, SeqNo::from(seq_no), ts, now, payload)
+                .marker(marker)
+                .nackable(kind == MediaKind::Video),
+        );
+    }
+
+    /// Subscriber `idx` asks for a keyframe on every video m-line it receives.
+    pub fn request_keyframes(&mut self, idx: usize) {
+        let c = &mut self.clients[idx];
+        let mids: Vec<Mid> = c
+            .offer_tracks
+            .iter()
+            .filter(|t| t.kind == MediaKind::Video)
+            .map(|t| Mid::from(t.mid.as_str()))
+            .collect();
+        if let Some(rtc) = c.sub_rtc.as_mut() {
+            for mid in mids {
+                if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+                    rx.request_keyframe(KeyframeRequestKind::Pli);
+                }
+            }
+        }
+    }
+
+    pub fn all_connected(&self) -> bool {
+        self.clients.iter().all(|c| {
+            (c.pub_rtc.is_none() || c.connected_pub) && (c.sub_rtc.is_none() || c.connected_sub)
+        })
+    }
+
+    /// Run until every client is connected (panics after 5 virtual seconds).
+    pub fn connect_all(&mut self) {
+        let deadline = self.now + Duration::from_secs(5);
+        while !self.all_connected() {
+            assert!(self.now < deadline, "peers did not connect");
+            self.run_for(Duration::from_millis(20));
+        }
+    }
+
+    /// Send `secs` of synthetic media from publisher `idx`: one video frame of 3 packets
+    /// every 33 ms on m-line `video`, one audio packet every 20 ms on `audio`. Payloads
+    /// carry (publisher, m-line, counter) so receivers can check integrity.
+    pub fn stream(
+        &mut self,
+        idx: usize,
+        video: Option<usize>,
+        audio: Option<usize>,
+        dur: Duration,
+    ) -> (u32, u32) {
+        let until = self.now + dur;
+        let mut next_v = self.now;
+        let mut next_a = self.now;
+        let (mut nv, mut na) = (0u32, 0u32);
+        let base = self.now;
+        while self.now < until {
+            if let Some(v) = video
+                && self.now >= next_v
+            {
+                let ts = ((self.now - base).as_micros() as u64 * 90 / 1000) as u32;
+                for k in 0..3u32 {
+                    let mut payload = vec![idx as u8, v as u8];
+                    payload.extend_from_slice(&(nv * 3 + k).to_be_bytes());
+                    payload.resize(1000, 0xAB);
+                    self.send_rtp(idx, v, ts, k == 2, payload);
+                }
+                nv += 1;
+                next_v += Duration::from_millis(33);
+            }
+            if let Some(a) = audio
+                && self.now >= next_a
+            {
+                let ts = ((self.now - base).as_micros() as u64 * 48 / 1000) as u32;
+                let mut payload = vec![idx as u8, a as u8];
+                payload.extend_from_slice(&na.to_be_bytes());
+                payload.resize(120, 0xCD);
+                self.send_rtp(idx, a, ts, false, payload);
+                na += 1;
+                next_a += Duration::from_millis(20);
+            }
+            let step = self.now + Duration::from_millis(1);
+            self.run_until(step, |_| {});
+        }
+        (nv * 3, na)
+    }
+}
