@@ -241,6 +241,9 @@ pub struct Counts {
 }
 
 struct Room {
+    /// Every transport of the room uses this local port, so one `sendmmsg` carries a
+    /// whole fan-out; rooms are spread over the shard's ports instead.
+    port_idx: usize,
     participants: Vec<ParticipantId>,
     producers: Vec<TrackId>,
     speakers: Vec<ParticipantId>,
@@ -425,15 +428,17 @@ impl ShardCore {
         } else {
             0.0
         };
-        self.rooms
-            .entry(room.clone())
-            .or_insert_with(|| Room {
-                participants: Vec::new(),
-                producers: Vec::new(),
-                speakers: Vec::new(),
-            })
-            .participants
-            .push(participant);
+        let least_loaded = (0..self.ports.len())
+            .min_by_key(|i| (self.port_load[*i], *i))
+            .expect("at least one port");
+        let port_idx = self.rooms.entry(room.clone()).or_insert_with(|| Room {
+            port_idx: least_loaded,
+            participants: Vec::new(),
+            producers: Vec::new(),
+            speakers: Vec::new(),
+        });
+        port_idx.participants.push(participant);
+        let port_idx = port_idx.port_idx;
         self.participants.insert(
             participant,
             Participant {
@@ -445,7 +450,7 @@ impl ShardCore {
             },
         );
         if grants.subscribe {
-            let tid = self.new_transport(now, participant, Role::Subscriber, impair_loss);
+            let tid = self.new_transport(now, participant, Role::Subscriber, impair_loss, port_idx);
             // Invariant: inserted just above.
             self.participants
                 .get_mut(&participant)
@@ -491,7 +496,8 @@ impl ShardCore {
         let tid = match p.publisher {
             Some(t) => t,
             None => {
-                let t = self.new_transport(now, participant, Role::Publisher, impair);
+                let port_idx = self.rooms.get(&room).map(|r| r.port_idx).unwrap_or(0);
+                let t = self.new_transport(now, participant, Role::Publisher, impair, port_idx);
                 // Invariant: checked present at the top of this function.
                 self.participants
                     .get_mut(&participant)
@@ -910,13 +916,10 @@ impl ShardCore {
         participant: ParticipantId,
         role: Role,
         impair_loss: f32,
+        port_idx: usize,
     ) -> TransportId {
         self.next_transport = self.next_transport.wrapping_add(1);
         let tid = TransportId(self.next_transport);
-        // Least-loaded port of this shard: spreads peers over the range.
-        let port_idx = (0..self.ports.len())
-            .min_by_key(|i| (self.port_load[*i], *i))
-            .expect("at least one port");
         self.port_load[port_idx] += 1;
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
