@@ -66,7 +66,10 @@ req=tests/interop/requirements.txt
 # Cheap check first: are all requirements installed at acceptable versions?
 if ! python3 - "$req" <<'EOF' 2>/dev/null
 import sys, importlib.metadata as md
-from pip._vendor.packaging.requirements import Requirement
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    from pip._vendor.packaging.requirements import Requirement
 for line in open(sys.argv[1]):
     line = line.split('#', 1)[0].strip()
     if not line:

@@ -89,7 +89,7 @@ fn respond(
 
 /// Register the namespace with its auth middleware.
 pub fn register(io: &SocketIo) {
-    io.ns(NAMESPACE, on_connect.with(authenticate));
+    io.ns(NAMESPACE, (async |_: SocketRef| {}).with(authenticate));
 }
 
 async fn authenticate(
@@ -97,13 +97,14 @@ async fn authenticate(
     TryData(auth): TryData<Value>,
     State(state): State<AppState>,
 ) -> Result<(), AuthError> {
-    let token = auth
-        .ok()
-        .as_ref()
-        .and_then(|v| v.get("token"))
-        .and_then(|t| t.as_str())
-        .map(str::to_owned)
-        .unwrap_or_default();
+    let token = match auth.ok().as_ref().and_then(|v| v.get("token")) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            warn!(sid = %socket.id, "handshake refused: token is not a string");
+            return Err(AuthError::Invalid("token is not a string".into()));
+        }
+    };
     match state.0.keys.verify(&token) {
         Ok(claims) => {
             debug!(sid = %socket.id, identity = %claims.sub, room = %claims.room, "authenticated");
@@ -122,6 +123,7 @@ async fn authenticate(
                         room,
                     },
                 );
+            register_handlers(&socket);
             Ok(())
         }
         Err(e) => {
@@ -131,7 +133,11 @@ async fn authenticate(
     }
 }
 
-async fn on_connect(socket: SocketRef) {
+/// Called from the auth middleware, not from the connect handler: socketioxide sends the
+/// CONNECT packet after the middleware but runs the connect handler in a spawned task, so
+/// an event sent the moment the client is connected could arrive before handlers
+/// registered there exist and would be dropped silently.
+fn register_handlers(socket: &SocketRef) {
     socket.on(
         "join",
         async |socket: SocketRef,
@@ -303,6 +309,7 @@ fn parse<T: for<'de> Deserialize<'de>>(d: Option<Value>) -> Result<T, ApiError> 
 }
 
 async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    debug!(sid = %socket.id, "join");
     object(d)?;
     let claims = {
         let sessions = state.0.sessions.lock().expect("sessions lock");
@@ -440,7 +447,6 @@ fn ice_servers(state: &AppState, identity: &str) -> Value {
 #[derive(Deserialize)]
 struct PublishReq {
     sdp: String,
-    #[serde(default)]
     tracks: Vec<TrackReq>,
 }
 

@@ -44,25 +44,30 @@ test('unknown events get bad_request: pushed without an ack, acked with one', as
 
 test('payloads of the wrong shape or type get bad_request', async () => {
   const { socket } = await h.joined({ room: ROOM, name: 'Sloppy', role: 'learner' });
-  const cases = [
-    ['publish', { sdp: 42, tracks: HAND_TRACKS }],
-    ['publish', { sdp: handOffer() }],
-    ['publish', { sdp: handOffer(), tracks: 'camera' }],
-    ['publish', { sdp: handOffer(), tracks: [{ mid: 0, source: 'camera' }] }],
-    ['publish', { sdp: handOffer(), tracks: [{ mid: '1', source: 'webcam' }] }],
-    ['publish', 'v=0'],
-    ['publish'],
-    ['mute', { trackId: 't1', muted: 'yes' }],
-    ['mute', { muted: true }],
-    ['unpublish', { trackId: 7 }],
-    ['answer', { sdp: null }],
-    ['ice', { target: 'both', candidate: null }],
-    ['ice', { target: 'publisher', candidate: 'candidate:1 1 udp 1 127.0.0.1 9 typ host' }],
-    ['ice', [1, 2, 3]],
+  const cases = [ // [what is wrong, event, ...arguments]
+    ['sdp is a number', 'publish', { sdp: 42, tracks: HAND_TRACKS }],
+    ['tracks missing', 'publish', { sdp: handOffer() }],
+    ['tracks is a string', 'publish', { sdp: handOffer(), tracks: 'camera' }],
+    ['mid is a number', 'publish', { sdp: handOffer(), tracks: [{ mid: 0, source: 'camera' }] }],
+    ['unknown source', 'publish', { sdp: handOffer(), tracks: [{ mid: '1', source: 'webcam' }] }],
+    ['payload is a string', 'publish', 'v=0'],
+    ['no payload', 'publish'],
+    ['muted is a string', 'mute', { trackId: 't1', muted: 'yes' }],
+    ['trackId missing', 'mute', { muted: true }],
+    ['trackId is a number', 'unpublish', { trackId: 7 }],
+    ['sdp is null', 'answer', { sdp: null }],
+    ['unknown target', 'ice', { target: 'both', candidate: null }],
+    ['candidate is a string', 'ice', { target: 'publisher', candidate: 'candidate:1 1 udp 1 127.0.0.1 9 typ host' }],
+    ['payload is an array', 'ice', [1, 2, 3]],
   ];
-  for (const [event, ...args] of cases) {
-    assertError(await request(socket, event, ...args), 'bad_request', `${event} ${JSON.stringify(args)}`);
+  const wrong = []; // every case is tried, then all mismatches are reported together
+  for (const [what, event, ...args] of cases) {
+    const ack = await request(socket, event, ...args);
+    if (ack?.error?.code !== 'bad_request' || typeof ack.error.message !== 'string') {
+      wrong.push(`${event} with ${what} -> ${JSON.stringify(ack).slice(0, 160)}`);
+    }
   }
+  assert.deepEqual(wrong, [], `expected bad_request:\n${wrong.join('\n')}`);
   assert.equal(socket.connected, true);
 });
 

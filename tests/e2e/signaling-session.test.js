@@ -1,7 +1,8 @@
 // Signaling sessions with socket.io-client against a real `studyroom --dev` (docs/protocol.md):
 // the token check at the handshake (missing, garbage, wrong secret, tampered, alg none,
-// expired), the `join` acknowledgement and the participantJoined/participantLeft pushes,
-// a second `join` on one socket, and `leave` versus a plain disconnect.
+// expired), a `join` emitted the moment the socket connects, the `join` acknowledgement and
+// the participantJoined/participantLeft pushes, a second `join` on one socket, and `leave`
+// versus a plain disconnect.
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -40,7 +41,6 @@ test('a handshake without a token is refused with missing_token', async () => {
 
 test('a bad token is refused with invalid_token', async () => {
   await expectRefused({ token: 'not-a-jwt' }, 'invalid_token', 'garbage string');
-  await expectRefused({ token: 42 }, 'invalid_token', 'a number as token');
   const exp = Math.floor(Date.now() / 1000) + 600;
   const claims = { sub: 'mallory', name: 'Mallory', room: 'auth-room', role: 'learner', exp };
   await expectRefused({ token: signJwt(claims, 'not-the-server-secret') }, 'invalid_token', 'wrong secret');
@@ -56,10 +56,27 @@ test('a bad token is refused with invalid_token', async () => {
   await connected(ok);
 });
 
+test('a token that is not a string is refused with invalid_token', async () => {
+  await expectRefused({ token: 42 }, 'invalid_token', 'a number as token');
+  await expectRefused({ token: { sub: 'x' } }, 'invalid_token', 'an object as token');
+});
+
 test('an expired token is refused with token_expired', async () => {
   const { token } = await devToken({ room: 'auth-room', name: 'Late', role: 'learner', ttl: '-60' });
   assert.ok(jwtClaims(token).exp < Date.now() / 1000, `dev token with ttl=-60 is not expired: ${JSON.stringify(jwtClaims(token))}`);
   await expectRefused({ token }, 'token_expired', 'exp in the past');
+});
+
+test('a join sent the moment the socket connects is always answered', async () => {
+  // Browsers emit `join` right in their connect handler; the server must already listen.
+  for (let i = 0; i < 40; i++) {
+    const { token } = await devToken({ room: `eager-${i}`, name: `Eager${i}`, role: 'learner' });
+    const socket = h.client(token);
+    await connected(socket);
+    const ack = await request(socket, 'join', {}).catch((e) => assert.fail(`client #${i + 1}: ${e.message}`));
+    assert.ok(ack.participant, `client #${i + 1}: ${JSON.stringify(ack)}`);
+    socket.close();
+  }
 });
 
 function assertParticipant(p, want) {

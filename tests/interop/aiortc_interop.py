@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Interop test: aiortc, a WebRTC stack independent of Chromium and of str0m, as a client of our SFU.
+"""Interop test: aiortc, a WebRTC stack independent of Chromium and str0m, as a client of our SFU.
 
 Why: the e2e tests only use Chromium, so an SFU that happens to work with one stack's quirks could
 still break others. Here two aiortc clients A and B speak docs/protocol.md over python-socketio:
@@ -175,7 +175,7 @@ class Client:
         try:
             res = await self.sio.call(event, payload, namespace=NS, timeout=ACK_TIMEOUT_S)
         except socketio.exceptions.TimeoutError:
-            raise Failure(f"{self.name}: no ack for `{event}` within {ACK_TIMEOUT_S} s")
+            raise Failure(f"{self.name}: no ack for `{event}` within {ACK_TIMEOUT_S} s") from None
         if isinstance(res, dict) and "error" in res:
             raise Failure(f"{self.name}: `{event}` refused: {res['error']}")
         return res
@@ -190,7 +190,7 @@ class Client:
             await self.sio.connect(HTTP, namespaces=[NS], auth={"token": self.token},
                                    transports=["websocket"], wait_timeout=5)
         except socketio.exceptions.ConnectionError as e:
-            raise Failure(f"{self.name}: Socket.IO connect to {HTTP}{NS} failed: {e}")
+            raise Failure(f"{self.name}: Socket.IO connect to {HTTP}{NS} failed: {e}") from e
         self.spawn(self.offer_worker())
 
         res = await self.request("join", {})
@@ -218,7 +218,23 @@ class Client:
             raise Failure(f"{self.name}: publish ack tracks should be our audio+video: {tracks!r}")
         self.codecs = {t["kind"]: t.get("codec") for t in tracks}
         await self.pub.setRemoteDescription(RTCSessionDescription(res["sdp"], "answer"))
+        await self.end_of_candidates(self.pub)
         log(f"{self.name} published {[(t['kind'], t.get('codec'), t['id']) for t in tracks]}")
+
+    @staticmethod
+    async def end_of_candidates(pc):
+        # The protocol: the server's SDP holds all its candidates, it never trickles. Its SDP
+        # lacks a=end-of-candidates, so tell aiortc, or a failed pair leaves ICE waiting forever.
+        await pc.addIceCandidate(None)
+
+    def check(self):
+        """Fail fast on an error in a task or a failed peer connection."""
+        if self.failure:
+            raise Failure(self.failure)
+        for pc, label in ((self.pub, "publisher"), (self.sub, "subscriber")):
+            if pc.connectionState == "failed":
+                raise Failure(f"{self.name}: {label} PC failed (ICE {pc.iceConnectionState}); "
+                              "INTEROP_DEBUG=1 shows aioice's connectivity checks")
 
     async def video_packets_sent(self):
         stats = (await self.pub.getStats()).values()
@@ -243,16 +259,19 @@ class Client:
                 raise Failure(f"`offer` event without an sdp string: {data!r}")
             n = sum(1 for label, _ in self.sdps if label.startswith("subscriber offer"))
             self.sdps.append((f"subscriber offer #{n + 1} (server)", data["sdp"]))
-            for t in data.get("tracks") or []:
+            tracks = data.get("tracks") or []
+            for t in tracks:
                 if t.get("participantId") == self.pid:
                     raise Failure(f"server offered us our own track: {t!r}")
                 self.mid_info[t.get("mid")] = t
             log(f"{self.name} got offer #{n + 1}: "
-                f"{[(t.get('mid'), t.get('kind'), t.get('participantId')) for t in data.get('tracks') or []]}")
+                f"{[(t.get('mid'), t.get('kind'), t.get('participantId')) for t in tracks]}")
             await self.sub.setRemoteDescription(RTCSessionDescription(data["sdp"], "offer"))
+            await self.end_of_candidates(self.sub)
             await self.sub.setLocalDescription(await self.sub.createAnswer())
-            self.sdps.append((f"subscriber answer #{n + 1} (aiortc)", self.sub.localDescription.sdp))
-            await self.request("answer", {"sdp": self.sub.localDescription.sdp})
+            answer = self.sub.localDescription.sdp
+            self.sdps.append((f"subscriber answer #{n + 1} (aiortc)", answer))
+            await self.request("answer", {"sdp": answer})
 
     def on_track(self, track):
         mid = next((t.mid for t in self.sub.getTransceivers() if t.receiver.track is track), None)
@@ -388,15 +407,15 @@ async def run(clients):
     # Let A's video flow for a while first: aiortc sends a keyframe only at the start and on
     # request (gop 3000), so B decodes A only if the SFU gets it a fresh keyframe (PLI/FIR).
     while await a.video_packets_sent() < 45:
-        if a.failure or time.monotonic() > deadline:
-            raise Failure(a.failure or "A's publisher never sent 45 video packets")
+        a.check()
+        if time.monotonic() > deadline:
+            raise Failure("A's publisher never sent 45 video packets")
         await asyncio.sleep(0.1)
     log(f"A has sent {await a.video_packets_sent()} video packets; B joins now")
     await b.start()
     while not all(c.done() for c in clients):
         for c in clients:
-            if c.failure:
-                raise Failure(c.failure)
+            c.check()
         if time.monotonic() > deadline:
             raise Failure(f"timed out after {TEST_DEADLINE_S} s waiting for media")
         await asyncio.sleep(0.1)
@@ -406,6 +425,8 @@ async def run(clients):
 
 
 def dump(clients, proc_log_path, server_log_lines=300):
+    for line in ICE_FAILURES.lines:
+        print(f"aioice: {line}")
     for c in clients:
         print(c.describe())
         for label, sdp in c.sdps:
@@ -417,9 +438,30 @@ def dump(clients, proc_log_path, server_log_lines=300):
         print("".join(lines[-server_log_lines:]), end="")
 
 
+class IceFailures(logging.Handler):
+    """Keeps aioice's reasons for failed checks (e.g. 'source address mismatch') for the report."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if "failed" in msg and len(self.lines) < 20:
+            self.lines.append(msg)
+
+
+ICE_FAILURES = IceFailures()
+
+
 def main():
     if os.environ.get("INTEROP_DEBUG") == "1":
         logging.basicConfig(level=logging.DEBUG)
+    ice_log = logging.getLogger("aioice.ice")
+    ice_log.addHandler(ICE_FAILURES)
+    if ice_log.getEffectiveLevel() > logging.INFO:
+        ice_log.setLevel(logging.INFO)
+        ice_log.propagate = False   # collected, not printed
     hosts = aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
     if not hosts:
         print("FAIL: aiortc sees no non-loopback IPv4 address, so it would gather no ICE "

@@ -49,6 +49,16 @@ export async function openParticipant(browser, baseUrl, { room, name, role, publ
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(`[${name} console.${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => consoleLines.push(`[${name} pageerror] ${e.stack || e.message}`));
+  // Signaling frames (Socket.IO over WebSocket), without pings, so a failure shows the exchange.
+  page.on('websocket', (ws) => {
+    const log = (dir) => ({ payload }) => {
+      const text = String(payload).replace(/"token":"[^"]*"/g, '"token":"<redacted>"');
+      if (text === '2' || text === '3') return;
+      consoleLines.push(`[${name} ws ${dir} ${new Date().toISOString().slice(11, 23)}] ${text.slice(0, 300)}`);
+    };
+    ws.on('framesent', log('>>'));
+    ws.on('framereceived', log('<<'));
+  });
   const q = new URLSearchParams({ room, name });
   if (role) q.set('role', role);
   if (publish === false) q.set('publish', '0');
