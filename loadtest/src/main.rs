@@ -56,6 +56,95 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Kernel baseline: CPU per datagram of plain `sendmmsg` fan-out (1200 bytes) to N
+    /// loopback sockets, no WebRTC at all. The floor under `fanout`'s figure.
+    UdpBaseline {
+        /// Receiving sockets.
+        #[arg(long, default_value_t = 50)]
+        receivers: usize,
+        /// Datagrams to send in total.
+        #[arg(long, default_value_t = 500_000)]
+        packets: usize,
+    },
+}
+
+fn udp_baseline(receivers: usize, packets: usize) -> anyhow::Result<serde_json::Value> {
+    use std::os::fd::AsRawFd;
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    tx.set_nonblocking(true)?;
+    let mut rx = Vec::new();
+    for _ in 0..receivers {
+        let s = UdpSocket::bind("127.0.0.1:0")?;
+        s.set_nonblocking(true)?;
+        rx.push(s);
+    }
+    let dests: Vec<SocketAddr> = rx
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<Result<_, _>>()?;
+    // Receivers drain on their own thread so only the send side is charged to this one
+    // (on loopback the kernel still does delivery work inside the sender's syscall, as it
+    // does for the SFU's shard threads).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let drain = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 2048];
+        let mut n = 0usize;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut idle = true;
+            for r in &rx {
+                while r.recv_from(&mut buf).is_ok() {
+                    n += 1;
+                    idle = false;
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        n
+    });
+    let payload = vec![0x42u8; 1200];
+    let mut batch = sfu::driver::batch::SendBatch::default();
+    let mut sent = 0usize;
+    let cpu0 = thread_self_cpu();
+    let t0 = Instant::now();
+    while sent < packets {
+        let items: Vec<(SocketAddr, &[u8])> =
+            dests.iter().map(|d| (*d, payload.as_slice())).collect();
+        let (n, _) = batch.send(tx.as_raw_fd(), &items);
+        sent += n;
+        // Pace to ~200k/s so receive buffers do not overflow.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let cpu = thread_self_cpu() - cpu0;
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let received = drain
+        .join()
+        .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
+    Ok(serde_json::json!({
+        "scenario": "udp-baseline",
+        "receivers": receivers,
+        "sent": sent,
+        "received": received,
+        "sender_cpu_seconds": cpu,
+        "cpu_us_per_datagram": cpu * 1e6 / sent as f64,
+        "wall_seconds": t0.elapsed().as_secs_f64(),
+    }))
+}
+
+fn thread_self_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|x| x.1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ut: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0);
+    let st: u64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0);
+    (ut + st) as f64 / CLK_TCK
 }
 
 struct Peer {
@@ -371,6 +460,12 @@ fn fanout(
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::UdpBaseline { receivers, packets } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&udp_baseline(receivers, packets)?)?
+            );
+        }
         Cmd::Fanout {
             subscribers,
             seconds,

@@ -9,8 +9,11 @@ pub struct SfuConfig {
     /// Address put in our ICE candidates (what browsers send to). Behind NAT or in
     /// Docker this is the public/node address, not the bind address.
     pub advertise_ip: IpAddr,
-    /// Address the media sockets bind to.
-    pub bind_ip: IpAddr,
+    /// Address the media sockets bind to. `None` (the default) binds the advertised
+    /// address when it is local to this host — replies then always leave from the address
+    /// the peer sent to, which ICE checks — and the wildcard address otherwise (behind NAT
+    /// or in a container, where the advertised address is not ours).
+    pub bind_ip: Option<IpAddr>,
     /// First media port (inclusive).
     pub port_min: u16,
     /// Last media port (inclusive).
@@ -34,7 +37,7 @@ impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
             advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bind_ip: None,
             port_min: 40_000,
             port_max: 40_100,
             shards: 0,

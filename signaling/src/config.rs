@@ -24,9 +24,10 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_NODE_IP", default_value = "127.0.0.1")]
     pub node_ip: IpAddr,
 
-    /// IP the media sockets bind to.
-    #[arg(long, env = "STUDYROOM_BIND_IP", default_value = "0.0.0.0")]
-    pub bind_ip: IpAddr,
+    /// IP the media sockets bind to (default: the node IP when it is local, so replies
+    /// leave from the address peers sent to; else the wildcard address).
+    #[arg(long, env = "STUDYROOM_BIND_IP")]
+    pub bind_ip: Option<IpAddr>,
 
     /// Media UDP port range, `MIN-MAX`.
     #[arg(long, env = "STUDYROOM_MEDIA_PORTS", default_value = "40000-40100", value_parser = parse_range)]

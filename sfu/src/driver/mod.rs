@@ -16,7 +16,7 @@ pub mod batch;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
@@ -133,6 +133,23 @@ impl Sfu {
         let mut shards = Vec::new();
         let mut threads = Vec::new();
         let mut all_ports = Vec::new();
+        let bind_ip = match cfg.bind_ip {
+            Some(ip) => ip,
+            None => {
+                // Is the advertised address ours? Binding it is the test.
+                let probe = std::net::UdpSocket::bind(SocketAddr::new(cfg.advertise_ip, 0));
+                if probe.is_ok() {
+                    cfg.advertise_ip
+                } else {
+                    info!(advertise = %cfg.advertise_ip, "advertised IP is not local (NAT/container): binding media on the wildcard address");
+                    if cfg.advertise_ip.is_ipv4() {
+                        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                    } else {
+                        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                    }
+                }
+            }
+        };
         for i in 0..nshards {
             let ports: Vec<u16> = (cfg.port_min..=cfg.port_max)
                 .skip(i)
@@ -140,7 +157,7 @@ impl Sfu {
                 .collect();
             let mut sockets = Vec::new();
             for &port in &ports {
-                sockets.push(bind_media_socket(SocketAddr::new(cfg.bind_ip, port))?);
+                sockets.push(bind_media_socket(SocketAddr::new(bind_ip, port))?);
             }
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -172,6 +189,7 @@ impl Sfu {
             shards = nshards,
             ports = %format!("{}-{}", cfg.port_min, cfg.port_max),
             advertise = %cfg.advertise_ip,
+            bind = %bind_ip,
             "media listening on UDP"
         );
         Ok((
