@@ -407,3 +407,53 @@ fn bad_sdp_is_refused_with_a_code() {
     sim.run_for(Duration::from_millis(100));
     assert_eq!(sim.clients[b].received.len(), na as usize);
 }
+
+#[test]
+fn active_speakers_follow_audio_levels() {
+    let mut sim = Sim::new(11);
+    let a = sim.join(BOTH);
+    let b = sim.join(BOTH);
+    sim.publish(a, &[(MediaKind::Audio, Source::Microphone)]);
+    sim.publish(b, &[(MediaKind::Audio, Source::Microphone)]);
+    sim.connect_all();
+    sim.events.clear();
+    // a talks (-20 dBov), b is silent (-127 dBov), for 2 s of 20 ms packets.
+    for k in 0..100u32 {
+        for (who, level) in [(a, -20i8), (b, -127i8)] {
+            let ext = str0m::rtp::ExtensionValues {
+                audio_level: Some(level),
+                voice_activity: Some(level > -50),
+                ..Default::default()
+            };
+            sim.send_rtp_ext(who, 0, k * 960, false, vec![1; 80], ext);
+        }
+        sim.run_for(Duration::from_millis(20));
+    }
+    let speakers = |sim: &Sim| -> Vec<Vec<ParticipantId>> {
+        sim.events
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::ActiveSpeakers { speakers, .. } => {
+                    Some(speakers.iter().map(|s| s.0).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        speakers(&sim),
+        vec![vec![sim.clients[a].id]],
+        "a, and only a, is speaking"
+    );
+    // Now a goes quiet: the set empties.
+    sim.events.clear();
+    for k in 100..160u32 {
+        let ext = str0m::rtp::ExtensionValues {
+            audio_level: Some(-127),
+            ..Default::default()
+        };
+        sim.send_rtp_ext(a, 0, k * 960, false, vec![1; 80], ext);
+        sim.run_for(Duration::from_millis(20));
+    }
+    assert_eq!(speakers(&sim), vec![Vec::<ParticipantId>::new()]);
+}

@@ -1,8 +1,9 @@
 // app.js — the demo page's UI on top of studyroom.js.
 //
-// `/?room=ROOM&name=NAME[&role=learner|proctor][&publish=0][&loss=N]` fetches a dev token from
-// `/dev/token` (the query passed through) and joins at once, with camera and mic unless the
-// token does not grant publishing; without room and name it shows the join form.
+// `/?room=ROOM&name=NAME[&role=learner|proctor][&publish=0][&loss=N][&codec=VP8|VP9|H264|AV1]`
+// fetches a dev token from `/dev/token` (the query but `codec` passed through) and joins at
+// once, with camera and mic unless the token does not grant publishing; `codec` forces the
+// camera's video codec (StudyRoom's `videoCodec`). Without room and name it shows the join form.
 // For tests: `window.studyroom` is the StudyRoom, remote tiles carry `data-participant-id`
 // (and data-mic-muted / data-cam-muted / data-speaking), and `document.body.dataset.state`
 // goes connecting -> joined (after publishing, if we publish) -> left | disconnected | error.
@@ -234,7 +235,7 @@ async function start(query) {
     return;
   }
   $('#room-label').textContent = `방 / Room: ${roomName}`;
-  const room = new StudyRoom();
+  const room = new StudyRoom({ videoCodec: query.get('codec') || undefined });
   window.studyroom = room;
   wireRoom(room);
   setState('connecting', '연결 중… / Connecting…');

@@ -11,6 +11,11 @@
 // Local ICE candidates are trickled with `ice`, after the description they belong to was
 // acknowledged.
 //
+// Options: `new StudyRoom({ url, videoCodec })`; `videoCodec` ('VP8' | 'VP9' | 'H264' | 'AV1',
+// case-insensitive; default: the browser's own order) restricts the camera's m-line to that
+// codec (plus rtx/red/fec) with RTCRtpTransceiver.setCodecPreferences, so the server must
+// take it; publish() rejects with `unsupported_codec` if the browser cannot send it.
+//
 // Lifecycle: new StudyRoom() -> connect(token) -> join() -> publish() (optional)
 //   -> setMuted / startScreenShare / stopScreenShare ... -> leave().
 // Events (room.on(name, fn)): participantJoined(p), participantLeft({id, reason}),
@@ -34,10 +39,32 @@ export class StudyRoomError extends Error {
   }
 }
 
+// Codecs that only protect or repair the main one; kept when a video codec is forced.
+const REPAIR_CODECS = new Set(['video/rtx', 'video/red', 'video/ulpfec', 'video/flexfec-03']);
+
+// Codec preferences that allow only `codec` (e.g. 'VP9'): all its profiles, then the repair
+// codecs. Throws `unsupported_codec` if this browser cannot send it.
+function videoCodecPreferences(codec) {
+  const mime = `video/${String(codec)}`.toLowerCase();
+  const caps = (globalThis.RTCRtpSender.getCapabilities('video') || { codecs: [] }).codecs;
+  const wanted = caps.filter((c) => c.mimeType.toLowerCase() === mime);
+  if (wanted.length === 0) {
+    const known = [...new Set(caps.filter((c) => !REPAIR_CODECS.has(c.mimeType.toLowerCase()))
+      .map((c) => c.mimeType.slice('video/'.length)))];
+    throw new StudyRoomError('unsupported_codec', `this browser cannot send ${codec} (it can: ${known.join(', ')})`);
+  }
+  const repair = caps.filter((c) => REPAIR_CODECS.has(c.mimeType.toLowerCase()));
+  return [...wanted, ...repair];
+}
+
 export class StudyRoom {
-  /** @param {{url?: string}} opts  server base URL; defaults to the page's origin. */
-  constructor({ url } = {}) {
+  /**
+   * @param {{url?: string, videoCodec?: string}} opts  `url`: server base URL (defaults to the
+   *   page's origin); `videoCodec`: force the camera's codec (see the header).
+   */
+  constructor({ url, videoCodec } = {}) {
     this.url = url || globalThis.location.origin;
+    this.videoCodec = videoCodec || null;
     this.state = 'new'; // new | connecting | connected | joined | left | disconnected
     this.socket = null;
     this.participant = null; // our own Participant once joined
@@ -145,6 +172,7 @@ export class StudyRoom {
 
   /** Publishes camera and/or microphone (getUserMedia unless a stream is given). */
   async publish({ camera = true, microphone = true, stream = null } = {}) {
+    const cameraCodecs = this.videoCodec ? videoCodecPreferences(this.videoCodec) : null;
     const media = stream || await navigator.mediaDevices.getUserMedia({ video: camera, audio: microphone });
     const pc = this._ensurePublisherPc();
     const ordered = [...media.getVideoTracks(), ...media.getAudioTracks()];
@@ -155,6 +183,7 @@ export class StudyRoom {
       const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
       this.localTracks.set(source, { source, track, stream: media, transceiver, trackId: null, muted: false });
       added.push(source);
+      if (source === 'camera' && cameraCodecs) transceiver.setCodecPreferences(cameraCodecs);
       this._emit('localTrack', source, track);
     }
     try {

@@ -618,7 +618,7 @@ impl ShardCore {
                 self.negotiate(s);
             }
         }
-        self.drive(tid, now);
+        self.kick(tid, now);
         Ok(PublishAnswer {
             sdp: answer.to_sdp_string(),
             tracks: infos,
@@ -677,7 +677,7 @@ impl ShardCore {
             self.request_keyframe(p, now);
         }
         self.negotiate(tid);
-        self.drive(tid, now);
+        self.kick(tid, now);
         Ok(())
     }
 
@@ -1174,6 +1174,22 @@ impl ShardCore {
                 p.keyframe_pending = true;
                 p.last_keyframe_request = None;
             }
+        }
+    }
+
+    /// After an SDP exchange: the browser starts ICE checks the moment it has our SDP, often
+    /// before we know its credentials; str0m queues those requests and answers one per
+    /// timeout. Answer them all now instead of one per timer tick, so ICE (and DTLS, which
+    /// waits for nomination) is not delayed by hundreds of milliseconds.
+    fn kick(&mut self, tid: TransportId, now: Instant) {
+        for _ in 0..MAX_ADDRS_PER_TRANSPORT * 2 {
+            let Some(t) = self.transports.get_mut(&tid) else {
+                return;
+            };
+            if t.rtc.handle_input(Input::Timeout(now)).is_err() {
+                break;
+            }
+            self.drive(tid, now);
         }
     }
 

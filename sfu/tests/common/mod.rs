@@ -18,7 +18,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -490,6 +490,19 @@ impl Sim {
 
     /// Write one RTP packet on the publisher's `n`-th published m-line.
     pub fn send_rtp(&mut self, idx: usize, n: usize, ts: u32, marker: bool, payload: Vec<u8>) {
+        self.send_rtp_ext(idx, n, ts, marker, payload, ExtensionValues::default());
+    }
+
+    /// Like `send_rtp`, with header extension values (e.g. audio level).
+    pub fn send_rtp_ext(
+        &mut self,
+        idx: usize,
+        n: usize,
+        ts: u32,
+        marker: bool,
+        payload: Vec<u8>,
+        ext: ExtensionValues,
+    ) {
         let now = self.now;
         let c = &mut self.clients[idx];
         let (mid, kind, _) = c.pub_mids[n];
@@ -516,6 +529,7 @@ impl Sim {
         tx.write_rtp(
             RtpWrite::new(pt, SeqNo::from(seq_no), ts, now, payload)
                 .marker(marker)
+                .ext_vals(ext)
                 .nackable(kind == MediaKind::Video),
         );
     }

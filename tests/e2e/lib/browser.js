@@ -3,6 +3,7 @@
 // Every RTCPeerConnection a page creates is collected in `window.__pcs` (init script), so
 // tests read getStats() of the PCs the page really uses, whatever the app does.
 import { chromium } from 'playwright-core';
+import { clientFromTree, serveClientFromTree } from './tree-client.js';
 
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
@@ -40,10 +41,14 @@ export async function launchBrowser() {
  * joined (body[data-state=joined]). Returns a participant handle.
  * @param {import('playwright-core').Browser} browser
  * @param {string} baseUrl  e.g. http://127.0.0.1:5002
- * @param {{room: string, name: string, role?: string, publish?: boolean, loss?: number, joinTimeoutMs?: number}} opts
+ * `query` adds page parameters (e.g. {codec: 'VP9'}). With E2E_CLIENT_FROM_TREE=1 the page's
+ * files come from signaling/web instead of the binary (see tree-client.js).
+ * @param {{room: string, name: string, role?: string, publish?: boolean, loss?: number,
+ *   query?: Record<string, string>, joinTimeoutMs?: number}} opts
  */
-export async function openParticipant(browser, baseUrl, { room, name, role, publish, loss, joinTimeoutMs = 20000 }) {
+export async function openParticipant(browser, baseUrl, { room, name, role, publish, loss, query = {}, joinTimeoutMs = 20000 }) {
   const context = await browser.newContext();
+  if (clientFromTree()) await serveClientFromTree(context, baseUrl);
   await context.addInitScript(collectPeerConnections);
   const page = await context.newPage();
   const consoleLines = [];
@@ -63,6 +68,7 @@ export async function openParticipant(browser, baseUrl, { room, name, role, publ
   if (role) q.set('role', role);
   if (publish === false) q.set('publish', '0');
   if (loss !== undefined) q.set('loss', String(loss));
+  for (const [key, value] of Object.entries(query)) q.set(key, String(value));
   await page.goto(`${baseUrl}/?${q}`);
   try {
     await page.waitForFunction(() => ['joined', 'error'].includes(document.body.dataset.state), null,

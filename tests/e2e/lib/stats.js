@@ -143,3 +143,35 @@ export async function waitForVideoFrom(participant, fromId, { source = 'camera',
   }, { what: `${participant.name} to decode ${source} video of ${fromId}`, timeoutMs, intervalMs: 500,
     progress: () => ({ first, last }) });
 }
+
+/**
+ * Every stat of every open PC on the page, as plain objects, with the PC's role in the app
+ * (`publisher` | `subscriber` | `other`): [{ role, stats: [RTCStats...] }].
+ */
+export async function pcStats(page) {
+  return page.evaluate(async () => {
+    const room = window.studyroom || {};
+    const out = [];
+    for (const pc of window.__pcs || []) {
+      if (pc.signalingState === 'closed') continue;
+      const role = pc === room.publisherPc ? 'publisher' : pc === room.subscriberPc ? 'subscriber' : 'other';
+      const stats = [];
+      (await pc.getStats()).forEach((r) => stats.push(JSON.parse(JSON.stringify(r))));
+      out.push({ role, stats });
+    }
+    return out;
+  });
+}
+
+/**
+ * The RTP streams of one PC's stats (from pcStats) with their codec: for each inbound-rtp
+ * and outbound-rtp, { type, kind, mid, ssrc, mimeType, sdpFmtpLine, payloadType, stat }.
+ */
+export function rtpWithCodecs(stats) {
+  const byId = new Map(stats.map((s) => [s.id, s]));
+  return stats.filter((s) => s.type === 'inbound-rtp' || s.type === 'outbound-rtp').map((s) => {
+    const codec = byId.get(s.codecId) || {};
+    return { type: s.type, kind: s.kind, mid: s.mid, ssrc: s.ssrc, mimeType: codec.mimeType,
+      sdpFmtpLine: codec.sdpFmtpLine, payloadType: codec.payloadType, stat: s };
+  });
+}
