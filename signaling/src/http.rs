@@ -41,6 +41,8 @@ pub fn router(state: AppState) -> Router {
             get(|| async { page("text/css; charset=utf-8", STYLE_CSS) }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        // Ready as soon as it serves; draining (operations issue) will turn this to 503.
+        .route("/readyz", get(|| async { "ready" }))
         .route("/dev/token", get(dev_token))
         .with_state(state)
 }

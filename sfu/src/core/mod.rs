@@ -41,7 +41,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::SfuConfig;
 use crate::error::SfuError;
@@ -831,10 +831,27 @@ impl ShardCore {
                 return;
             }
         };
-        if let Err(e) = t.rtc.handle_input(Input::Receive(now, recv)) {
-            self.stats.rejected += 1;
-            debug!(transport = tid.0, "input rejected: {e}");
-            return;
+        // str0m promises never to panic on input, and says a panic is a bug; should one
+        // happen anyway, only this participant is lost, not the shard with all its rooms.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.rtc.handle_input(Input::Receive(now, recv))
+        }));
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.stats.rejected += 1;
+                debug!(transport = tid.0, "input rejected: {e}");
+                return;
+            }
+            Err(_) => {
+                error!(
+                    transport = tid.0,
+                    "str0m panicked on input; dropping the participant"
+                );
+                let p = t.participant;
+                self.remove_participant(p, RemovalReason::TransportFailed);
+                return;
+            }
         }
         if new_addr && t.addrs.len() < MAX_ADDRS_PER_TRANSPORT {
             t.addrs.push((port, remote));
@@ -1214,7 +1231,17 @@ impl ShardCore {
                 return;
             };
             loop {
-                match t.rtc.poll_output() {
+                let out =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.rtc.poll_output()));
+                let Ok(out) = out else {
+                    error!(
+                        transport = tid.0,
+                        "str0m panicked in poll_output; dropping the participant"
+                    );
+                    failed = true;
+                    break;
+                };
+                match out {
                     Ok(Output::Timeout(at)) => {
                         if t.next_timeout != Some(at) {
                             t.next_timeout = Some(at);
