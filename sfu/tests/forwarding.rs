@@ -457,3 +457,34 @@ fn active_speakers_follow_audio_levels() {
     }
     assert_eq!(speakers(&sim), vec![Vec::<ParticipantId>::new()]);
 }
+
+#[test]
+fn a_subscriber_without_the_codec_gets_audio_but_no_video() {
+    let mut sim = Sim::new(12);
+    let a = sim.join(BOTH);
+    let vp8 = sim.join(BOTH);
+    let h264 = sim.join_h264_only(BOTH);
+    sim.publish(
+        a,
+        &[
+            (MediaKind::Video, Source::Camera),
+            (MediaKind::Audio, Source::Microphone),
+        ],
+    );
+    sim.connect_all();
+    let (nv, na) = sim.stream(a, Some(0), Some(1), Duration::from_secs(1));
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(sim.clients[vp8].received.len(), (nv + na) as usize);
+    // The VP8 track is not sent to a peer that did not negotiate VP8 (we do not transcode);
+    // its audio still flows.
+    let got = &sim.clients[h264].received;
+    assert_eq!(
+        got.len(),
+        na as usize,
+        "only audio reaches the H264-only subscriber"
+    );
+    assert!(
+        got.iter().all(|g| g.payload.len() == 120),
+        "audio payloads only"
+    );
+}

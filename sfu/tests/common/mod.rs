@@ -62,6 +62,8 @@ pub struct Client {
     pub connected_sub: bool,
     /// Stop talking entirely (abrupt disconnect).
     pub silent: bool,
+    /// Subscriber PC supports only H264 video (and Opus): a browser without VP8.
+    pub h264_only: bool,
     pub pub_mids: Vec<(Mid, MediaKind, Source)>,
     pub seq: HashMap<Mid, u64>,
 }
@@ -85,6 +87,7 @@ pub struct Sim {
     packets: HashMap<u64, InFlight>,
     next_pkt: u64,
     room: String,
+    pending_h264_only: Option<usize>,
 }
 
 pub fn config() -> SfuConfig {
@@ -120,7 +123,15 @@ impl Sim {
             packets: HashMap::new(),
             next_pkt: 0,
             room: "room1".into(),
+            pending_h264_only: None,
         }
+    }
+
+    /// Add a participant whose subscriber PC lacks VP8 (H264 and Opus only).
+    pub fn join_h264_only(&mut self, grants: Grants) -> usize {
+        // Marked before the join: the first offer may come from `join` itself.
+        self.pending_h264_only = Some(self.clients.len());
+        self.join(grants)
     }
 
     /// Add a participant that joins the room (subscribing). Returns its index.
@@ -154,9 +165,13 @@ impl Sim {
             connected_pub: false,
             connected_sub: false,
             silent: false,
+            h264_only: false,
             pub_mids: Vec::new(),
             seq: HashMap::new(),
         });
+        if self.pending_h264_only.take() == Some(idx) {
+            self.clients[idx].h264_only = true;
+        }
         self.pump_events();
         idx
     }
@@ -262,7 +277,21 @@ impl Sim {
                 let c = &mut self.clients[idx];
                 c.offers += 1;
                 c.offer_tracks = tracks.clone();
-                let rtc = c.sub_rtc.get_or_insert_with(|| client_rtc(now, addr));
+                let h264_only = c.h264_only;
+                let rtc = c.sub_rtc.get_or_insert_with(|| {
+                    if h264_only {
+                        let mut rtc = Rtc::builder()
+                            .set_rtp_mode(true)
+                            .clear_codecs()
+                            .enable_opus(true, false)
+                            .enable_h264(true)
+                            .build(now);
+                        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+                        rtc
+                    } else {
+                        client_rtc(now, addr)
+                    }
+                });
                 let answer = rtc
                     .sdp_api()
                     .accept_offer(SdpOffer::from_sdp_string(sdp).expect("offer parses"))
