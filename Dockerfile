@@ -41,8 +41,8 @@ FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 # 1. Dependencies only: the workspace manifests, the lock file and empty stand-ins for
 #    every target the manifests declare. This layer is rebuilt only when a Cargo.toml or
-#    Cargo.lock changes. A new workspace member needs its Cargo.toml listed here (cargo
-#    stops with "failed to load manifest for workspace member" until it is).
+#    Cargo.lock changes. A new workspace member, [[bin]] or [[bench]] needs a line here:
+#    until it has one, cargo stops with "failed to load manifest" or "can't find ...".
 COPY Cargo.toml Cargo.lock ./
 COPY sfu/Cargo.toml sfu/
 COPY signaling/Cargo.toml signaling/
@@ -50,13 +50,12 @@ COPY turn/Cargo.toml turn/
 COPY room-state/Cargo.toml room-state/
 COPY loadtest/Cargo.toml loadtest/
 RUN set -eux; \
-    for crate in sfu signaling turn room-state loadtest; do \
-        mkdir -p "$crate/src"; \
-        printf '//! placeholder for the dependency layer\n' > "$crate/src/lib.rs"; \
+    mkdir -p sfu/src sfu/benches signaling/src turn/src room-state/src loadtest/src; \
+    for lib in sfu signaling turn room-state; do \
+        printf '//! placeholder for the dependency layer\n' > "$lib/src/lib.rs"; \
     done; \
-    mkdir -p sfu/benches; \
-    for bin in signaling/src/main.rs loadtest/src/main.rs sfu/benches/forward.rs; do \
-        printf 'fn main() {}\n' > "$bin"; \
+    for main in signaling/src/main.rs loadtest/src/main.rs sfu/benches/forward.rs; do \
+        printf 'fn main() {}\n' > "$main"; \
     done; \
     cargo build --release --locked --bin studyroom; \
     rm -rf sfu signaling turn room-state loadtest

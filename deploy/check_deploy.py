@@ -4,7 +4,8 @@ schema validators) as: check_deploy.py ROOT [COMPOSE_YAML], COMPOSE_YAML being t
 production compose file as `docker-compose config` prints it, or docker-compose.yml.
 
 - Dockerfile: every FROM names an exact version (x.y.z or a dated tag) or a digest; the
-  prod stage is last, runs as 10001 and has a HEALTHCHECK.
+  prod stage is last, runs as 10001 and has a HEALTHCHECK; the dependency layer knows
+  every workspace member and every target they declare (else the image build fails).
 - compose (production; the dev override relaxes read_only on purpose): every service is
   read-only, drops all capabilities, sets no-new-privileges and has a health check;
   studyroom waits for healthy redis and nats and runs as 10001.
@@ -16,6 +17,7 @@ Prints one line per problem; exit status 1 if there is any.
 
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -51,6 +53,26 @@ def check_dockerfile(path):
         problem(path.name, "prod stage must run as USER 10001:10001")
     if not stages[-1]["health"]:
         problem(path.name, "prod stage has no HEALTHCHECK")
+
+
+def check_dependency_layer(root):
+    """The build stage copies each member's Cargo.toml and writes a stand-in for each
+    target; a member or target added later must be added there too."""
+    text = (root / "Dockerfile").read_text()
+    libs = re.search(r"for lib in ([^;]+);", text)
+    libs = libs.group(1).split() if libs else []
+    workspace = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]
+    for member in workspace["members"]:
+        manifest = tomllib.loads((root / member / "Cargo.toml").read_text())
+        if f"COPY {member}/Cargo.toml {member}/" not in text:
+            problem("Dockerfile", f"dependency layer: COPY {member}/Cargo.toml is missing")
+        if ("lib" in manifest or (root / member / "src/lib.rs").exists()) and member not in libs:
+            problem("Dockerfile", f"dependency layer: no stand-in lib.rs for {member}")
+        targets = [b.get("path", f"src/bin/{b['name']}.rs") for b in manifest.get("bin", [])]
+        targets += [b.get("path", f"benches/{b['name']}.rs") for b in manifest.get("bench", [])]
+        for target in targets:
+            if f"{member}/{target}" not in text:
+                problem("Dockerfile", f"dependency layer: no stand-in for {member}/{target}")
 
 
 def check_compose(path):
@@ -126,6 +148,7 @@ def main():
         sys.exit("usage: check_deploy.py ROOT [COMPOSE_YAML]")
     root = Path(sys.argv[1])
     check_dockerfile(root / "Dockerfile")
+    check_dependency_layer(root)
     if len(sys.argv) > 2:
         check_compose(Path(sys.argv[2]))
     check_k8s(root / "deploy" / "k8s")

@@ -75,7 +75,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 echo "== hadolint Dockerfile"
-if "$LINT/hadolint" --failure-threshold info Dockerfile; then pass hadolint; else fail "hadolint Dockerfile"; fi
+if "$LINT/hadolint" --no-color --failure-threshold info Dockerfile; then pass hadolint; else fail "hadolint Dockerfile"; fi
 
 echo "== shellcheck deploy scripts"
 if "$LINT/shellcheck" deploy/docker/*.sh scripts/validate-deploy.sh; then
@@ -111,10 +111,15 @@ fi
 
 echo "== kubernetes manifests"
 manifests=(deploy/k8s/*.yaml deploy/k8s/examples/*.yaml)
+# --quiet prints only warnings and errors. A warning is a failure here too: it is how
+# kubernetes-validate reports an apiVersion/kind it has no schema for (a removed API
+# such as policy/v1beta1, or a typo), which it would otherwise let pass unchecked.
 for version in $K8S_VERSIONS; do
-  if "$LINT/kubernetes-validate" --strict --quiet -k "$version" "${manifests[@]}"; then
+  if out=$("$LINT/kubernetes-validate" --strict --quiet -k "$version" "${manifests[@]}" 2>&1) &&
+    [[ -z $out ]]; then
     pass "kubernetes-validate --strict, Kubernetes $version (${#manifests[@]} files)"
   else
+    echo "$out"
     fail "kubernetes-validate, Kubernetes $version"
   fi
 done

@@ -16,8 +16,9 @@ set -euo pipefail
 src=${DEV_WATCH_SRC:-/src}
 interval=${DEV_WATCH_INTERVAL:-2}
 bin=${CARGO_TARGET_DIR:-$src/target}/debug/studyroom
-# What a change to triggers a rebuild: the workspace manifests and every crate's sources
-# and embedded web assets (signaling/web). Fuzz targets and tests are not part of the binary.
+# A change under any of these triggers a rebuild: the workspace manifests and the crates
+# in the binary, with their embedded web assets (signaling/web). Build output, fuzzing and
+# node_modules folders are skipped, not even descended into.
 watched=(Cargo.toml Cargo.lock sfu signaling turn room-state)
 
 server=
@@ -66,8 +67,9 @@ start_server() {
 
 changed() {
   local list
-  list=$(cd "$src" && find "${watched[@]}" -newer "$stamp" -type f \
-    -not -path '*/target/*' -not -path '*/fuzz/*' -print -quit 2>/dev/null) || true
+  list=$(cd "$src" && find "${watched[@]}" \
+    \( -name target -o -name fuzz -o -name node_modules \) -prune \
+    -o -type f -newer "$stamp" -print -quit 2>/dev/null) || true
   [[ -n $list ]]
 }
 

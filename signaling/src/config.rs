@@ -2,16 +2,30 @@
 //! in what a single developer machine needs.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// Fixed secret used by `--dev` (tokens from `/dev/token` are signed with it).
 pub const DEV_SECRET: &str = "studyroom-dev-secret-do-not-use-in-production";
 
 /// studyroom: SFU, signaling and TURN for study rooms, in one binary.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "studyroom", version, about)]
+#[command(
+    name = "studyroom",
+    version,
+    about,
+    long_about = "studyroom: SFU, Socket.IO signaling and (soon) TURN for study rooms, in one binary.\n\n\
+        Precedence: command-line flags, then environment variables, then the TOML file given \
+        by --config (keys are the long flag names with '_' for '-', e.g. node_ip = \"10.0.0.5\"), \
+        then defaults."
+)]
 pub struct Config {
+    /// TOML configuration file (keys: long flag names with '_', e.g. `media_ports = "40000-40100"`).
+    #[arg(long, env = "STUDYROOM_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Development mode: fixed API secret, `GET /dev/token`, listen on 127.0.0.1.
     #[arg(long, env = "STUDYROOM_DEV")]
     pub dev: bool,
@@ -64,12 +78,131 @@ pub struct Config {
     /// Log as JSON lines.
     #[arg(long, env = "STUDYROOM_LOG_JSON")]
     pub log_json: bool,
+
+    /// Prometheus metrics listen address (`/metrics`).
+    #[arg(long, env = "STUDYROOM_METRICS", default_value = "127.0.0.1:9100")]
+    pub metrics: SocketAddr,
+
+    /// On SIGTERM: seconds to wait for clients to move away before exiting.
+    #[arg(long, env = "STUDYROOM_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+
+    /// On SIGTERM: the URL clients are told to reconnect to (default: the same address,
+    /// for a load balancer to route to a live node).
+    #[arg(long, env = "STUDYROOM_DRAIN_REDIRECT_URL")]
+    pub drain_redirect_url: Option<String>,
+
+    /// Redis URL (shared room state; today: health only).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// NATS URL (platform events; today: health only).
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+}
+
+/// Parse flags, environment and the optional TOML file, in that order of precedence.
+/// A bad value fails naming its flag, environment variable or file key.
+pub fn load() -> Result<Config, String> {
+    load_from(std::env::args_os().collect())
+}
+
+/// [`load`] with explicit arguments (tests).
+pub fn load_from(args: Vec<std::ffi::OsString>) -> Result<Config, String> {
+    let cmd = Config::command().args_override_self(true);
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(&args)
+        .map_err(|e| e.render().to_string())?;
+    let first = Config::from_arg_matches(&matches).map_err(|e| e.render().to_string())?;
+    let Some(path) = first.config.clone() else {
+        return Ok(first);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    // File values become arguments placed *before* the real ones, for every key that the
+    // command line or the environment did not set.
+    let mut file_args: Vec<std::ffi::OsString> =
+        vec![args.first().cloned().unwrap_or_else(|| "studyroom".into())];
+    for (key, value) in &table {
+        let id = key.replace('-', "_");
+        let Some(arg) = cmd.get_arguments().find(|a| {
+            let long = a.get_long().map(|l| l.replace('-', "_"));
+            (a.get_id().as_str() == id || long.as_deref() == Some(id.as_str())) && id != "config"
+        }) else {
+            return Err(format!(
+                "config file {}: unknown key `{key}`",
+                path.display()
+            ));
+        };
+        let explicit = matches!(
+            matches.value_source(arg.get_id().as_str()),
+            Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
+        );
+        if explicit {
+            continue;
+        }
+        let flag = format!("--{}", arg.get_long().unwrap_or(&id));
+        let values: Vec<String> = match value {
+            toml::Value::String(s) => vec![s.clone()],
+            toml::Value::Integer(i) => vec![i.to_string()],
+            toml::Value::Boolean(b) => {
+                if *b {
+                    file_args.push(flag.into());
+                }
+                continue;
+            }
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(format!(
+                        "config file {}: key `{key}`: expected strings, got {other}",
+                        path.display()
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            other => {
+                return Err(format!(
+                    "config file {}: key `{key}`: unsupported value {other}",
+                    path.display()
+                ));
+            }
+        };
+        for v in values {
+            // Validate alone first so the error names the key.
+            let one = vec![
+                std::ffi::OsString::from("studyroom"),
+                flag.clone().into(),
+                v.clone().into(),
+            ];
+            if let Err(e) = Config::command().try_get_matches_from(one) {
+                let msg = e.render().to_string();
+                let msg = msg.lines().next().unwrap_or("invalid value");
+                return Err(format!(
+                    "config file {}: key `{key}`: {msg}",
+                    path.display()
+                ));
+            }
+            file_args.push(flag.clone().into());
+            file_args.push(v.into());
+        }
+    }
+    file_args.extend(args.into_iter().skip(1));
+    let matches = cmd
+        .try_get_matches_from(file_args)
+        .map_err(|e| e.render().to_string())?;
+    Config::from_arg_matches(&matches).map_err(|e| e.render().to_string())
 }
 
 impl Config {
     /// The API secret in effect.
     pub fn secret(&self) -> Result<String, String> {
-        match (&self.api_secret, self.dev) {
+        let secret = self.api_secret.as_ref().filter(|s| !s.is_empty());
+        match (secret, self.dev) {
             (Some(s), _) if s.len() >= 16 => Ok(s.clone()),
             (Some(_), _) => {
                 Err("STUDYROOM_API_SECRET (--api-secret) must be at least 16 characters".into())
@@ -97,6 +230,44 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(a: &[&str]) -> Vec<std::ffi::OsString> {
+        a.iter().map(|s| s.into()).collect()
+    }
+
+    #[test]
+    fn file_values_apply_below_flags_and_bad_keys_are_named() {
+        let dir = std::env::temp_dir().join(format!("studyroom-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("a.toml");
+        std::fs::write(
+            &f,
+            "node_ip = \"10.1.2.3\"\nshards = 3\ndev = true\nturn_url = [\"turn:a\", \"turn:b\"]\n",
+        )
+        .unwrap();
+        let c = load_from(args(&[
+            "studyroom",
+            "--config",
+            f.to_str().unwrap(),
+            "--shards",
+            "5",
+        ]))
+        .unwrap();
+        assert_eq!(c.node_ip.to_string(), "10.1.2.3", "file value used");
+        assert_eq!(c.shards, 5, "flag beats file");
+        assert!(c.dev);
+        assert_eq!(c.turn_urls, ["turn:a", "turn:b"]);
+        std::fs::write(&f, "node_ip = \"not-an-ip\"\n").unwrap();
+        let e = load_from(args(&["studyroom", "--config", f.to_str().unwrap()])).unwrap_err();
+        assert!(e.contains("key `node_ip`"), "{e}");
+        std::fs::write(&f, "nodeip = \"1.2.3.4\"\n").unwrap();
+        let e = load_from(args(&["studyroom", "--config", f.to_str().unwrap()])).unwrap_err();
+        assert!(e.contains("unknown key `nodeip`"), "{e}");
+        std::fs::write(&f, "media_ports = \"9-1\"\n").unwrap();
+        let e = load_from(args(&["studyroom", "--config", f.to_str().unwrap()])).unwrap_err();
+        assert!(e.contains("key `media_ports`"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn parses_defaults_and_rejects_bad_ranges() {

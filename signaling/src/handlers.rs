@@ -328,6 +328,12 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     if claims.exp < unix_now() {
         return Err(ApiError::new("token_expired", "token expired"));
     }
+    if state.draining() {
+        return Err(ApiError::new(
+            "draining",
+            "this node is shutting down; connect elsewhere",
+        ));
+    }
     let room = claims.room.clone();
     // The same identity joining again replaces its older session.
     let old = state

@@ -41,10 +41,17 @@ pub fn router(state: AppState) -> Router {
             get(|| async { page("text/css; charset=utf-8", STYLE_CSS) }),
         )
         .route("/healthz", get(|| async { "ok" }))
-        // Ready as soon as it serves; draining (operations issue) will turn this to 503.
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(readyz))
         .route("/dev/token", get(dev_token))
         .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        "ready".into_response()
+    }
 }
 
 fn page(ctype: &'static str, body: &'static str) -> Response {

@@ -9,12 +9,14 @@
 pub mod auth;
 pub mod config;
 mod handlers;
+mod health;
 mod http;
+mod metrics;
 mod pump;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -63,9 +65,18 @@ struct Inner {
     turn_secret: Option<String>,
     turn_urls: Vec<String>,
     io: OnceLock<SocketIo>,
+    draining: AtomicBool,
+    health: Arc<health::Health>,
+    redis_url: Option<String>,
+    nats_url: Option<String>,
 }
 
 impl AppState {
+    /// Whether the node is draining (shutting down gracefully).
+    pub fn draining(&self) -> bool {
+        self.0.draining.load(Ordering::Relaxed)
+    }
+
     fn io(&self) -> &SocketIo {
         // Invariant: set in `run` before any handler or the pump can run.
         self.0.io.get().expect("SocketIo initialised")
@@ -102,6 +113,10 @@ pub async fn run(
         turn_secret: cfg.turn_secret.clone(),
         turn_urls: cfg.turn_urls.clone(),
         io: OnceLock::new(),
+        draining: AtomicBool::new(false),
+        health: Arc::new(health::Health::default()),
+        redis_url: cfg.redis_url.clone(),
+        nats_url: cfg.nats_url.clone(),
     }));
     let (layer, io) = SocketIo::builder()
         .max_payload(1 << 20)
@@ -113,6 +128,20 @@ pub async fn run(
     handlers::register(&io);
     tokio::spawn(pump::run(state.clone(), events));
 
+    if let Some(url) = cfg.redis_url.clone() {
+        tokio::spawn(health::watch_redis(url, state.0.health.clone()));
+    }
+    if let Some(url) = cfg.nats_url.clone() {
+        tokio::spawn(health::watch_nats(url, state.0.health.clone()));
+    }
+    let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", cfg.metrics))?;
+    let metrics_app = metrics::router(state.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(metrics_listener, metrics_app).await;
+    });
+
     let app = http::router(state.clone()).layer(layer);
     let listener = tokio::net::TcpListener::bind(cfg.http)
         .await
@@ -121,14 +150,57 @@ pub async fn run(
         http = %cfg.http,
         advertise = %cfg.node_ip,
         media = %format!("{}-{}", cfg.media_ports.0, cfg.media_ports.1),
+        metrics = %cfg.metrics,
         dev = cfg.dev,
         "studyroom listening: demo page at http://{}/",
         cfg.http
     );
+    let drain_state = state.clone();
+    let drain_timeout = Duration::from_secs(cfg.drain_timeout_secs);
+    let redirect = cfg.drain_redirect_url.clone();
+    let graceful = async move {
+        shutdown.await;
+        drain(&drain_state, drain_timeout, redirect).await;
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(graceful)
         .await?;
     info!("shutting down media core");
     tokio::task::spawn_blocking(move || sfu.shutdown()).await?;
     Ok(())
+}
+
+/// Graceful drain: turn unready, refuse new joins, tell every client to reconnect
+/// elsewhere, wait until they left or the timeout passed, then disconnect the rest.
+async fn drain(state: &AppState, timeout: Duration, redirect: Option<String>) {
+    state.0.draining.store(true, Ordering::Relaxed);
+    let deadline_ms = timeout.as_millis() as u64;
+    info!(timeout_secs = timeout.as_secs(), redirect = ?redirect, "draining: telling clients to reconnect elsewhere");
+    if let Some(op) = state.io().of(NAMESPACE) {
+        let _ = op
+            .emit(
+                "reconnect",
+                &serde_json::json!({ "reason": "draining", "url": redirect, "deadlineMs": deadline_ms }),
+            )
+            .await;
+    }
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = state.0.sessions.lock().expect("sessions lock").by_sid.len();
+        if left == 0 {
+            info!("drained: no clients left");
+            break;
+        }
+        if tokio::time::Instant::now() >= until {
+            info!(
+                clients = left,
+                "drain timeout: disconnecting the remaining clients"
+            );
+            if let Some(op) = state.io().of(NAMESPACE) {
+                let _ = op.disconnect().await;
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

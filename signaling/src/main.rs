@@ -1,12 +1,22 @@
 //! The `studyroom` binary: parse configuration, set up logging, run until SIGINT/SIGTERM.
 
-use clap::Parser;
-use signaling::config::Config;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cfg = Config::parse();
+    let cfg = match signaling::config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap's help/version output arrives here too.
+            let help = e.starts_with("studyroom") || e.contains("Usage:");
+            if help && !e.contains("error:") {
+                print!("{e}");
+                return std::process::ExitCode::SUCCESS;
+            }
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let filter =
         EnvFilter::try_from_env("STUDYROOM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if cfg.log_json {
@@ -21,9 +31,15 @@ async fn main() -> std::process::ExitCode {
             .with_env_filter(filter)
             .init();
     }
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+    // Installed now, not on first poll: a SIGTERM during start-up must drain, not kill.
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("studyroom: cannot install the SIGTERM handler: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let shutdown = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},

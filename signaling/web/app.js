@@ -7,6 +7,10 @@
 // For tests: `window.studyroom` is the StudyRoom, remote tiles carry `data-participant-id`
 // (and data-mic-muted / data-cam-muted / data-speaking), and `document.body.dataset.state`
 // goes connecting -> joined (after publishing, if we publish) -> left | disconnected | error.
+// When the server drains (a `reconnect` push, or a join refused with `draining`) the state is
+// `reconnecting` with "다른 서버로 이동 중 / Moving to another server" until StudyRoom has
+// joined and published on the other node (then `joined` again); `data-server` is the URL of
+// the node the page talks to.
 
 import { StudyRoom } from './studyroom.js';
 
@@ -216,6 +220,13 @@ function wireRoom(room) {
   });
   room.on('localMuted', setLocalIndicator);
   room.on('error', (e) => { $('#status').textContent = `오류 / Error: ${e.code} ${e.message || ''}`; });
+  room.on('reconnecting', () => {
+    setState('reconnecting', '다른 서버로 이동 중… / Moving to another server…');
+  });
+  room.on('migrated', ({ url }) => {
+    document.body.dataset.server = url;
+    setState('joined', '다른 서버로 이동했습니다 / Moved to another server');
+  });
   room.on('disconnected', (reason) => {
     setState('disconnected', `연결이 끊겼습니다 / Disconnected (${reason})`);
   });
@@ -247,6 +258,7 @@ async function start(query) {
     wireControls(room, canPublish);
     await room.connect(token);
     await room.join();
+    document.body.dataset.server = room.url;
     $('#room-view').hidden = false;
     $('#local-tile').hidden = !canPublish;
     if (canPublish) await room.publish({ camera: true, microphone: true });

@@ -18,18 +18,49 @@
 //
 // Lifecycle: new StudyRoom() -> connect(token) -> join() -> publish() (optional)
 //   -> setMuted / startScreenShare / stopScreenShare ... -> leave().
+// Draining nodes: when the server pushes `reconnect` ({reason, url, deadlineMs}) we migrate:
+// close both PCs, connect to `url` (or our current URL when null) with the same token, join,
+// publish the same local tracks again (same sources, same mute state) and carry on. A
+// `join` refused with `draining` is retried a bounded number of times on a fresh socket.
+// The participant gets a new id on the new node; others are announced again from its join.
 // Events (room.on(name, fn)): participantJoined(p), participantLeft({id, reason}),
 //   trackPublished(track), trackUnpublished({id, participantId}),
 //   trackMuted({id, participantId, muted}), remoteTrack(participantId, trackId, kind, source,
 //   MediaStreamTrack), remoteTrackEnded(participantId, trackId), activeSpeakers(speakers),
 //   localTrack(source, MediaStreamTrack), localTrackEnded(source), localMuted(source, muted),
-//   connectionState(which, state), error(err), disconnected(reason), left().
+//   connectionState(which, state), error(err), disconnected(reason), left(),
+//   reconnecting({reason, url, deadlineMs, attempt}) when a move to another node starts (the
+//   old node's participants are first announced gone with participantLeft reason
+//   'reconnecting'), migrated({url, participant}) when joined and published there again.
 // Every failed request rejects with a StudyRoomError carrying the server's error `code`.
 
 import { sioConnect } from './sio.js';
 
 const REQUEST_TIMEOUT_MS = 10000;
 const EVENT_LOG_MAX = 500;
+// A join refused with `draining` (or joined on a node that announced `reconnect` meanwhile)
+// is retried on a fresh socket this many times, RETRY_BASE_MS * attempt apart (+ jitter).
+const JOIN_ATTEMPTS = 6;
+const CONNECT_ATTEMPTS = 5;
+const RETRY_BASE_MS = 250;
+const RETRY_JITTER_MS = 250;
+// Handshake refusals that another attempt cannot fix.
+const FATAL_CONNECT_CODES = new Set(['missing_token', 'invalid_token', 'token_expired']);
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const retryDelay = (attempt) => RETRY_BASE_MS * attempt + Math.floor(Math.random() * RETRY_JITTER_MS);
+
+// The `url` of a `reconnect` push as a base URL we can connect to, or null (stay where we are).
+function redirectUrl(url) {
+  if (typeof url !== 'string' || url === '') return null;
+  try {
+    const u = new URL(url, globalThis.location && globalThis.location.href);
+    if (!['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol)) return null;
+    return `${u.protocol}//${u.host}`;
+  } catch {
+    return null;
+  }
+}
 
 export class StudyRoomError extends Error {
   constructor(code, message) {
@@ -63,9 +94,10 @@ export class StudyRoom {
    *   page's origin); `videoCodec`: force the camera's codec (see the header).
    */
   constructor({ url, videoCodec } = {}) {
-    this.url = url || globalThis.location.origin;
+    this.url = url || globalThis.location.origin; // the node we talk to now (changes on a move)
     this.videoCodec = videoCodec || null;
-    this.state = 'new'; // new | connecting | connected | joined | left | disconnected
+    // new | connecting | connected | joined | reconnecting | left | disconnected
+    this.state = 'new';
     this.socket = null;
     this.participant = null; // our own Participant once joined
     this.participants = new Map(); // the others: id -> Participant
@@ -77,11 +109,16 @@ export class StudyRoom {
     this.subscriberPc = null;
     this.eventLog = []; // recent events as plain data, for debugging and tests
     this._handlers = new Map();
+    this._token = null;
+    // Per socket (reset by _openSocket): work that belongs to an older socket is dropped.
+    this._epoch = 0;
+    this._redirect = null; // the current socket's last `reconnect` push
     this._pubChain = Promise.resolve();
     this._subChain = Promise.resolve();
     this._pending = { publisher: [], subscriber: [] }; // candidates waiting for their description's ack
     this._ready = { publisher: false, subscriber: false };
     this._joined = new Promise((resolve) => { this._resolveJoined = resolve; });
+    this._migrating = null; // the move to another node in progress, if any
   }
 
   on(event, fn) {
@@ -128,50 +165,223 @@ export class StudyRoom {
   /** Opens the Socket.IO connection; rejects with the handshake error code (e.g. invalid_token). */
   connect(token) {
     if (this.socket) return Promise.reject(new StudyRoomError('already_connected', 'connect() called twice'));
+    this._token = token;
     this.state = 'connecting';
-    const s = sioConnect(this.url, '/study', { token });
+    return this._openSocket(this.url).then(
+      () => { this.state = 'connected'; },
+      (e) => { this.state = 'disconnected'; throw e; },
+    );
+  }
+
+  // A new socket to `url` with our token; everything tied to the previous socket is reset.
+  // Resolves once the namespace is connected.
+  _openSocket(url) {
+    const s = sioConnect(url, '/study', { token: this._token });
     this.socket = s;
-    s.on('participantJoined', (p) => this._onParticipantJoined(p));
-    s.on('participantLeft', (m) => this._onParticipantLeft(m));
-    s.on('trackPublished', (t) => this._onTrackPublished(t));
-    s.on('trackUnpublished', (m) => this._onTrackUnpublished(m));
-    s.on('trackMuted', (m) => this._onTrackMuted(m));
-    s.on('activeSpeakers', (m) => this._emit('activeSpeakers', (m && m.speakers) || []));
-    s.on('offer', (o) => this._onOffer(o));
-    s.on('error', (e) => this._emit('error', { where: 'server', ...(e || {}) }));
-    s.on('disconnect', (reason) => {
-      if (this.state === 'left') return;
+    this._epoch += 1;
+    this._redirect = null;
+    this._ready = { publisher: false, subscriber: false };
+    this._pending = { publisher: [], subscriber: [] };
+    this._pubChain = Promise.resolve();
+    this._subChain = Promise.resolve();
+    this._joined = new Promise((resolve) => { this._resolveJoined = resolve; });
+    // Pushes from a socket we already left behind are ignored.
+    const on = (event, fn) => s.on(event, (...args) => { if (this.socket === s) fn(...args); });
+    on('participantJoined', (p) => this._onParticipantJoined(p));
+    on('participantLeft', (m) => this._onParticipantLeft(m));
+    on('trackPublished', (t) => this._onTrackPublished(t));
+    on('trackUnpublished', (m) => this._onTrackUnpublished(m));
+    on('trackMuted', (m) => this._onTrackMuted(m));
+    on('activeSpeakers', (m) => this._emit('activeSpeakers', (m && m.speakers) || []));
+    on('offer', (o) => this._onOffer(o));
+    on('reconnect', (m) => this._onReconnect(m));
+    on('error', (e) => this._emit('error', { where: 'server', ...(e || {}) }));
+    on('disconnect', (reason) => {
+      // During a move the migration itself reports failure.
+      if (this.state === 'left' || this._migrating) return;
       this.state = 'disconnected';
       this._emit('disconnected', reason);
     });
     return new Promise((resolve, reject) => {
-      const ok = () => { s.off('connect_error', bad); this.state = 'connected'; resolve(); };
+      const ok = () => { s.off('connect_error', bad); resolve(); };
       const bad = (e) => {
         s.off('connect', ok);
-        this.state = 'disconnected';
-        reject(new StudyRoomError((e && e.message) || 'connect_error', 'connection refused'));
+        reject(new StudyRoomError((e && e.message) || 'connect_error', `connection to ${url} refused`));
       };
       s.on('connect', ok);
       s.on('connect_error', bad);
     });
   }
 
+  // Leaves the current socket (without `leave`: the node sees a disconnect) and connects to
+  // `url`, retrying a refused or failed connection a few times.
+  async _reopen(url) {
+    const old = this.socket;
+    this.socket = null;
+    if (old) old.close();
+    this.url = url;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this._openSocket(url);
+        return;
+      } catch (e) {
+        if (FATAL_CONNECT_CODES.has(e.code) || attempt >= CONNECT_ATTEMPTS || this.state === 'left') throw e;
+        await sleep(retryDelay(attempt));
+      }
+    }
+  }
+
   /** Joins the room named in the token. Resolves with the join ack. */
   async join() {
-    const res = await this._request('join', {});
+    const res = await this._joinWithRetry();
+    this._applyJoin(res);
+    return res;
+  }
+
+  // `join` on the current socket. A node that is draining (refuses with `draining`, or
+  // announced `reconnect` before our join was through) is left for the URL it named, or
+  // for our URL again (where a load balancer picks a live node); bounded attempts.
+  async _joinWithRetry() {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const res = await this._request('join', {});
+        if (!this._redirect) return res;
+      } catch (e) {
+        if (e.code !== 'draining') throw e;
+      }
+      if (this.state === 'left') throw new StudyRoomError('left', 'left the room while joining');
+      if (attempt >= JOIN_ATTEMPTS) {
+        throw new StudyRoomError('draining', `no server took the join after ${attempt} attempts (last: ${this.url})`);
+      }
+      const url = (this._redirect && this._redirect.url) || this.url;
+      this._emit('reconnecting', { reason: 'draining', url, deadlineMs: (this._redirect && this._redirect.deadlineMs) ?? null, attempt });
+      await sleep(retryDelay(attempt));
+      if (this.state === 'left') throw new StudyRoomError('left', 'left the room while joining');
+      await this._reopen(url);
+    }
+  }
+
+  _applyJoin(res) {
     this.participant = res.participant;
     this.iceServers = Array.isArray(res.iceServers) ? res.iceServers : [];
     for (const p of res.participants || []) {
-      if (p.id !== this.participant.id) this.participants.set(p.id, p);
+      if (p.id !== this.participant.id) this.participants.set(p.id, { ...p, tracks: p.tracks || [] });
     }
     this.state = 'joined';
     this._resolveJoined();
     for (const p of this.participants.values()) this._emit('participantJoined', p);
-    return res;
+  }
+
+  // The node is draining (`reconnect` push). Joined: move now. Not joined yet: the join in
+  // progress (or the next one) sees `_redirect` and goes there.
+  _onReconnect(m) {
+    const info = {
+      reason: (m && m.reason) || 'draining',
+      url: redirectUrl(m && m.url),
+      deadlineMs: m && typeof m.deadlineMs === 'number' ? m.deadlineMs : null,
+    };
+    this._redirect = info;
+    if (this.state === 'joined' && !this._migrating) this._migrate(info);
+  }
+
+  // Moves the whole session to another node: close both PCs, connect with the same token,
+  // join, publish the same local tracks with their mute state.
+  _migrate(info) {
+    const url = info.url || this.url;
+    this.state = 'reconnecting';
+    this._emit('reconnecting', { reason: info.reason, url, deadlineMs: info.deadlineMs, attempt: 0 });
+    const run = async () => {
+      this._dropSession('reconnecting');
+      // Spread a whole room's clients a little so they do not arrive at once.
+      await sleep(Math.floor(Math.random() * RETRY_JITTER_MS));
+      if (this.state === 'left') return;
+      await this._reopen(url);
+      const res = await this._joinWithRetry();
+      if (this.state === 'left') return;
+      this._applyJoin(res);
+      await this._republish();
+      this._emit('migrated', { url: this.url, participant: this.participant });
+    };
+    this._migrating = run().catch((e) => {
+      if (this.state === 'left') return;
+      this._fail('reconnect', e);
+      this.state = 'disconnected';
+      const s = this.socket;
+      this.socket = null;
+      if (s) s.close();
+      this._emit('disconnected', `reconnect failed (${e.code || e.message})`);
+    }).finally(() => {
+      this._migrating = null;
+      // The new node may itself have announced `reconnect` while we published there.
+      if (this._redirect && this.state === 'joined') this._migrate(this._redirect);
+    });
+    return this._migrating;
+  }
+
+  // Forgets the media session with the old node; local tracks keep running.
+  _dropSession(reason) {
+    for (const pc of [this.publisherPc, this.subscriberPc]) if (pc) pc.close();
+    this.publisherPc = null;
+    this.subscriberPc = null;
+    for (const [trackId, entry] of [...this.remoteTracks]) {
+      this.remoteTracks.delete(trackId);
+      this._emit('remoteTrackEnded', entry.participantId, trackId);
+    }
+    this.remoteByMid = new Map();
+    for (const id of [...this.participants.keys()]) {
+      this.participants.delete(id);
+      this._emit('participantLeft', { id, reason });
+    }
+    this.participant = null;
+    for (const lt of this.localTracks.values()) {
+      lt.trackId = null;
+      lt.transceiver = null;
+    }
+  }
+
+  // Publishes every still-live local track again on a new publisher PC, in the same order
+  // and with the same sources and mute state.
+  async _republish() {
+    for (const lt of [...this.localTracks.values()]) {
+      if (lt.track.readyState === 'live') continue;
+      this.localTracks.delete(lt.source);
+      this._emit('localTrackEnded', lt.source);
+    }
+    if (this.localTracks.size === 0) return;
+    const pc = this._ensurePublisherPc();
+    for (const lt of this.localTracks.values()) {
+      lt.transceiver = pc.addTransceiver(lt.track, { direction: 'sendonly', streams: [lt.stream] });
+      if (lt.source === 'camera' && this.videoCodec) lt.transceiver.setCodecPreferences(videoCodecPreferences(this.videoCodec));
+      lt.track.enabled = !lt.muted;
+    }
+    const res = await this._negotiatePublisher();
+    // The offer carried each track's mute state; make sure the server took it.
+    for (const t of res.tracks || []) {
+      const lt = this.localTracks.get(t.source);
+      if (lt && lt.trackId === t.id && typeof t.muted === 'boolean' && t.muted !== lt.muted) {
+        await this._request('mute', { trackId: t.id, muted: lt.muted });
+      }
+    }
+  }
+
+  // Waits for a move to another node to finish (nothing to wait for when none is going on).
+  async _settled() {
+    while (this._migrating) await this._migrating;
+  }
+
+  // A request failed because the node went away under it: a move is (or was) in progress
+  // since `epoch`, and it takes care of what the request was for.
+  _movedSince(epoch) {
+    return this.state !== 'left' && (this._migrating !== null || this._epoch !== epoch);
+  }
+
+  _localSummary() {
+    return [...this.localTracks.values()].map((t) => ({ source: t.source, trackId: t.trackId }));
   }
 
   /** Publishes camera and/or microphone (getUserMedia unless a stream is given). */
   async publish({ camera = true, microphone = true, stream = null } = {}) {
+    await this._settled();
     const cameraCodecs = this.videoCodec ? videoCodecPreferences(this.videoCodec) : null;
     const media = stream || await navigator.mediaDevices.getUserMedia({ video: camera, audio: microphone });
     const pc = this._ensurePublisherPc();
@@ -186,33 +396,46 @@ export class StudyRoom {
       if (source === 'camera' && cameraCodecs) transceiver.setCodecPreferences(cameraCodecs);
       this._emit('localTrack', source, track);
     }
+    const epoch = this._epoch;
     try {
       await this._negotiatePublisher();
-    } catch (e) { // e.g. forbidden: take back what we added
+    } catch (e) {
+      if (this._movedSince(epoch)) { // the move publishes these tracks on the new node
+        await this._settled();
+        if (this.state === 'joined') return this._localSummary();
+      }
+      // e.g. forbidden: take back what we added
       for (const source of added) {
         const lt = this.localTracks.get(source);
         this.localTracks.delete(source);
         lt.track.stop();
-        lt.transceiver.stop();
+        if (lt.transceiver) lt.transceiver.stop();
         this._emit('localTrackEnded', source);
       }
       throw e;
     }
-    return [...this.localTracks.values()].map((t) => ({ source: t.source, trackId: t.trackId }));
+    return this._localSummary();
   }
 
   /** Mutes or unmutes one of our tracks, by server track id or by source name. */
   async setMuted(trackIdOrSource, muted) {
+    await this._settled();
     const lt = this._localTrack(trackIdOrSource);
     if (!lt) throw new StudyRoomError('unknown_track', `no local track ${trackIdOrSource}`);
     lt.track.enabled = !muted;
     lt.muted = !!muted;
-    if (lt.trackId) await this._request('mute', { trackId: lt.trackId, muted: !!muted });
+    const epoch = this._epoch;
+    try {
+      if (lt.trackId) await this._request('mute', { trackId: lt.trackId, muted: !!muted });
+    } catch (e) {
+      if (!this._movedSince(epoch)) throw e; // else the move publishes it with this state
+    }
     this._emit('localMuted', lt.source, lt.muted);
   }
 
   /** Adds a screen share (getDisplayMedia) as another mid on the publisher PC. */
   async startScreenShare() {
+    await this._settled();
     if (this.localTracks.has('screen')) return;
     const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
     const track = stream.getVideoTracks()[0];
@@ -222,12 +445,18 @@ export class StudyRoom {
     // The browser's own "stop sharing" button ends the track.
     track.addEventListener('ended', () => this.stopScreenShare().catch((e) => this._fail('stopScreenShare', e)));
     this._emit('localTrack', 'screen', track);
+    const epoch = this._epoch;
     try {
       await this._negotiatePublisher();
     } catch (e) {
+      if (this._movedSince(epoch)) {
+        await this._settled();
+        if (this.state === 'joined') return;
+      }
+      const lt = this.localTracks.get('screen');
       this.localTracks.delete('screen');
       track.stop();
-      transceiver.direction = 'inactive';
+      if (lt && lt.transceiver) lt.transceiver.direction = 'inactive';
       this._emit('localTrackEnded', 'screen');
       throw e;
     }
@@ -235,13 +464,16 @@ export class StudyRoom {
 
   /** Stops the screen share and unpublishes it. */
   async stopScreenShare() {
+    await this._settled();
     const lt = this.localTracks.get('screen');
     if (!lt) return;
     this.localTracks.delete('screen');
     lt.track.stop();
-    await lt.transceiver.sender.replaceTrack(null);
-    // Not sending any more; the next publish offer shows this m-line inactive.
-    lt.transceiver.direction = 'inactive';
+    if (lt.transceiver) {
+      await lt.transceiver.sender.replaceTrack(null);
+      // Not sending any more; the next publish offer shows this m-line inactive.
+      lt.transceiver.direction = 'inactive';
+    }
     this._emit('localTrackEnded', 'screen');
     if (lt.trackId && this.state === 'joined') await this._request('unpublish', { trackId: lt.trackId });
   }
@@ -259,6 +491,7 @@ export class StudyRoom {
 
   _close() {
     this.state = 'left';
+    this._redirect = null;
     for (const lt of this.localTracks.values()) lt.track.stop();
     this.localTracks.clear();
     for (const pc of [this.publisherPc, this.subscriberPc]) if (pc) pc.close();
@@ -278,8 +511,9 @@ export class StudyRoom {
 
   _newPc(which) {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
-    pc.addEventListener('icecandidate', (ev) => this._onLocalCandidate(which, ev.candidate));
-    pc.addEventListener('connectionstatechange', () => this._emit('connectionState', which, pc.connectionState));
+    const current = () => pc === (which === 'publisher' ? this.publisherPc : this.subscriberPc);
+    pc.addEventListener('icecandidate', (ev) => { if (current()) this._onLocalCandidate(which, ev.candidate); });
+    pc.addEventListener('connectionstatechange', () => { if (current()) this._emit('connectionState', which, pc.connectionState); });
     return pc;
   }
 
@@ -300,7 +534,10 @@ export class StudyRoom {
 
   _sendCandidate(which, candidate) {
     if (!this.socket || !this.socket.connected) return;
-    this._request('ice', { target: which, candidate }).catch((e) => this._fail(`ice(${which})`, e));
+    const epoch = this._epoch;
+    this._request('ice', { target: which, candidate }).catch((e) => {
+      if (epoch === this._epoch) this._fail(`ice(${which})`, e);
+    });
   }
 
   _flushCandidates(which) {
@@ -317,6 +554,7 @@ export class StudyRoom {
       await pc.setLocalDescription(offer);
       const tracks = [];
       for (const lt of this.localTracks.values()) {
+        if (!lt.transceiver) continue;
         tracks.push({ mid: lt.transceiver.mid, source: lt.source, muted: lt.muted });
       }
       let res;
@@ -339,24 +577,29 @@ export class StudyRoom {
     return p;
   }
 
-  // Subscriber offers are applied strictly one at a time, in arrival order.
+  // Subscriber offers are applied strictly one at a time, in arrival order. An offer from a
+  // socket we have since left (moved to another node) is dropped.
   _onOffer(offer) {
+    const epoch = this._epoch;
+    const joined = this._joined;
     this._subChain = this._subChain
-      .then(() => this._applyOffer(offer))
-      .catch((e) => this._fail('subscriber offer', e));
+      .then(() => this._applyOffer(offer, epoch, joined))
+      .catch((e) => { if (epoch === this._epoch) this._fail('subscriber offer', e); });
   }
 
-  async _applyOffer({ sdp, tracks }) {
-    await this._joined;
-    if (this.state !== 'joined') return;
+  async _applyOffer({ sdp, tracks }, epoch, joined) {
+    await joined;
+    if (this.state !== 'joined' || epoch !== this._epoch) return;
     if (!this.subscriberPc) this.subscriberPc = this._newPc('subscriber');
     const pc = this.subscriberPc;
     const mapping = new Map((tracks || []).map((t) => [t.mid, t]));
     await pc.setRemoteDescription({ type: 'offer', sdp });
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
+    if (epoch !== this._epoch) return;
     this.remoteByMid = mapping;
     await this._request('answer', { sdp: pc.localDescription.sdp });
+    if (epoch !== this._epoch) return;
     this._flushCandidates('subscriber');
     this._reconcileRemoteTracks(pc, mapping);
   }

@@ -55,16 +55,18 @@ export function fetchTokens(base, specs, chunk = 50) {
   return out;
 }
 
-// One participant's visit: connect, join, stay holdMs, leave, close.
-// Returns { ok, error, others } where `others` is the set of other participant ids this
-// client learned of (join ack list + participantJoined events) before leaving.
+// One participant's visit: connect, join, stay, leave, close. It stays holdMs after its join
+// ack, or, with opts.leaveAt (epoch ms), until that instant (so a whole room leaves together).
+// Returns { ok, error, others, ackedAt }: `others` counts the other participant ids this client
+// learned of (join ack list + participantJoined events) before leaving.
 export function joinAndLeave(base, tok, holdMs, opts = {}) {
   const others = {};
   let self = null;
   let joined = false;
   let left = false;
+  let ackedAt = 0;
   const res = session(base, tok.token, (c) => {
-    c.on('participantJoined', (p) => { if (p && p.id && p.id !== self) others[p.id] = true; });
+    c.on('participantJoined', (p) => { if (p && p.id) others[p.id] = true; });
     joinsAttempted.add(1);
     c.emit('join', {}, (ack, ms) => {
       joined = !!(ack.participant && typeof ack.participant.id === 'string' && Array.isArray(ack.participants));
@@ -72,13 +74,15 @@ export function joinAndLeave(base, tok, holdMs, opts = {}) {
       joinsAcked.add(1);
       joinAckMs.add(ms);
       self = ack.participant.id;
-      for (const p of ack.participants) if (p.id !== self) others[p.id] = true;
+      ackedAt = Date.now();
+      for (const p of ack.participants) others[p.id] = true;
       const leave = () => c.emit('leave', {}, (lack, lms) => {
         left = lack.ok === true;
         leaveAckMs.add(lms);
         c.close();
       });
-      if (holdMs > 0) c.setTimeout(leave, holdMs); else leave();
+      const hold = opts.leaveAt ? opts.leaveAt - Date.now() : holdMs;
+      if (hold > 0) c.setTimeout(leave, hold); else leave();
     });
   }, opts);
   check(res, {
@@ -86,5 +90,6 @@ export function joinAndLeave(base, tok, holdMs, opts = {}) {
     'join acked': () => joined,
     'leave acked': () => left,
   });
-  return { ok: res.ok && joined && left, error: res.error, others: Object.keys(others).length, self };
+  delete others[self];
+  return { ok: res.ok && joined && left, error: res.error, others: Object.keys(others).length, ackedAt };
 }

@@ -55,8 +55,10 @@ pub const MAX_SDP_BYTES: usize = 64 * 1024;
 const TICK: Duration = Duration::from_millis(100);
 /// Active-speaker evaluation period.
 const SPEAKER_PERIOD: Duration = Duration::from_millis(500);
-/// Audio level (dBov, 0 loudest) above which a participant counts as speaking.
+/// Audio level (dBov, 0 loudest) at or above which a packet counts as speech.
 const SPEAKING_DBOV: f32 = -45.0;
+/// How long a participant stays an active speaker after its last loud packet.
+const SPEAKER_HOLD: Duration = Duration::from_millis(1200);
 
 /// What a participant may do (from its token's grants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +221,59 @@ pub struct ShardStats {
     pub keyframe_requests_throttled: u64,
     /// Datagrams dropped by test impairment.
     pub impaired_drops: u64,
+    /// Bytes received on the media ports.
+    pub bytes_in: u64,
+    /// Bytes handed to the sockets.
+    pub bytes_out: u64,
+    /// NACKs received from subscribers (answered from the retransmission caches).
+    pub nacks_received: u64,
+    /// Datagrams the socket refused (send buffer full): set by the driver.
+    pub send_drops: u64,
+    /// Forwarding latency (datagram read to its fan-out handed to the kernel), packets per
+    /// bucket of [`LATENCY_BUCKETS_US`] (the last bucket is +Inf): set by the driver.
+    pub latency_buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
+    /// Sum of the latencies above, in microseconds.
+    pub latency_sum_us: u64,
+}
+
+/// Upper bounds (µs) of the forwarding-latency histogram buckets.
+pub const LATENCY_BUCKETS_US: [u64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
+impl ShardStats {
+    /// Add another shard's counters to these.
+    pub fn add(&mut self, x: &ShardStats) {
+        self.datagrams_in += x.datagrams_in;
+        self.datagrams_out += x.datagrams_out;
+        self.rtp_in += x.rtp_in;
+        self.rtp_forwarded += x.rtp_forwarded;
+        self.unroutable += x.unroutable;
+        self.rejected += x.rejected;
+        self.keyframe_requests += x.keyframe_requests;
+        self.keyframe_requests_throttled += x.keyframe_requests_throttled;
+        self.impaired_drops += x.impaired_drops;
+        self.bytes_in += x.bytes_in;
+        self.bytes_out += x.bytes_out;
+        self.nacks_received += x.nacks_received;
+        self.send_drops += x.send_drops;
+        for (a, b) in self
+            .latency_buckets
+            .iter_mut()
+            .zip(x.latency_buckets.iter())
+        {
+            *a += b;
+        }
+        self.latency_sum_us += x.latency_sum_us;
+    }
+
+    /// Record `packets` forwarded with latency `us`.
+    pub fn observe_latency(&mut self, us: u64, packets: u64) {
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency_buckets[i] += packets;
+        self.latency_sum_us += us * packets;
+    }
 }
 
 /// Live object counts; all zero when the shard is idle.
@@ -267,9 +322,13 @@ struct Producer {
     consumers: Vec<TransportId>,
     last_keyframe_request: Option<Instant>,
     keyframe_pending: bool,
-    /// Smoothed audio level in linear scale 0..1.
+    /// Loudest audio level (linear 0..1) since the last active-speaker evaluation.
+    peak: f32,
+    /// Level reported with the speaker (decaying peak).
     level: f32,
-    last_level_at: Option<Instant>,
+    /// Last packet at or above the speaking threshold: a speaker stays active for
+    /// `SPEAKER_HOLD` after it, so short pauses and periodic sounds do not flap.
+    last_loud_at: Option<Instant>,
 }
 
 struct Consumer {
@@ -314,6 +373,10 @@ struct Transport {
     kind: TransportKind,
     rng: fastrand::Rng,
     impair_loss: f32,
+    /// Last cumulative NACK count per sent mid (str0m's egress stats).
+    egress: HashMap<Mid, u64>,
+    /// Latest fraction lost reported by this subscriber's receiver reports.
+    loss: Option<f32>,
 }
 
 /// The sans-IO core of one shard.
@@ -375,6 +438,16 @@ impl ShardCore {
     /// Counters.
     pub fn stats(&self) -> ShardStats {
         self.stats
+    }
+
+    /// Mean fraction lost reported by subscribers (receiver reports), if any reported.
+    pub fn subscriber_loss(&self) -> Option<(f32, usize)> {
+        let (sum, n) = self
+            .transports
+            .values()
+            .filter_map(|t| t.loss)
+            .fold((0.0f32, 0usize), |(s, n), l| (s + l, n + 1));
+        (n > 0).then(|| (sum / n as f32, n))
     }
 
     /// Live object counts.
@@ -594,8 +667,9 @@ impl ShardCore {
                     consumers: Vec::new(),
                     last_keyframe_request: None,
                     keyframe_pending: false,
+                    peak: 0.0,
                     level: 0.0,
-                    last_level_at: None,
+                    last_loud_at: None,
                 },
             );
             if let Some(r) = self.rooms.get_mut(&room) {
@@ -801,6 +875,7 @@ impl ShardCore {
         data: &[u8],
     ) {
         self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
         let Some(&port) = self.ports.get(port_idx) else {
             return;
         };
@@ -947,6 +1022,7 @@ impl ShardCore {
             .enable_vp9(true)
             .enable_h264(true)
             .enable_av1(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
         let addr = SocketAddr::new(self.advertise, self.ports[port_idx]);
         // Invariant: a host candidate for a concrete address and "udp" always builds.
@@ -986,6 +1062,8 @@ impl ShardCore {
                 } else {
                     0.0
                 },
+                egress: HashMap::new(),
+                loss: None,
             },
         );
         // Drive once so the instance reports its first timeout.
@@ -1259,6 +1337,7 @@ impl ShardCore {
                             self.stats.impaired_drops += 1;
                             continue;
                         }
+                        self.stats.bytes_out += data.len() as u64;
                         self.transmits.push_back(Transmit {
                             port_idx: t.port_idx,
                             destination: tx.destination,
@@ -1285,6 +1364,14 @@ impl ShardCore {
                             info!(transport = tid.0, participant = %t.participant, "media connected");
                         }
                         Event::Closed => failed = true,
+                        Event::MediaEgressStats(st) => {
+                            let last = t.egress.entry(st.mid).or_insert(0);
+                            self.stats.nacks_received += st.nacks.saturating_sub(*last);
+                            *last = st.nacks;
+                            if let Some(l) = st.loss {
+                                t.loss = Some(l);
+                            }
+                        }
                         _ => {}
                     },
                     Err(e) => {
@@ -1340,10 +1427,13 @@ impl ShardCore {
             return;
         };
         if let Some(level) = pkt.header.ext_vals.audio_level {
-            // dBov (0 loudest, -127 silence) to a smoothed linear level.
-            let lin = 10f32.powf(f32::from(level.min(0)) / 20.0);
-            p.level = p.level * 0.7 + lin * 0.3;
-            p.last_level_at = Some(now);
+            // dBov (0 loudest, -127 silence); decided over the whole window, not sampled.
+            let dbov = f32::from(level.min(0));
+            let lin = 10f32.powf(dbov / 20.0);
+            p.peak = p.peak.max(lin);
+            if dbov >= SPEAKING_DBOV {
+                p.last_loud_at = Some(now);
+            }
         }
         let is_video = p.info.kind == MediaKind::Video;
         let clock_rate = p.clock_rate;
@@ -1487,25 +1577,32 @@ impl ShardCore {
     }
 
     fn update_speakers(&mut self, now: Instant) {
-        let threshold = 10f32.powf(SPEAKING_DBOV / 20.0);
         for (name, room) in self.rooms.iter_mut() {
-            let mut speaking: Vec<(ParticipantId, f32)> = room
-                .producers
-                .iter()
-                .filter_map(|id| self.producers.get(id))
-                .filter(|p| p.info.kind == MediaKind::Audio && !p.info.muted)
-                .filter(|p| {
-                    p.last_level_at.is_some_and(|at| {
-                        now.saturating_duration_since(at) < Duration::from_secs(1)
-                    })
-                })
-                .filter(|p| p.level >= threshold)
-                .map(|p| (p.info.participant, p.level.min(1.0)))
-                .collect();
+            let mut speaking: Vec<(ParticipantId, f32)> = Vec::new();
+            for id in &room.producers {
+                let Some(p) = self.producers.get_mut(id) else {
+                    continue;
+                };
+                if p.info.kind != MediaKind::Audio {
+                    continue;
+                }
+                p.level = p.peak.max(p.level * 0.5);
+                p.peak = 0.0;
+                let active = !p.info.muted
+                    && p.last_loud_at
+                        .is_some_and(|at| now.saturating_duration_since(at) < SPEAKER_HOLD);
+                if active {
+                    speaking.push((p.info.participant, p.level.min(1.0)));
+                }
+            }
             speaking.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let ids: Vec<ParticipantId> = speaking.iter().map(|s| s.0).collect();
-            if ids != room.speakers {
-                room.speakers = ids;
+            let mut ids: Vec<ParticipantId> = speaking.iter().map(|s| s.0).collect();
+            let mut old = room.speakers.clone();
+            // The set (not its order, which follows momentary loudness) decides whether to tell.
+            ids.sort();
+            old.sort();
+            if ids != old {
+                room.speakers = speaking.iter().map(|s| s.0).collect();
                 self.events.push_back(SfuEvent::ActiveSpeakers {
                     room: name.clone(),
                     speakers: speaking,

@@ -93,12 +93,15 @@ enum Command {
 struct ShardHandle {
     tx: mpsc::Sender<Command>,
     waker: Arc<Waker>,
-    stats: Arc<Mutex<ShardStats>>,
+    stats: Arc<Mutex<SharedStats>>,
     rooms: usize,
 }
 
 /// Summed counters of all shards (refreshed by each shard every ~100 ms).
 pub type SfuStats = ShardStats;
+
+/// What a shard publishes for scrapes: its counters and (mean loss, samples).
+type SharedStats = (ShardStats, Option<(f32, usize)>);
 
 /// The running SFU: shard threads plus the routing of commands to them.
 pub struct Sfu {
@@ -162,7 +165,7 @@ impl Sfu {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = mpsc::channel();
-            let stats = Arc::new(Mutex::new(ShardStats::default()));
+            let stats = Arc::new(Mutex::new((ShardStats::default(), None)));
             let core = ShardCore::new(cfg.clone(), ports.clone(), track_ids.clone());
             let shard = ShardThread {
                 index: i,
@@ -214,18 +217,19 @@ impl Sfu {
         let shards = self.shards.lock().expect("shards lock");
         let mut s = ShardStats::default();
         for h in shards.iter() {
-            let x = *h.stats.lock().expect("stats lock");
-            s.datagrams_in += x.datagrams_in;
-            s.datagrams_out += x.datagrams_out;
-            s.rtp_in += x.rtp_in;
-            s.rtp_forwarded += x.rtp_forwarded;
-            s.unroutable += x.unroutable;
-            s.rejected += x.rejected;
-            s.keyframe_requests += x.keyframe_requests;
-            s.keyframe_requests_throttled += x.keyframe_requests_throttled;
-            s.impaired_drops += x.impaired_drops;
+            s.add(&h.stats.lock().expect("stats lock").0);
         }
         s
+    }
+
+    /// Mean fraction lost reported by subscribers' receiver reports (refreshed every ~100 ms).
+    pub fn subscriber_loss(&self) -> Option<f32> {
+        let shards = self.shards.lock().expect("shards lock");
+        let (sum, n) = shards
+            .iter()
+            .filter_map(|h| h.stats.lock().expect("stats lock").1)
+            .fold((0.0f32, 0usize), |(s, n), (l, k)| (s + l * k as f32, n + k));
+        (n > 0).then(|| sum / n as f32)
     }
 
     /// Live object counts summed over shards.
@@ -463,7 +467,7 @@ struct ShardThread {
     sockets: Vec<UdpSocket>,
     rx: mpsc::Receiver<Command>,
     events: tmpsc::UnboundedSender<SfuEvent>,
-    stats: Arc<Mutex<ShardStats>>,
+    stats: Arc<Mutex<SharedStats>>,
 }
 
 impl ShardThread {
@@ -485,6 +489,9 @@ impl ShardThread {
         let mut out: Vec<Vec<(SocketAddr, Vec<u8>)>> = vec![Vec::new(); self.sockets.len()];
         let mut last_stats = Instant::now();
         let mut send_drops: u64 = 0;
+        let mut total_send_drops: u64 = 0;
+        let mut latency = ShardStats::default();
+        let mut forwarded_before = 0u64;
         loop {
             let now = Instant::now();
             let busy = readable.iter().any(|r| *r);
@@ -511,6 +518,7 @@ impl ShardThread {
                 }
             }
             let now = Instant::now();
+            let turn_start = now;
             if wake || busy {
                 for _ in 0..COMMAND_BUDGET {
                     match self.rx.try_recv() {
@@ -583,6 +591,7 @@ impl ShardThread {
                 let (n, err) = send.send(self.sockets[i].as_raw_fd(), &items);
                 if n < items.len() {
                     send_drops += (items.len() - n) as u64;
+                    total_send_drops += (items.len() - n) as u64;
                     debug!(
                         shard = self.index,
                         dropped = items.len() - n,
@@ -592,13 +601,26 @@ impl ShardThread {
                 }
                 q.clear();
             }
+            // Forwarding latency: from the start of this turn (datagrams read) to the
+            // fan-out handed to the kernel, weighted by the packets forwarded this turn.
+            let forwarded = self.core.stats().rtp_forwarded;
+            if forwarded > forwarded_before {
+                let us = turn_start.elapsed().as_micros() as u64;
+                latency.observe_latency(us, forwarded - forwarded_before);
+                forwarded_before = forwarded;
+            }
             while let Some(ev) = self.core.poll_event() {
                 let _ = self.events.send(ev);
             }
             if last_stats.elapsed() >= Duration::from_millis(100) {
                 last_stats = Instant::now();
+                let mut st = self.core.stats();
+                st.send_drops = total_send_drops;
+                st.latency_buckets = latency.latency_buckets;
+                st.latency_sum_us = latency.latency_sum_us;
+                let loss = self.core.subscriber_loss();
                 if let Ok(mut s) = self.stats.lock() {
-                    *s = self.core.stats();
+                    *s = (st, loss);
                 }
                 if send_drops > 0 {
                     warn!(

@@ -1,0 +1,230 @@
+//! Prometheus metrics on their own listener (`--metrics`, default 127.0.0.1:9100).
+//!
+//! Every value is read at scrape time from where it already lives (the shards' counters,
+//! the room store, the session table, service health), so nothing on the media path
+//! touches a metrics library. The text exposition format is simple enough to write
+//! directly; a registry crate would only copy these values into its own cells.
+
+use std::fmt::Write;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use room_state::RoomStore;
+use sfu::core::LATENCY_BUCKETS_US;
+
+use crate::AppState;
+
+/// The metrics router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// Render all metrics.
+pub fn render(state: &AppState) -> String {
+    let s = state.0.sfu.stats();
+    let (rooms, participants, tracks) = {
+        let store = state.0.store.lock().expect("store lock");
+        let rooms = store.rooms();
+        let mut p = 0usize;
+        let mut t = 0usize;
+        for r in &rooms {
+            for x in store.participants(r) {
+                p += 1;
+                t += x.tracks.len();
+            }
+        }
+        (rooms.len(), p, t)
+    };
+    let connections = state.0.sessions.lock().expect("sessions lock").by_sid.len();
+    let mut o = String::with_capacity(4096);
+    metric(
+        &mut o,
+        "studyroom_rooms",
+        "gauge",
+        "Rooms with participants.",
+        rooms,
+    );
+    metric(
+        &mut o,
+        "studyroom_participants",
+        "gauge",
+        "Participants joined.",
+        participants,
+    );
+    metric(
+        &mut o,
+        "studyroom_tracks",
+        "gauge",
+        "Published tracks.",
+        tracks,
+    );
+    metric(
+        &mut o,
+        "studyroom_socketio_connections",
+        "gauge",
+        "Authenticated Socket.IO connections on /study.",
+        connections,
+    );
+    metric(
+        &mut o,
+        "studyroom_draining",
+        "gauge",
+        "1 while the node drains before shutdown.",
+        u8::from(state.draining()),
+    );
+    metric(
+        &mut o,
+        "studyroom_datagrams_received_total",
+        "counter",
+        "UDP datagrams received on the media ports.",
+        s.datagrams_in,
+    );
+    metric(
+        &mut o,
+        "studyroom_datagrams_sent_total",
+        "counter",
+        "UDP datagrams sent from the media ports.",
+        s.datagrams_out,
+    );
+    metric(
+        &mut o,
+        "studyroom_bytes_received_total",
+        "counter",
+        "Bytes received on the media ports.",
+        s.bytes_in,
+    );
+    metric(
+        &mut o,
+        "studyroom_bytes_sent_total",
+        "counter",
+        "Bytes sent from the media ports.",
+        s.bytes_out,
+    );
+    metric(
+        &mut o,
+        "studyroom_rtp_received_total",
+        "counter",
+        "RTP packets received from publishers.",
+        s.rtp_in,
+    );
+    metric(
+        &mut o,
+        "studyroom_rtp_forwarded_total",
+        "counter",
+        "RTP packets forwarded to subscribers.",
+        s.rtp_forwarded,
+    );
+    metric(
+        &mut o,
+        "studyroom_nacks_received_total",
+        "counter",
+        "NACKs received from subscribers.",
+        s.nacks_received,
+    );
+    metric(
+        &mut o,
+        "studyroom_keyframe_requests_total",
+        "counter",
+        "Keyframe requests (PLI) sent to publishers.",
+        s.keyframe_requests,
+    );
+    metric(
+        &mut o,
+        "studyroom_keyframe_requests_throttled_total",
+        "counter",
+        "Subscriber keyframe requests absorbed by throttling.",
+        s.keyframe_requests_throttled,
+    );
+    metric(
+        &mut o,
+        "studyroom_unroutable_datagrams_total",
+        "counter",
+        "Datagrams no transport claimed.",
+        s.unroutable,
+    );
+    metric(
+        &mut o,
+        "studyroom_rejected_datagrams_total",
+        "counter",
+        "Datagrams a transport rejected as malformed.",
+        s.rejected,
+    );
+    metric(
+        &mut o,
+        "studyroom_send_drops_total",
+        "counter",
+        "Datagrams dropped because a socket send buffer was full.",
+        s.send_drops,
+    );
+    metric(
+        &mut o,
+        "studyroom_subscriber_loss_ratio",
+        "gauge",
+        "Mean fraction of packets lost as reported by subscribers' receiver reports.",
+        state.0.sfu.subscriber_loss().unwrap_or(0.0),
+    );
+    // Histogram.
+    let name = "studyroom_forwarding_latency_seconds";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Time from reading a datagram to handing its fan-out to the kernel.\n# TYPE {name} histogram"
+    );
+    let mut cum = 0u64;
+    for (i, b) in LATENCY_BUCKETS_US.iter().enumerate() {
+        cum += s.latency_buckets[i];
+        let _ = writeln!(o, "{name}_bucket{{le=\"{}\"}} {cum}", *b as f64 / 1e6);
+    }
+    cum += s.latency_buckets[LATENCY_BUCKETS_US.len()];
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+    let _ = writeln!(o, "{name}_sum {}", s.latency_sum_us as f64 / 1e6);
+    let _ = writeln!(o, "{name}_count {cum}");
+    metric(
+        &mut o,
+        "studyroom_turn_allocations",
+        "gauge",
+        "TURN allocations (the embedded relay is not built yet).",
+        0,
+    );
+    if state.0.redis_url.is_some() {
+        metric(
+            &mut o,
+            "studyroom_redis_up",
+            "gauge",
+            "1 when Redis answers PING.",
+            u8::from(state.0.health.redis()),
+        );
+    }
+    if state.0.nats_url.is_some() {
+        metric(
+            &mut o,
+            "studyroom_nats_up",
+            "gauge",
+            "1 when connected to NATS.",
+            u8::from(state.0.health.nats()),
+        );
+    }
+    o
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&state),
+    )
+}
