@@ -74,7 +74,9 @@ fn respond(
 ) {
     match r {
         Ok(v) => {
-            let _ = ack.send(&v);
+            if let Err(e) = ack.send(&v) {
+                warn!(sid = %socket.id, event, "ack not delivered: {e}");
+            }
         }
         Err(e) => {
             warn!(sid = %socket.id, event, code = e.code, "request refused: {}", e.message);
@@ -383,6 +385,11 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         joined_at: now_ms(),
         tracks: vec![],
     };
+    // Join the broadcast room *before* reading who is already there: a participant joining
+    // at the same moment is then either in our list or announced to us (or both; clients
+    // de-duplicate by id), never neither.
+    let key = room_key(&room);
+    socket.join(key.clone());
     let others = {
         let mut store = state.0.store.lock().expect("store lock");
         let others = store.participants(&room);
@@ -401,6 +408,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     };
     if !still_connected {
         // Disconnected while joining: undo.
+        socket.leave(room_key(&room));
         let _ = state.0.sfu.leave(id).await;
         state
             .0
@@ -410,12 +418,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
             .remove_participant(&room, &id.to_string());
         return Err(ApiError::new("not_joined", "disconnected during join"));
     }
-    let key = room_key(&room);
-    let _ = socket
-        .to(key.clone())
-        .emit("participantJoined", &record)
-        .await;
-    socket.join(key);
+    let _ = socket.to(key).emit("participantJoined", &record).await;
     info!(participant = %id, room = %room, role = claims.role.as_str(), "participant joined");
     Ok(json!({
         "participant": record,
@@ -611,6 +614,10 @@ pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, rea
     };
     if let Err(e) = state.0.sfu.leave(p).await {
         debug!(participant = %p, "leave: {e}");
+    }
+    // The leaver is not told about itself.
+    if let Some(s) = state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid)) {
+        s.leave(room_key(&room));
     }
     announce_left(state, p, &room, reason).await;
 }

@@ -120,6 +120,9 @@ pub async fn run(
     }));
     let (layer, io) = SocketIo::builder()
         .max_payload(1 << 20)
+        // Per-socket outgoing queue: a big room leaving at once sends each remaining
+        // client hundreds of events; the default (128) dropped acks under that burst.
+        .max_buffer_size(4096)
         .ping_interval(Duration::from_secs(10))
         .ping_timeout(Duration::from_secs(10))
         .with_state(state.clone())

@@ -291,6 +291,11 @@ export class StudyRoom {
     this.state = 'reconnecting';
     this._emit('reconnecting', { reason: info.reason, url, deadlineMs: info.deadlineMs, attempt: 0 });
     const run = async () => {
+      // Leave the old node first: nothing it says from now on (e.g. media_timeout once our
+      // PCs are closed) is about the session we carry on elsewhere.
+      const old = this.socket;
+      this.socket = null;
+      if (old) old.close();
       this._dropSession('reconnecting');
       // Spread a whole room's clients a little so they do not arrive at once.
       await sleep(Math.floor(Math.random() * RETRY_JITTER_MS));

@@ -27,8 +27,9 @@ const NODE_A = {
 
 async function devToken(baseUrl, query) {
   const res = await fetch(`${baseUrl}/dev/token?${new URLSearchParams(query)}`);
-  assert.equal(res.status, 200, `dev token from ${baseUrl}: ${res.status} ${await res.text()}`);
-  return (await res.json()).token;
+  const body = await res.text();
+  assert.equal(res.status, 200, `dev token from ${baseUrl}: ${res.status} ${body}`);
+  return JSON.parse(body).token;
 }
 
 /** A socket.io-client on `baseUrl`/study that records every push in `socket.inbox`. */

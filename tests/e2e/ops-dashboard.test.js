@@ -79,7 +79,18 @@ test('the dashboard is a Grafana dashboard on a Prometheus data source variable'
     for (const target of [p, ...p.targets]) {
       assert.equal(target.datasource?.uid, `\${${ds.name}}`, `${p.title}: uses the $${ds.name} variable`);
     }
-    for (const target of p.targets) assert.match(target.expr, NAME_RE, `${p.title}: queries a studyroom metric`);
+    for (const target of p.targets) assert.match(target.expr, /\bstudyroom_[a-z0-9_]+/, `${p.title}: queries a studyroom metric`);
+  }
+  // No two panels share a grid cell.
+  const cells = new Map();
+  for (const p of panels) {
+    for (let y = p.gridPos.y; y < p.gridPos.y + p.gridPos.h; y++) {
+      for (let x = p.gridPos.x; x < p.gridPos.x + p.gridPos.w; x++) {
+        const other = cells.get(`${x},${y}`);
+        assert.ok(!other, `panels "${other}" and "${p.title}" overlap at x=${x} y=${y}`);
+        cells.set(`${x},${y}`, p.title);
+      }
+    }
   }
 });
 

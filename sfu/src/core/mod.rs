@@ -400,6 +400,9 @@ pub struct ShardCore {
     next_tick: Option<Instant>,
     next_speakers: Option<Instant>,
     stats: ShardStats,
+    /// One DTLS certificate for every transport of the shard (as mediasoup has one per
+    /// worker): generating an EC key per transport dominated the cost of a join.
+    dtls_cert: Option<str0m::config::DtlsCert>,
 }
 
 impl ShardCore {
@@ -427,6 +430,9 @@ impl ShardCore {
             next_tick: None,
             next_speakers: None,
             stats: ShardStats::default(),
+            dtls_cert: str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate(),
         }
     }
 
@@ -1013,7 +1019,11 @@ impl ShardCore {
         self.next_transport = self.next_transport.wrapping_add(1);
         let tid = TransportId(self.next_transport);
         self.port_load[port_idx] += 1;
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder();
+        if let Some(cert) = &self.dtls_cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = builder
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
