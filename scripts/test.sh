@@ -18,7 +18,7 @@ echo "== cargo test"
 cargo test --workspace
 
 echo "== build the server for end-to-end tests"
-cargo build --release -p studyroom-signaling --bin studyroom
+cargo build --release -p studyroom-signaling --bin studyroom -p studyroom-loadtest
 export STUDYROOM_BIN=$CARGO_TARGET_DIR/release/studyroom
 
 echo "== end-to-end: socket.io-client and headless Chromium (loopback-only netns)"
@@ -26,5 +26,12 @@ bash scripts/netns_run.sh node --test --test-concurrency=1 tests/e2e/
 
 echo "== interop: aiortc (an independent WebRTC stack) publishes and subscribes"
 NETNS_LO2=1 bash scripts/netns_run.sh python3 tests/interop/aiortc_interop.py
+
+echo "== load-test tools: k6 signaling scripts (smoke), media fan-out generator (smoke)"
+bash scripts/netns_run.sh bash scripts/k6-smoke.sh
+"$CARGO_TARGET_DIR"/release/studyroom-loadtest fanout --subscribers 5 --seconds 2 --video-pps 100 --port 45000 >/dev/null
+
+echo "== deploy files: Dockerfile (hadolint), compose (docker-compose config, schema), k8s (schemas)"
+bash scripts/validate-deploy.sh
 
 echo "ALL TESTS PASSED"

@@ -7,6 +7,8 @@
 // decode each other again on new PCs. A exits 0 once nobody is left, within its drain timeout.
 // A plain socket.io-client participant stays on A until the checks on A are done, so A cannot
 // finish draining (and exit) before it was observed draining.
+// Second test: a page opened on A while A drains (its `join` is refused with `draining`) also
+// ends up joined and publishing on B.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
@@ -221,6 +223,51 @@ test('SIGTERM drains node A: both pages move to node B, see each other again, A 
     assert.equal(nodeB.exited(), false, 'B still runs');
   } catch (e) {
     console.error(await diagnostics());
+    throw e;
+  }
+});
+
+test('a page opened on a draining node joins the node it redirects to', { timeout: 120000 }, async (t) => {
+  const nodes = [];
+  const sockets = [];
+  let page = null;
+  let browser = null;
+  t.after(async () => {
+    if (page) await page.close();
+    if (browser) await browser.close().catch(() => {});
+    for (const s of sockets) s.close();
+    for (const n of nodes) await n.stop();
+  });
+  try {
+    nodes.push(await startServer(NODE_B));
+    nodes.push(await startServer(NODE_A));
+    const [, nodeA] = nodes;
+    browser = await launchBrowser();
+    // Someone on A keeps it draining (not exited) while the page arrives.
+    const lurker = await sioClient(nodeA.baseUrl, await devToken(nodeA.baseUrl, { room: ROOM, name: 'Lurker', role: 'learner', publish: '0' }));
+    sockets.push(lurker);
+    const joined = await lurker.timeout(5000).emitWithAck('join', {});
+    assert.ok(joined && joined.participant, `the lurker joined A: ${JSON.stringify(joined)}`);
+    nodeA.signal('SIGTERM');
+    await waitFor(async () => (await fetch(`${nodeA.baseUrl}/readyz`)).status === 503,
+      { what: 'A\'s /readyz to answer 503 while draining', timeoutMs: 5000, intervalMs: 100 });
+
+    page = await openParticipant(browser, nodeA.baseUrl, { room: ROOM, name: 'Cal', joinTimeoutMs: 30000 });
+    const v = await clientView(page.page);
+    assert.equal(v.url, NODE_B_URL, `Cal joined B: ${JSON.stringify(v)}`);
+    assert.equal(v.server, NODE_B_URL);
+    assert.deepEqual(v.local.map((l) => [l.source, !!l.trackId]), [['camera', true], ['microphone', true]], 'Cal publishes on B');
+    const refused = page.consoleLines.filter((l) => /"code":"draining"/.test(l));
+    assert.ok(refused.length >= 1, 'Cal\'s first join (on A) was refused with draining');
+    assert.equal(await metric(NODE_B_METRICS, 'studyroom_participants'), 1, 'B counts Cal');
+
+    await lurker.timeout(5000).emitWithAck('leave', {});
+    assert.deepEqual(await nodeA.waitForExit(DRAIN_TIMEOUT_S * 1000 + 5000), { code: 0, signal: null });
+  } catch (e) {
+    for (const [name, n] of [['B', nodes[0]], ['A', nodes[1]]]) {
+      if (n) console.error(`==== node ${name} (exit: ${JSON.stringify(n.exitInfo())})\n${n.logs().split('\n').slice(-150).join('\n')}`);
+    }
+    if (page) console.error(`==== Cal\n${page.consoleLines.slice(-80).join('\n')}`);
     throw e;
   }
 });
