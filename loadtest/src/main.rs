@@ -435,6 +435,9 @@ fn fanout(
         1.0
     };
     sfu.shutdown();
+    if total_received == 0 {
+        bail!("no media reached the subscribers");
+    }
     let us_per_pkt = if fwd > 0 {
         cpu * 1e6 / fwd as f64
     } else {
