@@ -90,7 +90,8 @@ RUN groupadd --gid 10001 studyroom \
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /studyroom /usr/local/bin/studyroom
 COPY --chmod=0755 deploy/docker/healthcheck.sh /usr/local/bin/studyroom-healthcheck
-ENV STUDYROOM_HTTP=0.0.0.0:5002
+ENV STUDYROOM_HTTP=0.0.0.0:5002 \
+    STUDYROOM_METRICS=0.0.0.0:9100
 USER 10001:10001
 # 5002 HTTP + Socket.IO; 40000-40100 media; 3478 and 5349 TURN/STUN (TURN relay issue);
 # 9100 metrics (operations issue). Ports above 1024 only: no capability is needed.

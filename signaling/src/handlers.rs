@@ -91,7 +91,16 @@ fn respond(
 
 /// Register the namespace with its auth middleware.
 pub fn register(io: &SocketIo) {
-    io.ns(NAMESPACE, (async |_: SocketRef| {}).with(authenticate));
+    io.ns(
+        NAMESPACE,
+        (async |socket: SocketRef, State(state): State<AppState>| {
+            // A client that connects to a draining node is sent on at once.
+            if let Some(payload) = state.reconnect_payload() {
+                let _ = socket.emit("reconnect", &payload);
+            }
+        })
+        .with(authenticate),
+    );
 }
 
 async fn authenticate(

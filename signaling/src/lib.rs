@@ -66,6 +66,8 @@ struct Inner {
     turn_urls: Vec<String>,
     io: OnceLock<SocketIo>,
     draining: AtomicBool,
+    /// Set when draining starts: when it must be over, and where clients should go.
+    drain: OnceLock<(tokio::time::Instant, Option<String>)>,
     health: Arc<health::Health>,
     redis_url: Option<String>,
     nats_url: Option<String>,
@@ -75,6 +77,15 @@ impl AppState {
     /// Whether the node is draining (shutting down gracefully).
     pub fn draining(&self) -> bool {
         self.0.draining.load(Ordering::Relaxed)
+    }
+
+    /// The `reconnect` payload while draining (deadline counted from now).
+    pub fn reconnect_payload(&self) -> Option<serde_json::Value> {
+        let (until, url) = self.0.drain.get()?;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        Some(
+            serde_json::json!({ "reason": "draining", "url": url, "deadlineMs": left.as_millis() as u64 }),
+        )
     }
 
     fn io(&self) -> &SocketIo {
@@ -114,6 +125,7 @@ pub async fn run(
         turn_urls: cfg.turn_urls.clone(),
         io: OnceLock::new(),
         draining: AtomicBool::new(false),
+        drain: OnceLock::new(),
         health: Arc::new(health::Health::default()),
         redis_url: cfg.redis_url.clone(),
         nats_url: cfg.nats_url.clone(),
@@ -176,18 +188,13 @@ pub async fn run(
 /// Graceful drain: turn unready, refuse new joins, tell every client to reconnect
 /// elsewhere, wait until they left or the timeout passed, then disconnect the rest.
 async fn drain(state: &AppState, timeout: Duration, redirect: Option<String>) {
-    state.0.draining.store(true, Ordering::Relaxed);
-    let deadline_ms = timeout.as_millis() as u64;
-    info!(timeout_secs = timeout.as_secs(), redirect = ?redirect, "draining: telling clients to reconnect elsewhere");
-    if let Some(op) = state.io().of(NAMESPACE) {
-        let _ = op
-            .emit(
-                "reconnect",
-                &serde_json::json!({ "reason": "draining", "url": redirect, "deadlineMs": deadline_ms }),
-            )
-            .await;
-    }
     let until = tokio::time::Instant::now() + timeout;
+    let _ = state.0.drain.set((until, redirect.clone()));
+    state.0.draining.store(true, Ordering::Relaxed);
+    info!(timeout_secs = timeout.as_secs(), redirect = ?redirect, "draining: telling clients to reconnect elsewhere");
+    if let (Some(op), Some(payload)) = (state.io().of(NAMESPACE), state.reconnect_payload()) {
+        let _ = op.emit("reconnect", &payload).await;
+    }
     loop {
         let left = state.0.sessions.lock().expect("sessions lock").by_sid.len();
         if left == 0 {

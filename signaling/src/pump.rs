@@ -118,18 +118,21 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 }
                 sid
             };
-            let why = match reason {
-                RemovalReason::ConsentTimeout | RemovalReason::ConnectTimeout => "timeout",
-                RemovalReason::TransportFailed => "disconnected",
+            let (why, code, message) = match reason {
+                RemovalReason::ConsentTimeout | RemovalReason::ConnectTimeout => {
+                    ("timeout", "media_timeout", "media connection lost; rejoin")
+                }
+                RemovalReason::TransportFailed => (
+                    "disconnected",
+                    "media_closed",
+                    "the media connection was closed; rejoin",
+                ),
             };
             announce_left(state, participant, &room, why).await;
             if let Some(s) =
                 sid.and_then(|sid| state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid)))
             {
-                let _ = s.emit(
-                    "error",
-                    &json!({ "code": "media_timeout", "message": "media connection lost; rejoin" }),
-                );
+                let _ = s.emit("error", &json!({ "code": code, "message": message }));
                 let _ = s.disconnect();
             }
         }

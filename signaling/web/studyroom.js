@@ -264,6 +264,8 @@ export class StudyRoom {
   _applyJoin(res) {
     this.participant = res.participant;
     this.iceServers = Array.isArray(res.iceServers) ? res.iceServers : [];
+    // Room events may arrive just before the ack (docs/protocol.md, Ordering): never list ourselves.
+    this.participants.delete(this.participant.id);
     for (const p of res.participants || []) {
       if (p.id !== this.participant.id) this.participants.set(p.id, { ...p, tracks: p.tracks || [] });
     }
