@@ -99,6 +99,11 @@ pub struct Config {
     /// NATS URL (platform events; today: health only).
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
+
+    /// OpenTelemetry: send traces (OTLP over HTTP/protobuf) to this collector base URL,
+    /// e.g. `http://otel-collector:4318`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Parse flags, environment and the optional TOML file, in that order of precedence.

@@ -319,6 +319,7 @@ fn parse<T: for<'de> Deserialize<'de>>(d: Option<Value>) -> Result<T, ApiError> 
     serde_json::from_value(v).map_err(|e| ApiError::bad(format!("payload: {e}")))
 }
 
+#[tracing::instrument(name = "join", level = "info", skip_all, fields(sid = %socket.id))]
 async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
     debug!(sid = %socket.id, "join");
     object(d)?;
@@ -489,6 +490,7 @@ fn check_sdp(sdp: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[tracing::instrument(name = "publish", level = "info", skip_all, fields(sid = %socket.id))]
 async fn publish(
     socket: &SocketRef,
     state: &AppState,
@@ -521,6 +523,7 @@ struct AnswerReq {
     sdp: String,
 }
 
+#[tracing::instrument(name = "answer", level = "info", skip_all, fields(sid = %socket.id))]
 async fn answer(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
     let req: AnswerReq = parse(d)?;
     let (p, _) = participant_of(state, socket)?;
@@ -540,6 +543,7 @@ struct IceCandidate {
     candidate: String,
 }
 
+#[tracing::instrument(name = "ice", level = "info", skip_all, fields(sid = %socket.id))]
 async fn ice(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
     let req: IceReq = parse(d)?;
     let (p, _) = participant_of(state, socket)?;
@@ -573,6 +577,7 @@ fn parse_track(s: &str) -> Result<TrackId, ApiError> {
         .map_err(|_| ApiError::new("unknown_track", "no such track"))
 }
 
+#[tracing::instrument(name = "mute", level = "info", skip_all, fields(sid = %socket.id))]
 async fn mute(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
     let req: MuteReq = parse(d)?;
     let (p, _) = participant_of(state, socket)?;
@@ -590,6 +595,7 @@ struct UnpublishReq {
     track_id: String,
 }
 
+#[tracing::instrument(name = "unpublish", level = "info", skip_all, fields(sid = %socket.id))]
 async fn unpublish(
     socket: &SocketRef,
     state: &AppState,

@@ -1,9 +1,13 @@
-//! The `studyroom` binary: parse configuration, set up logging, run until SIGINT/SIGTERM.
+//! The `studyroom` binary: parse configuration, set up logging (and OpenTelemetry traces
+//! when an OTLP endpoint is configured), run until SIGINT/SIGTERM, drain, exit.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cfg = match signaling::config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -17,20 +21,53 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // Built outside the async runtime: the OTLP exporter's blocking HTTP client must not be
+    // created or dropped inside it.
+    let traces = match cfg.otlp_endpoint.as_deref().map(otlp_provider).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("studyroom: OTLP exporter: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let filter =
-        EnvFilter::try_from_env("STUDYROOM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if cfg.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
+        || EnvFilter::try_from_env("STUDYROOM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = if cfg.log_json {
+        tracing_subscriber::fmt::layer().json().boxed()
     } else {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        tracing_subscriber::fmt()
-            .with_ansi(ansi)
-            .with_env_filter(filter)
-            .init();
+        tracing_subscriber::fmt::layer().with_ansi(ansi).boxed()
+    };
+    let otel = traces.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("studyroom"))
+            .with_filter(EnvFilter::new("info,signaling=debug"))
+    });
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter()))
+        .with(otel)
+        .init();
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("studyroom: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(serve(cfg));
+    drop(rt);
+    if let Some(p) = traces {
+        // Flush the spans still batched.
+        let _ = p.shutdown();
     }
+    code
+}
+
+async fn serve(cfg: signaling::config::Config) -> std::process::ExitCode {
     // Installed now, not on first poll: a SIGTERM during start-up must drain, not kill.
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(t) => t,
@@ -53,4 +90,23 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// An OTLP/HTTP (protobuf) trace pipeline to `endpoint` (the collector's base URL, as in
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`; `/v1/traces` is appended).
+fn otlp_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("studyroom")
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }
