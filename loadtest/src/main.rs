@@ -262,6 +262,7 @@ fn fanout(
     let grants = Grants {
         publish: true,
         subscribe: true,
+        proctor: false,
     };
     let mut subs = Vec::new();
     for i in 0..subscribers {
@@ -276,6 +277,7 @@ fn fanout(
         Grants {
             publish: true,
             subscribe: false,
+            proctor: false,
         },
         0.0,
     ))?;

@@ -24,6 +24,7 @@ use str0m::{Input, Output};
 const BOTH: Grants = Grants {
     publish: true,
     subscribe: true,
+    proctor: false,
 };
 
 struct Setup {
@@ -39,6 +40,7 @@ fn setup(subscribers: usize) -> Setup {
     let publisher = sim.join(Grants {
         publish: true,
         subscribe: false,
+        proctor: false,
     });
     for _ in 0..subscribers {
         sim.join(BOTH);

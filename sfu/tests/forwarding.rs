@@ -14,6 +14,7 @@ use sfu::{MediaKind, ParticipantId, Source};
 const BOTH: Grants = Grants {
     publish: true,
     subscribe: true,
+    proctor: false,
 };
 
 /// Per (receiver m-line): the publisher counters found in payloads, and the output
@@ -247,6 +248,7 @@ fn subscribers_get_only_what_they_negotiated_and_listeners_publish_nothing() {
     let listener = sim.join(Grants {
         publish: false,
         subscribe: true,
+        proctor: false,
     });
     let err = sim
         .core
@@ -528,4 +530,48 @@ fn a_periodic_beep_is_one_steady_speaker_whatever_its_phase() {
             "offset {offset_ms} ms: one event, a speaking"
         );
     }
+}
+
+#[test]
+fn proctors_get_learners_video_only_and_learners_never_get_proctors() {
+    let mut sim = Sim::new(30);
+    let learner = sim.join(BOTH);
+    let proctor = sim.join(Grants {
+        publish: true,
+        subscribe: true,
+        proctor: true,
+    });
+    let other = sim.join(BOTH);
+    sim.publish(
+        learner,
+        &[
+            (MediaKind::Video, Source::Camera),
+            (MediaKind::Audio, Source::Microphone),
+        ],
+    );
+    // Even a proctor allowed to publish is never offered to learners.
+    sim.publish(proctor, &[(MediaKind::Video, Source::Camera)]);
+    sim.connect_all();
+    let (nv, na) = sim.stream(learner, Some(0), Some(1), Duration::from_secs(1));
+    sim.stream(proctor, Some(0), None, Duration::from_millis(500));
+    sim.run_for(Duration::from_millis(200));
+    let kinds = |i: usize| -> Vec<MediaKind> {
+        sim.clients[i].offer_tracks.iter().map(|t| t.kind).collect()
+    };
+    assert_eq!(
+        kinds(proctor),
+        vec![MediaKind::Video],
+        "proctor: the learner's camera only"
+    );
+    assert_eq!(sim.clients[proctor].received.len(), nv as usize);
+    let learner_id = sim.clients[learner].id;
+    assert!(
+        sim.clients[other]
+            .offer_tracks
+            .iter()
+            .all(|t| t.publisher == learner_id),
+        "a learner is offered nothing of the proctor"
+    );
+    assert_eq!(sim.clients[other].received.len(), (nv + na) as usize);
+    assert!(sim.clients[learner].received.is_empty());
 }

@@ -20,7 +20,7 @@ use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::{DisconnectReason, Socket};
 use tracing::{debug, info, warn};
 
-use crate::auth::{AuthError, unix_now};
+use crate::auth::{AuthError, RoleClaim, unix_now};
 use crate::{AppState, NAMESPACE, Session};
 
 /// A protocol error: `{code, message}`.
@@ -230,6 +230,28 @@ fn register_handlers(socket: &SocketRef) {
             let _ = socket.disconnect();
         },
     );
+    socket.on(
+        "focus",
+        async |socket: SocketRef,
+               State(s): State<AppState>,
+               ack: AckSender,
+               h: HasAck,
+               TryData(d): TryData<Value>| {
+            let r = focus(&socket, &s, d.ok()).await;
+            respond(&socket, "focus", ack, h, r);
+        },
+    );
+    socket.on(
+        "focusHistory",
+        async |socket: SocketRef,
+               State(s): State<AppState>,
+               ack: AckSender,
+               h: HasAck,
+               TryData(d): TryData<Value>| {
+            let r = focus_history(&socket, &s, d.ok());
+            respond(&socket, "focusHistory", ack, h, r);
+        },
+    );
     socket.on_fallback(
         async |socket: SocketRef, Event(ev): Event, ack: AckSender, h: HasAck| {
             let shown: String = ev.chars().take(64).collect();
@@ -272,6 +294,11 @@ fn participant_of(
 
 fn room_key(room: &str) -> String {
     format!("room:{room}")
+}
+
+/// The Socket.IO room of a room's proctors (events about proctors, focus events).
+pub(crate) fn proctors_key(room: &str) -> String {
+    format!("proctors:{room}")
 }
 
 fn now_ms() -> u64 {
@@ -376,9 +403,11 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         }
     }
     let id = ParticipantId(state.0.next_participant.fetch_add(1, Ordering::Relaxed) + 1);
+    let proctor = claims.role == RoleClaim::Proctor;
     let grants = Grants {
         publish: claims.can_publish(),
         subscribe: claims.can_subscribe(),
+        proctor,
     };
     let impair = if state.0.allow_impairment {
         claims.impair_loss.unwrap_or(0.0)
@@ -400,10 +429,17 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     // de-duplicate by id), never neither.
     let key = room_key(&room);
     socket.join(key.clone());
+    if proctor {
+        socket.join(proctors_key(&room));
+    }
     let others = {
         let mut store = state.0.store.lock().expect("store lock");
-        let others = store.participants(&room);
+        let mut others = store.participants(&room);
         store.add_participant(&room, record.clone());
+        // Proctors are invisible to learners.
+        if !proctor {
+            others.retain(|p| p.role != "proctor");
+        }
         others
     };
     let still_connected = {
@@ -419,6 +455,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     if !still_connected {
         // Disconnected while joining: undo.
         socket.leave(room_key(&room));
+        socket.leave(proctors_key(&room));
         let _ = state.0.sfu.leave(id).await;
         state
             .0
@@ -428,13 +465,20 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
             .remove_participant(&room, &id.to_string());
         return Err(ApiError::new("not_joined", "disconnected during join"));
     }
-    let _ = socket.to(key).emit("participantJoined", &record).await;
+    // Only proctors hear about a proctor.
+    let audience = if proctor { proctors_key(&room) } else { key };
+    let _ = socket.to(audience).emit("participantJoined", &record).await;
     info!(participant = %id, room = %room, role = claims.role.as_str(), "participant joined");
-    Ok(json!({
+    let mut ack = json!({
         "participant": record,
         "participants": others,
         "iceServers": ice_servers(state, &claims.sub),
-    }))
+    });
+    if proctor {
+        ack["focusHistory"] =
+            serde_json::to_value(state.0.focus.history(&room, None)).unwrap_or_default();
+    }
+    Ok(ack)
 }
 
 /// After the join ack is on the wire: route subscriber offers to this socket, sending
@@ -633,26 +677,135 @@ pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, rea
     // The leaver is not told about itself.
     if let Some(s) = state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid)) {
         s.leave(room_key(&room));
+        s.leave(proctors_key(&room));
     }
     announce_left(state, p, &room, reason).await;
 }
 
 /// Remove a participant from the store and tell its room.
 pub(crate) async fn announce_left(state: &AppState, p: ParticipantId, room: &str, reason: &str) {
-    state
+    let removed = state
         .0
         .store
         .lock()
         .expect("store lock")
         .remove_participant(room, &p.to_string());
+    state.0.focus.forget(room, &p.to_string());
     info!(participant = %p, room, reason, "participant left");
+    let proctor = removed.is_some_and(|r| r.role == "proctor");
+    let audience = if proctor {
+        proctors_key(room)
+    } else {
+        room_key(room)
+    };
     if let Some(op) = state.io().of(NAMESPACE) {
         let _ = op
-            .to(room_key(room))
+            .to(audience)
             .emit(
                 "participantLeft",
                 &json!({ "id": p.to_string(), "reason": reason }),
             )
             .await;
     }
+}
+
+#[derive(Deserialize)]
+struct FocusReq {
+    state: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    at: Option<f64>,
+}
+
+/// A learner's page lost or regained focus.
+#[tracing::instrument(name = "focus", level = "info", skip_all, fields(sid = %socket.id))]
+async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    let req: FocusReq = parse(d)?;
+    let (p, room) = participant_of(state, socket)?;
+    let claims = session_claims(state, socket)?;
+    if claims.role != RoleClaim::Learner {
+        return Err(ApiError::new("forbidden", "only learners report focus"));
+    }
+    let lost = match req.state.as_str() {
+        "lost" => true,
+        "regained" => false,
+        _ => return Err(ApiError::bad("state must be lost or regained")),
+    };
+    if req.reason.len() > 64
+        || !req
+            .reason
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::bad(
+            "reason: up to 64 characters of [A-Za-z0-9_-]",
+        ));
+    }
+    let client_at = req
+        .at
+        .filter(|t| t.is_finite() && *t >= 0.0 && *t < 1e15)
+        .map(|t| t as u64);
+    let ev = state.0.focus.report(
+        &room,
+        &p.to_string(),
+        &claims.sub,
+        &claims.name,
+        lost,
+        &req.reason,
+        client_at,
+        now_ms(),
+        std::time::Instant::now(),
+    );
+    let ev = match ev {
+        Ok(ev) => ev,
+        Err(crate::focus::Refused::Duplicate) => {
+            return Ok(json!({ "ok": true, "duplicate": true }));
+        }
+        Err(crate::focus::Refused::RateLimited) => {
+            return Err(ApiError::new(
+                "rate_limited",
+                "too many focus events; slow down",
+            ));
+        }
+    };
+    info!(participant = %p, room = %room, state = ev.state, reason = %ev.reason, lost_ms = ?ev.lost_ms, "focus");
+    if let Some(op) = state.io().of(NAMESPACE) {
+        let _ = op.to(proctors_key(&room)).emit("focus", &ev).await;
+    }
+    if state.0.nats_url.is_some() {
+        state.0.focus.enqueue(ev.clone());
+    }
+    Ok(json!({ "ok": true, "event": ev }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FocusHistoryReq {
+    #[serde(default)]
+    participant_id: Option<String>,
+}
+
+/// A proctor asks for the room's focus history.
+fn focus_history(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
+    let req: FocusHistoryReq = parse(d)?;
+    let (_, room) = participant_of(state, socket)?;
+    let claims = session_claims(state, socket)?;
+    if claims.role != RoleClaim::Proctor {
+        return Err(ApiError::new("forbidden", "focus history is for proctors"));
+    }
+    Ok(json!({ "events": state.0.focus.history(&room, req.participant_id.as_deref()) }))
+}
+
+fn session_claims(state: &AppState, socket: &SocketRef) -> Result<crate::auth::Claims, ApiError> {
+    let sessions = state.0.sessions.lock().expect("sessions lock");
+    sessions
+        .by_sid
+        .get(&socket.id)
+        .map(|s| s.claims.clone())
+        .ok_or_else(|| ApiError::new("not_joined", "no session"))
 }

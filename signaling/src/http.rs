@@ -1,6 +1,7 @@
 //! HTTP routes: the demo page (embedded at build time), health, and `--dev` tokens.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/dev/token", get(dev_token))
+        .route("/api/rooms/{room}/focus", get(focus_log))
         .with_state(state)
 }
 
@@ -140,4 +142,46 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<TokenQuery>) -
     };
     Json(json!({ "token": state.0.keys.sign(&claims), "room": room, "identity": identity }))
         .into_response()
+}
+
+#[derive(Deserialize)]
+struct FocusQuery {
+    participant: Option<String>,
+}
+
+/// A participant's focus log for the session (proctors of that room only).
+async fn focus_log(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(q): Query<FocusQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let err = |code: StatusCode, c: &str, m: &str| {
+        (code, Json(json!({"error": {"code": c, "message": m}}))).into_response()
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let claims = match state.0.keys.verify(token) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(code = e.code(), "focus log: token refused");
+            return err(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                "a valid proctor token is required",
+            );
+        }
+    };
+    if claims.role != RoleClaim::Proctor || claims.room != room {
+        return err(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only a proctor of this room may read its focus log",
+        );
+    }
+    let events = state.0.focus.history(&room, q.participant.as_deref());
+    Json(json!({ "room": room, "participant": q.participant, "events": events })).into_response()
 }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+mod focus;
 mod handlers;
 mod health;
 mod http;
@@ -69,6 +70,7 @@ struct Inner {
     /// Set when draining starts: when it must be over, and where clients should go.
     drain: OnceLock<(tokio::time::Instant, Option<String>)>,
     health: Arc<health::Health>,
+    focus: Arc<focus::Focus>,
     redis_url: Option<String>,
     nats_url: Option<String>,
 }
@@ -127,6 +129,7 @@ pub async fn run(
         draining: AtomicBool::new(false),
         drain: OnceLock::new(),
         health: Arc::new(health::Health::default()),
+        focus: Arc::new(focus::Focus::default()),
         redis_url: cfg.redis_url.clone(),
         nats_url: cfg.nats_url.clone(),
     }));
@@ -147,7 +150,8 @@ pub async fn run(
         tokio::spawn(health::watch_redis(url, state.0.health.clone()));
     }
     if let Some(url) = cfg.nats_url.clone() {
-        tokio::spawn(health::watch_nats(url, state.0.health.clone()));
+        tokio::spawn(health::watch_nats(url.clone(), state.0.health.clone()));
+        tokio::spawn(focus::publish_to_nats(url, state.0.focus.clone()));
     }
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics)
         .await

@@ -191,6 +191,29 @@ pub fn render(state: &AppState) -> String {
     let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cum}");
     let _ = writeln!(o, "{name}_sum {}", s.latency_sum_us as f64 / 1e6);
     let _ = writeln!(o, "{name}_count {cum}");
+    let f = &state.0.focus;
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    metric(
+        &mut o,
+        "studyroom_focus_events_total",
+        "counter",
+        "Focus events accepted from learners.",
+        f.accepted.load(relaxed),
+    );
+    metric(
+        &mut o,
+        "studyroom_focus_events_dropped_total",
+        "counter",
+        "Focus events dropped because the NATS queue was full.",
+        f.dropped.load(relaxed),
+    );
+    metric(
+        &mut o,
+        "studyroom_focus_events_pending",
+        "gauge",
+        "Focus events waiting for a JetStream acknowledgement.",
+        f.pending(),
+    );
     metric(
         &mut o,
         "studyroom_turn_allocations",

@@ -23,6 +23,29 @@ async fn to_room(state: &AppState, room: &str, event: &str, data: &Value) {
     }
 }
 
+/// Events about a participant's tracks: a proctor's go to proctors only (invisible to
+/// learners).
+async fn about(state: &AppState, room: &str, participant: &str, event: &str, data: &Value) {
+    let proctor = state
+        .0
+        .store
+        .lock()
+        .expect("store lock")
+        .participants(room)
+        .iter()
+        .any(|p| p.id == participant && p.role == "proctor");
+    if proctor {
+        if let Some(op) = state.io().of(NAMESPACE) {
+            let _ = op
+                .to(crate::handlers::proctors_key(room))
+                .emit(event, data)
+                .await;
+        }
+    } else {
+        to_room(state, room, event, data).await;
+    }
+}
+
 async fn handle(state: &AppState, ev: SfuEvent) {
     match ev {
         SfuEvent::SubscriberOffer {
@@ -64,7 +87,14 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 .expect("store lock")
                 .upsert_track(&room, track_record(&track));
             info!(track = %track.id, participant = %track.participant, source = track.source.as_str(), codec = %track.codec, "track published");
-            to_room(state, &room, "trackPublished", &track_json(&track)).await;
+            about(
+                state,
+                &room,
+                &track.participant.to_string(),
+                "trackPublished",
+                &track_json(&track),
+            )
+            .await;
         }
         SfuEvent::TrackUnpublished {
             room,
@@ -76,9 +106,10 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 &participant.to_string(),
                 &track.to_string(),
             );
-            to_room(
+            about(
                 state,
                 &room,
+                &participant.to_string(),
                 "trackUnpublished",
                 &json!({ "id": track.to_string(), "participantId": participant.to_string() }),
             )
@@ -96,9 +127,10 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 &track.to_string(),
                 muted,
             );
-            to_room(
+            about(
                 state,
                 &room,
+                &participant.to_string(),
                 "trackMuted",
                 &json!({ "id": track.to_string(), "participantId": participant.to_string(), "muted": muted }),
             )

@@ -104,7 +104,8 @@ function assertJoinAck(ack, token, name, role) {
 test('two clients join: ack shape, participantJoined, second join refused', async () => {
   const room = 'join-room';
   const ta = await devToken({ room, name: 'Ada', role: 'learner' });
-  const tb = await devToken({ room, name: 'Bob', role: 'proctor' });
+  // Both learners: a proctor would be invisible to A (see browser-proctor.test.js).
+  const tb = await devToken({ room, name: 'Bob', role: 'learner' });
   assert.equal(ta.room, room);
   const a = h.client(ta.token);
   await connected(a);
@@ -117,7 +118,7 @@ test('two clients join: ack shape, participantJoined, second join refused', asyn
   const b = h.client(tb.token, { transports: undefined });
   await connected(b);
   const ackB = await request(b, 'join', {});
-  assertJoinAck(ackB, tb, 'Bob', 'proctor');
+  assertJoinAck(ackB, tb, 'Bob', 'learner');
   const idB = ackB.participant.id;
   assert.notEqual(idA, idB);
   const seenA = ackB.participants.find((p) => p.id === idA);
@@ -125,7 +126,7 @@ test('two clients join: ack shape, participantJoined, second join refused', asyn
   assertParticipant(seenA, { identity: ta.identity, name: 'Ada', role: 'learner' });
 
   const pushed = await until(() => received(a, 'participantJoined').find((p) => p.id === idB), 'participantJoined(B) at A');
-  assertParticipant(pushed, { identity: tb.identity, name: 'Bob', role: 'proctor' });
+  assertParticipant(pushed, { identity: tb.identity, name: 'Bob', role: 'learner' });
   assert.ok(!received(a, 'participantJoined').some((p) => p.id === idA), 'A was told about its own join');
 
   assertError(await request(a, 'join', {}), 'already_joined', 'second join on the same socket');

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(sdp) = std::str::from_utf8(data) else { return };
     let now = Instant::now();
     let mut core = ShardCore::new(SfuConfig::default(), vec![40000], Arc::new(AtomicU64::new(0)));
-    let g = Grants { publish: true, subscribe: true };
+    let g = Grants { publish: true, subscribe: true, proctor: false };
     core.join(now, ParticipantId(1), "r", g, 0.0).unwrap();
     core.join(now, ParticipantId(2), "r", g, 0.0).unwrap();
     let tracks = [

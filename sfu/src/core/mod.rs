@@ -67,6 +67,19 @@ pub struct Grants {
     pub publish: bool,
     /// May receive others' tracks.
     pub subscribe: bool,
+    /// A proctor: receives learners' cameras and screens (no microphones) and is invisible
+    /// to learners, who never receive its tracks.
+    pub proctor: bool,
+}
+
+/// Whether a subscriber with `sub` grants gets a track of `source` published by someone
+/// whose grants are `publisher`.
+pub fn may_consume(sub: Grants, publisher: Grants, source: Source) -> bool {
+    if sub.proctor {
+        source != Source::Microphone
+    } else {
+        !publisher.proctor
+    }
 }
 
 /// A track the client says it is sending in its offer.
@@ -537,7 +550,16 @@ impl ShardCore {
                 .subscriber = Some(tid);
             let producers = self.rooms[&room].producers.clone();
             for p in producers {
-                self.attach_consumer(p, tid);
+                let allowed = self.producers.get(&p).is_some_and(|pr| {
+                    let owner = self
+                        .participants
+                        .get(&pr.info.participant)
+                        .map(|x| x.grants);
+                    owner.is_some_and(|o| may_consume(grants, o, pr.info.source))
+                });
+                if allowed {
+                    self.attach_consumer(p, tid);
+                }
             }
             self.negotiate(tid);
         }
@@ -687,11 +709,14 @@ impl ShardCore {
             });
             infos.push(info);
             // Every other subscriber in the room gets a consumer.
+            let owner = self.participants[&participant].grants;
             let subs: Vec<TransportId> = self.rooms[&room]
                 .participants
                 .iter()
                 .filter(|p| **p != participant)
-                .filter_map(|p| self.participants.get(p).and_then(|p| p.subscriber))
+                .filter_map(|p| self.participants.get(p))
+                .filter(|p| may_consume(p.grants, owner, source))
+                .filter_map(|p| p.subscriber)
                 .collect();
             for s in subs {
                 self.attach_consumer(id, s);

@@ -1,0 +1,371 @@
+//! Proctoring focus events: a learner's page reports losing or regaining focus; the server
+//! stamps its own time, computes how long focus was lost, drops repeats, rate-limits, keeps
+//! the room's recent history (for late proctors and the HTTP log), and hands each event to
+//! the JetStream publisher when NATS is configured.
+//!
+//! The publisher keeps a bounded queue and publishes strictly in order, awaiting each
+//! JetStream acknowledgement; an event leaves the queue only once acknowledged, so a NATS
+//! restart delays events but loses none (until the bound, where the oldest is dropped and
+//! counted). Each message carries a `Nats-Msg-Id`, so a retry after a lost ack is not
+//! stored twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+/// Events kept per room.
+const HISTORY_PER_ROOM: usize = 1000;
+/// Rooms whose history is kept (the oldest room's history goes first).
+const HISTORY_ROOMS: usize = 1000;
+/// Rate limit: at most this many events per participant per window.
+const RATE_MAX: usize = 20;
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// Events waiting for NATS at most.
+pub const QUEUE_MAX: usize = 10_000;
+
+/// One focus change, as proctors and NATS see it (`docs/events.md`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FocusEvent {
+    /// Schema version.
+    pub v: u32,
+    /// Room.
+    pub room: String,
+    /// Session participant id (`P..`).
+    #[serde(rename = "participantId")]
+    pub participant_id: String,
+    /// Identity (token `sub`).
+    pub participant: String,
+    /// Display name.
+    pub name: String,
+    /// `lost` or `regained`.
+    pub state: &'static str,
+    /// What the browser saw.
+    pub reason: String,
+    /// Server time, ms since the epoch.
+    pub at: u64,
+    /// Client time, ms since the epoch.
+    pub client_at: Option<u64>,
+    /// On `regained`: how long focus was lost (server clock).
+    pub lost_ms: Option<u64>,
+    /// Per-participant sequence number (for NATS de-duplication).
+    #[serde(skip)]
+    pub seq: u64,
+}
+
+/// The JSON published to NATS (the documented subset).
+#[derive(Serialize)]
+struct NatsFocus<'a> {
+    v: u32,
+    room: &'a str,
+    participant: &'a str,
+    name: &'a str,
+    state: &'a str,
+    reason: &'a str,
+    at: u64,
+    client_at: Option<u64>,
+    lost_ms: Option<u64>,
+}
+
+/// Why a focus report was not turned into an event.
+pub enum Refused {
+    /// Same state as the last one.
+    Duplicate,
+    /// Too many events in the window.
+    RateLimited,
+}
+
+#[derive(Default)]
+struct Learner {
+    lost: bool,
+    lost_at_ms: Option<u64>,
+    recent: VecDeque<Instant>,
+    seq: u64,
+}
+
+/// Focus state of the node.
+#[derive(Default)]
+pub struct Focus {
+    inner: Mutex<Inner>,
+    /// Events accepted.
+    pub accepted: AtomicU64,
+    /// Events dropped because the NATS queue was full.
+    pub dropped: AtomicU64,
+    queue: Mutex<VecDeque<FocusEvent>>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    learners: HashMap<(String, String), Learner>,
+    history: HashMap<String, VecDeque<FocusEvent>>,
+    room_order: VecDeque<String>,
+}
+
+impl Focus {
+    /// Record a report from participant `pid` (identity `identity`) of `room`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn report(
+        &self,
+        room: &str,
+        pid: &str,
+        identity: &str,
+        name: &str,
+        lost: bool,
+        reason: &str,
+        client_at: Option<u64>,
+        now_ms: u64,
+        now: Instant,
+    ) -> Result<FocusEvent, Refused> {
+        let mut g = self.inner.lock().expect("focus lock");
+        let l = g
+            .learners
+            .entry((room.to_owned(), pid.to_owned()))
+            .or_default();
+        if l.lost == lost && (lost || l.seq > 0) {
+            return Err(Refused::Duplicate);
+        }
+        if !lost && l.seq == 0 {
+            // "regained" before any "lost": nothing was lost.
+            return Err(Refused::Duplicate);
+        }
+        while l
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RATE_WINDOW)
+        {
+            l.recent.pop_front();
+        }
+        if l.recent.len() >= RATE_MAX {
+            return Err(Refused::RateLimited);
+        }
+        l.recent.push_back(now);
+        l.lost = lost;
+        l.seq += 1;
+        let lost_ms = if lost {
+            l.lost_at_ms = Some(now_ms);
+            None
+        } else {
+            l.lost_at_ms.take().map(|t| now_ms.saturating_sub(t))
+        };
+        let ev = FocusEvent {
+            v: 1,
+            room: room.to_owned(),
+            participant_id: pid.to_owned(),
+            participant: identity.to_owned(),
+            name: name.to_owned(),
+            state: if lost { "lost" } else { "regained" },
+            reason: reason.to_owned(),
+            at: now_ms,
+            client_at,
+            lost_ms,
+            seq: l.seq,
+        };
+        if !g.history.contains_key(room) {
+            g.room_order.push_back(room.to_owned());
+            if g.room_order.len() > HISTORY_ROOMS
+                && let Some(old) = g.room_order.pop_front()
+            {
+                g.history.remove(&old);
+            }
+        }
+        let h = g.history.entry(room.to_owned()).or_default();
+        h.push_back(ev.clone());
+        if h.len() > HISTORY_PER_ROOM {
+            h.pop_front();
+        }
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        Ok(ev)
+    }
+
+    /// A participant left: forget its live state (its history stays).
+    pub fn forget(&self, room: &str, pid: &str) {
+        let mut g = self.inner.lock().expect("focus lock");
+        g.learners.remove(&(room.to_owned(), pid.to_owned()));
+    }
+
+    /// The room's history, oldest first; one participant's (by id or identity) when given.
+    pub fn history(&self, room: &str, who: Option<&str>) -> Vec<FocusEvent> {
+        let g = self.inner.lock().expect("focus lock");
+        g.history
+            .get(room)
+            .map(|h| {
+                h.iter()
+                    .filter(|e| who.is_none_or(|w| e.participant_id == w || e.participant == w))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Queue an event for NATS (only when NATS is configured).
+    pub fn enqueue(&self, ev: FocusEvent) {
+        let mut q = self.queue.lock().expect("queue lock");
+        if q.len() >= QUEUE_MAX {
+            q.pop_front();
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            warn!(
+                dropped_total = n,
+                "focus event queue full: oldest event dropped"
+            );
+        }
+        q.push_back(ev);
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Events waiting for NATS.
+    pub fn pending(&self) -> usize {
+        self.queue.lock().expect("queue lock").len()
+    }
+}
+
+/// Publish queued focus events to JetStream, in order, each acknowledged, forever.
+pub async fn publish_to_nats(url: String, focus: Arc<Focus>) {
+    let client = loop {
+        match async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(url.as_str())
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                warn!("focus publisher: NATS connect: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let js = async_nats::jetstream::new(client);
+    let mut stream_ready = false;
+    loop {
+        if !stream_ready {
+            let cfg = async_nats::jetstream::stream::Config {
+                name: "STUDYROOM_PROCTORING".into(),
+                subjects: vec!["studyroom.proctoring.>".into()],
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            };
+            match tokio::time::timeout(Duration::from_secs(5), js.get_or_create_stream(cfg)).await {
+                Ok(Ok(_)) => {
+                    stream_ready = true;
+                    info!("focus publisher: JetStream stream STUDYROOM_PROCTORING ready");
+                }
+                Ok(Err(e)) => {
+                    warn!("focus publisher: stream: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        let next = focus.queue.lock().expect("queue lock").front().cloned();
+        let Some(ev) = next else {
+            focus.notify.notified().await;
+            continue;
+        };
+        let subject = format!("studyroom.proctoring.{}.focus", ev.room);
+        let body = serde_json::to_vec(&NatsFocus {
+            v: ev.v,
+            room: &ev.room,
+            participant: &ev.participant,
+            name: &ev.name,
+            state: ev.state,
+            reason: &ev.reason,
+            at: ev.at,
+            client_at: ev.client_at,
+            lost_ms: ev.lost_ms,
+        })
+        .unwrap_or_default();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("{}/{}/{}/{}", ev.room, ev.participant_id, ev.at, ev.seq).as_str(),
+        );
+        let acked = async {
+            let ack = js
+                .publish_with_headers(subject, headers, body.into())
+                .await
+                .map_err(|e| e.to_string())?;
+            ack.await.map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), acked).await {
+            Ok(Ok(_)) => {
+                let mut q = focus.queue.lock().expect("queue lock");
+                // Only remove what we published (the front may have been dropped by overflow).
+                if q.front().is_some_and(|f| {
+                    f.seq == ev.seq && f.participant_id == ev.participant_id && f.room == ev.room
+                }) {
+                    q.pop_front();
+                }
+            }
+            Ok(Err(e)) => {
+                warn!("focus publisher: not acknowledged, retrying: {e}");
+                stream_ready = !e.contains("no responders") && !e.contains("stream");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(_) => {
+                warn!("focus publisher: acknowledgement timed out, retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupes_measures_and_rate_limits() {
+        let f = Focus::default();
+        let t0 = Instant::now();
+        let r = |lost: bool, ms: u64, at: Instant| {
+            f.report("r", "P1", "ann", "Ann", lost, "hidden", Some(ms), ms, at)
+        };
+        assert!(
+            matches!(r(false, 1_000, t0), Err(Refused::Duplicate)),
+            "regained before any loss"
+        );
+        let lost = r(true, 1_000, t0).ok().unwrap();
+        assert_eq!((lost.state, lost.lost_ms), ("lost", None));
+        assert!(matches!(r(true, 1_100, t0), Err(Refused::Duplicate)));
+        let back = r(false, 6_230, t0).ok().unwrap();
+        assert_eq!((back.state, back.lost_ms), ("regained", Some(5_230)));
+        // 20 events per 10 s: 2 used, 18 more accepted, then refused.
+        for i in 0..18 {
+            assert!(r(i % 2 == 0, 7_000 + i, t0).is_ok(), "event {i}");
+        }
+        assert!(matches!(r(true, 9_000, t0), Err(Refused::RateLimited)));
+        // After the window, accepted again.
+        assert!(r(true, 20_000, t0 + RATE_WINDOW + Duration::from_secs(1)).is_ok());
+        let h = f.history("r", Some("ann"));
+        assert_eq!(h.len(), 21);
+        assert!(h.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+        assert!(f.history("r", Some("bob")).is_empty());
+        assert!(f.history("other", None).is_empty());
+    }
+
+    #[test]
+    fn queue_is_bounded_and_counts_drops() {
+        let f = Focus::default();
+        let t0 = Instant::now();
+        for i in 0..(QUEUE_MAX as u64 + 5) {
+            let pid = format!("P{i}");
+            let ev = f
+                .report("r", &pid, &pid, "x", true, "blur", None, i, t0)
+                .ok()
+                .unwrap();
+            f.enqueue(ev);
+        }
+        assert_eq!(f.pending(), QUEUE_MAX);
+        assert_eq!(f.dropped.load(Ordering::Relaxed), 5);
+    }
+}
