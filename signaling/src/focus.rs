@@ -226,20 +226,7 @@ impl Focus {
 }
 
 /// Publish queued focus events to JetStream, in order, each acknowledged, forever.
-pub async fn publish_to_nats(url: String, focus: Arc<Focus>) {
-    let client = loop {
-        match async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(url.as_str())
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                warn!("focus publisher: NATS connect: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+pub async fn publish_to_nats(client: async_nats::Client, focus: Arc<Focus>) {
     let js = async_nats::jetstream::new(client);
     let mut stream_ready = false;
     loop {

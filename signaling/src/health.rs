@@ -68,21 +68,25 @@ pub async fn watch_redis(url: String, health: std::sync::Arc<Health>) {
     }
 }
 
-/// Keep a NATS connection and report its state.
-pub async fn watch_nats(url: String, health: std::sync::Arc<Health>) {
-    let client = loop {
+/// Connect to NATS, retrying until it answers (the node serves meanwhile).
+pub async fn connect_nats(url: &str) -> async_nats::Client {
+    loop {
         match async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
-            .connect(url.as_str())
+            .connect(url)
             .await
         {
-            Ok(c) => break c,
+            Ok(c) => return c,
             Err(e) => {
                 warn!("NATS_URL: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    };
+    }
+}
+
+/// Report the state of the (shared) NATS connection.
+pub async fn watch_nats(client: async_nats::Client, health: std::sync::Arc<Health>) {
     loop {
         let up = client.connection_state() == async_nats::connection::State::Connected;
         if health.nats.swap(up, Ordering::Relaxed) != up {

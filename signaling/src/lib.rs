@@ -150,8 +150,13 @@ pub async fn run(
         tokio::spawn(health::watch_redis(url, state.0.health.clone()));
     }
     if let Some(url) = cfg.nats_url.clone() {
-        tokio::spawn(health::watch_nats(url.clone(), state.0.health.clone()));
-        tokio::spawn(focus::publish_to_nats(url, state.0.focus.clone()));
+        // One connection for health and the JetStream publisher.
+        let (health, focus) = (state.0.health.clone(), state.0.focus.clone());
+        tokio::spawn(async move {
+            let client = health::connect_nats(&url).await;
+            tokio::spawn(health::watch_nats(client.clone(), health));
+            focus::publish_to_nats(client, focus).await;
+        });
     }
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics)
         .await
