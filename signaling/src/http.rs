@@ -176,6 +176,7 @@ async fn focus_log(
         }
     };
     if claims.role != RoleClaim::Proctor || claims.room != room {
+        tracing::warn!(identity = %claims.sub, role = claims.role.as_str(), "focus log: forbidden");
         return err(
             StatusCode::FORBIDDEN,
             "forbidden",

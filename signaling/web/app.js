@@ -11,12 +11,27 @@
 // `reconnecting` with "다른 서버로 이동 중 / Moving to another server" until StudyRoom has
 // joined and published on the other node (then `joined` again); `data-server` is the URL of
 // the node the page talks to.
+// Proctors (`role=proctor`: publishes nothing) get a live feed of the learners' focus events
+// (#focus-feed, newest on top, pre-filled from the join ack's history; each entry carries
+// data-participant-id / data-state / data-reason / data-at / data-lost-ms), and a learner's
+// tile is marked while its focus is lost (data-focus="lost", red border, "자리 비움 / Away");
+// data-focus="regained" once it is back. `document.body.dataset.role` is our role.
 
 import { StudyRoom } from './studyroom.js';
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 const ROLE_LABEL = { learner: '학습자 / Learner', proctor: '감독관 / Proctor' };
+const FOCUS_STATE_LABEL = { lost: '이탈 / Left', regained: '복귀 / Back' };
+const FOCUS_REASON_LABEL = {
+  hidden: '탭 숨김 / Tab hidden',
+  visible: '탭 표시 / Tab visible',
+  blur: '창 포커스 잃음 / Window lost focus',
+  focus: '창 포커스 / Window focused',
+  'fullscreen-exit': '전체 화면 종료 / Left fullscreen',
+  'fullscreen-enter': '전체 화면 / Entered fullscreen',
+};
+const FOCUS_FEED_MAX = 500;
 
 function setState(state, message = '', errorCode = '') {
   document.body.dataset.state = state;
@@ -96,10 +111,12 @@ function ensureTile(p) {
       <span class="role"></span>
       <span class="ind mic-off" hidden>마이크 꺼짐 / Mic off</span>
       <span class="ind cam-off" hidden>카메라 꺼짐 / Camera off</span>
+      <span class="ind away" hidden>자리 비움 / Away</span>
     </div>`;
   $('.name', tile).textContent = p.name || p.identity || p.id;
   $('.role', tile).textContent = ROLE_LABEL[p.role] || '';
   $('#tiles').appendChild(tile);
+  applyFocusMark(p.id);
   return tile;
 }
 
@@ -144,6 +161,100 @@ function setLocalIndicator(source, muted) {
   const tile = $('#local-tile');
   if (source === 'microphone') { $('.mic-off', tile).hidden = !muted; tile.dataset.micMuted = String(muted); }
   if (source === 'camera') { $('.cam-off', tile).hidden = !muted; tile.dataset.camMuted = String(muted); }
+}
+
+// ---- proctoring: focus feed and tile marks ------------------------------------------------
+
+// The proctor's focus log beside the tiles (built here, so index.html stays the same for
+// every role). The feed is a polite live region: new entries are read out as they come.
+function showProctorPanel() {
+  if ($('#proctor-panel')) return;
+  const panel = document.createElement('section');
+  panel.id = 'proctor-panel';
+  panel.setAttribute('aria-labelledby', 'proctor-title');
+  panel.innerHTML = `
+    <h2 id="proctor-title">집중 기록 <span lang="en">/ Focus log</span></h2>
+    <p id="focus-empty">아직 기록이 없습니다. / Nothing yet.</p>
+    <ol id="focus-feed" aria-live="polite" aria-relevant="additions"
+        aria-label="학습자 집중 이벤트, 최신순 / Learners' focus events, newest first"></ol>`;
+  $('#tiles').after(panel);
+}
+
+// participantId -> the newest FocusEvent seen for it (pushes and history may interleave).
+const latestFocus = new Map();
+const feedKeys = new Set();
+
+function applyFocusMark(participantId) {
+  const tile = tileFor(participantId);
+  const ev = latestFocus.get(participantId);
+  if (!tile || !ev) return;
+  const lost = ev.state === 'lost';
+  tile.dataset.focus = lost ? 'lost' : 'regained';
+  $('.away', tile).hidden = !lost;
+}
+
+function clock(ms) {
+  const d = new Date(ms);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+}
+
+function duration(ms) {
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)}초 / ${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  const rest = Math.round(s - m * 60);
+  return `${m}분 ${rest}초 / ${m} min ${rest} s`;
+}
+
+function feedEntry(ev) {
+  const li = document.createElement('li');
+  li.className = `focus-entry ${ev.state}`;
+  li.dataset.participantId = ev.participantId;
+  li.dataset.identity = ev.participant || '';
+  li.dataset.state = ev.state;
+  li.dataset.reason = ev.reason;
+  li.dataset.at = String(ev.at);
+  if (typeof ev.lost_ms === 'number') li.dataset.lostMs = String(ev.lost_ms);
+  const time = document.createElement('time');
+  time.dateTime = new Date(ev.at).toISOString();
+  time.textContent = clock(ev.at);
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = ev.name || ev.participant || ev.participantId;
+  const state = document.createElement('span');
+  state.className = 'state';
+  state.textContent = FOCUS_STATE_LABEL[ev.state] || ev.state;
+  const reason = document.createElement('span');
+  reason.className = 'reason';
+  reason.textContent = FOCUS_REASON_LABEL[ev.reason] || ev.reason;
+  li.append(time, ' ', who, ' ', state, ' ', reason);
+  if (ev.state === 'regained' && typeof ev.lost_ms === 'number') {
+    const away = document.createElement('span');
+    away.className = 'lost-for';
+    away.textContent = `(자리 비운 시간 / away ${duration(ev.lost_ms)})`;
+    li.append(' ', away);
+  }
+  return li;
+}
+
+// Adds one FocusEvent to the feed (newest on top, each event once) and to the tile marks.
+function showFocusEvent(ev) {
+  if (!ev || typeof ev.participantId !== 'string' || typeof ev.at !== 'number') return;
+  showProctorPanel();
+  const key = `${ev.participantId}|${ev.at}|${ev.state}|${ev.reason}`;
+  if (feedKeys.has(key)) return;
+  feedKeys.add(key);
+  const feed = $('#focus-feed');
+  const li = feedEntry(ev);
+  const after = [...feed.children].find((x) => Number(x.dataset.at) <= ev.at);
+  feed.insertBefore(li, after || null);
+  while (feed.children.length > FOCUS_FEED_MAX) feed.lastElementChild.remove();
+  $('#focus-empty').hidden = true;
+  const prev = latestFocus.get(ev.participantId);
+  if (!prev || prev.at <= ev.at) {
+    latestFocus.set(ev.participantId, ev);
+    applyFocusMark(ev.participantId);
+  }
 }
 
 // ---- controls ----------------------------------------------------------------------------
@@ -219,6 +330,8 @@ function wireRoom(room) {
     $('#btn-screen').setAttribute('aria-pressed', 'false');
   });
   room.on('localMuted', setLocalIndicator);
+  room.on('focus', showFocusEvent);
+  room.on('focusHistory', (events) => { for (const ev of events) showFocusEvent(ev); });
   room.on('error', (e) => { $('#status').textContent = `오류 / Error: ${e.code} ${e.message || ''}`; });
   room.on('reconnecting', () => {
     setState('reconnecting', '다른 서버로 이동 중… / Moving to another server…');
@@ -254,6 +367,9 @@ async function start(query) {
     const token = await fetchToken(query);
     const claims = tokenClaims(token);
     const canPublish = claims.publish !== undefined ? !!claims.publish : claims.role !== 'proctor';
+    const proctor = claims.role === 'proctor';
+    document.body.dataset.role = proctor ? 'proctor' : 'learner';
+    if (proctor) showProctorPanel();
     $('#local-name').textContent = `${query.get('name')} (나 / me)`;
     wireControls(room, canPublish);
     await room.connect(token);
@@ -262,7 +378,8 @@ async function start(query) {
     $('#room-view').hidden = false;
     $('#local-tile').hidden = !canPublish;
     if (canPublish) await room.publish({ camera: true, microphone: true });
-    setState('joined', canPublish ? '입장했습니다 / Joined' : '청취자로 입장했습니다 / Joined as a listener');
+    if (proctor) setState('joined', '감독관으로 입장했습니다 / Joined as a proctor');
+    else setState('joined', canPublish ? '입장했습니다 / Joined' : '청취자로 입장했습니다 / Joined as a listener');
   } catch (e) {
     setState('error', `입장 실패 / Could not join: ${e.message}`, e.code || 'client');
   }

@@ -32,6 +32,18 @@
 //   reconnecting({reason, url, deadlineMs, attempt}) when a move to another node starts (the
 //   old node's participants are first announced gone with participantLeft reason
 //   'reconnecting'), migrated({url, participant}) when joined and published there again.
+// Proctoring (docs/protocol.md, "Proctors"): a page joined as a *learner* reports its focus
+//   changes with `focus` {state, reason, at}: the tab hidden -> 'lost' 'hidden', shown again
+//   -> 'regained' 'visible'; the window blurred -> 'lost' 'blur', focused -> 'regained'
+//   'focus'; leaving fullscreen -> 'lost' 'fullscreen-exit', entering it -> 'regained'
+//   'fullscreen-enter'. A tab switch blurs and hides, a return shows and focuses (in either
+//   order, a few ms apart): within FOCUS_SETTLE_MS they are one change, reported as
+//   'hidden' / 'visible'; a blur undone at once reports nothing. 'regained' needs the page
+//   visible and focused, and the same state is never sent twice in a row (the server
+//   dedupes too). Each acknowledged report is emitted as focusReported({state, reason, at, ack}).
+//   A *proctor* gets focus(FocusEvent) for every learner's change, focusHistory([FocusEvent])
+//   from its join ack (the room's recent history, oldest first), and can ask
+//   room.focusHistory(participantId?) -> [FocusEvent].
 // Every failed request rejects with a StudyRoomError carrying the server's error `code`.
 
 import { sioConnect } from './sio.js';
@@ -46,6 +58,8 @@ const RETRY_BASE_MS = 250;
 const RETRY_JITTER_MS = 250;
 // Handshake refusals that another attempt cannot fix.
 const FATAL_CONNECT_CODES = new Set(['missing_token', 'invalid_token', 'token_expired']);
+// Focus and visibility changes this close together are one change (see the header).
+const FOCUS_SETTLE_MS = 150;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const retryDelay = (attempt) => RETRY_BASE_MS * attempt + Math.floor(Math.random() * RETRY_JITTER_MS);
@@ -119,6 +133,8 @@ export class StudyRoom {
     this._ready = { publisher: false, subscriber: false };
     this._joined = new Promise((resolve) => { this._resolveJoined = resolve; });
     this._migrating = null; // the move to another node in progress, if any
+    this._focusWatch = null; // learners: AbortController of the page focus listeners
+    this._focusSent = 'regained'; // the last focus state sent (a new participant starts focused)
   }
 
   on(event, fn) {
@@ -195,6 +211,7 @@ export class StudyRoom {
     on('activeSpeakers', (m) => this._emit('activeSpeakers', (m && m.speakers) || []));
     on('offer', (o) => this._onOffer(o));
     on('reconnect', (m) => this._onReconnect(m));
+    on('focus', (ev) => { if (ev && typeof ev === 'object') this._emit('focus', ev); });
     on('error', (e) => this._emit('error', { where: 'server', ...(e || {}) }));
     on('disconnect', (reason) => {
       // During a move the migration itself reports failure.
@@ -272,6 +289,8 @@ export class StudyRoom {
     this.state = 'joined';
     this._resolveJoined();
     for (const p of this.participants.values()) this._emit('participantJoined', p);
+    if (Array.isArray(res.focusHistory)) this._emit('focusHistory', res.focusHistory);
+    if (this.participant.role === 'learner') this._startFocusReports();
   }
 
   // The node is draining (`reconnect` push). Joined: move now. Not joined yet: the join in
@@ -485,6 +504,87 @@ export class StudyRoom {
     if (lt.trackId && this.state === 'joined') await this._request('unpublish', { trackId: lt.trackId });
   }
 
+  /**
+   * Proctors: the room's recent focus events (oldest first), or one participant's.
+   * Learners are refused with `forbidden`.
+   */
+  async focusHistory(participantId) {
+    if (participantId !== undefined && typeof participantId !== 'string') {
+      throw new StudyRoomError('bad_request', 'participantId must be a string');
+    }
+    const res = await this._request('focusHistory', participantId === undefined ? {} : { participantId });
+    return Array.isArray(res && res.events) ? res.events : [];
+  }
+
+  // ---- learners: focus reports ----------------------------------------------------------
+
+  // Listens to the page's visibility, window focus and fullscreen changes (once per page) and
+  // tells the node we just joined where we stand: a new participant counts as focused there.
+  _startFocusReports() {
+    const doc = globalThis.document;
+    if (!doc) return;
+    this._focusSent = 'regained';
+    if (!this._focusWatch) {
+      const watch = new AbortController();
+      this._focusWatch = watch;
+      const opts = { signal: watch.signal };
+      let blurTimer = null;
+      let shownAt = -Infinity; // when the tab last became visible (performance.now())
+      let hadFullscreen = !!doc.fullscreenElement;
+      doc.addEventListener('visibilitychange', () => {
+        if (doc.visibilityState === 'hidden') {
+          this._reportFocus('lost', 'hidden');
+        } else {
+          shownAt = performance.now();
+          this._reportFocus('regained', 'visible'); // unless the window has no focus yet
+        }
+      }, opts);
+      globalThis.addEventListener('blur', () => {
+        clearTimeout(blurTimer);
+        blurTimer = setTimeout(() => {
+          if (doc.visibilityState === 'visible' && !doc.hasFocus()) this._reportFocus('lost', 'blur');
+        }, FOCUS_SETTLE_MS);
+      }, opts);
+      globalThis.addEventListener('focus', () => {
+        clearTimeout(blurTimer);
+        this._reportFocus('regained', performance.now() - shownAt < FOCUS_SETTLE_MS ? 'visible' : 'focus');
+      }, opts);
+      doc.addEventListener('fullscreenchange', () => {
+        if (doc.fullscreenElement) {
+          hadFullscreen = true;
+          this._reportFocus('regained', 'fullscreen-enter');
+        } else if (hadFullscreen) {
+          hadFullscreen = false;
+          this._reportFocus('lost', 'fullscreen-exit');
+        }
+      }, opts);
+      watch.signal.addEventListener('abort', () => clearTimeout(blurTimer));
+    }
+    if (doc.visibilityState === 'hidden') this._reportFocus('lost', 'hidden');
+    else if (!doc.hasFocus()) this._reportFocus('lost', 'blur');
+  }
+
+  // Sends one focus change (never the same state twice in a row). 'regained' only counts
+  // when the page is visible and focused: a window focused while its tab is still hidden,
+  // or a tab shown in an unfocused window, has not got the learner back.
+  _reportFocus(state, reason) {
+    if (this.state !== 'joined' || !this.participant || this.participant.role !== 'learner') return;
+    const doc = globalThis.document;
+    if (state === 'regained' && (doc.visibilityState !== 'visible' || !doc.hasFocus())) return;
+    if (state === this._focusSent) return;
+    this._focusSent = state;
+    const at = Date.now();
+    const epoch = this._epoch;
+    this._request('focus', { state, reason, at }).then((ack) => {
+      this._emit('focusReported', { state, reason, at, ack });
+    }, (e) => {
+      if (epoch !== this._epoch) return; // that node is gone; the next join starts afresh
+      // The server's view is unknown now: let the next change through whatever it is.
+      if (this._focusSent === state) this._focusSent = null;
+      this._fail('focus', e);
+    });
+  }
+
   /** Leaves the room: tells the server, then closes everything. */
   async leave() {
     if (this.state === 'left') return;
@@ -499,6 +599,8 @@ export class StudyRoom {
   _close() {
     this.state = 'left';
     this._redirect = null;
+    if (this._focusWatch) this._focusWatch.abort();
+    this._focusWatch = null;
     for (const lt of this.localTracks.values()) lt.track.stop();
     this.localTracks.clear();
     for (const pc of [this.publisherPc, this.subscriberPc]) if (pc) pc.close();

@@ -32,24 +32,34 @@ function collectPeerConnections() {
   window.RTCPeerConnection = CollectedRTCPeerConnection;
 }
 
+/**
+ * Readies a browser context for participant pages: collects their peer connections and,
+ * with E2E_CLIENT_FROM_TREE=1, serves the client files from the tree. Once per context.
+ */
+export async function prepareContext(context, baseUrl) {
+  if (clientFromTree()) await serveClientFromTree(context, baseUrl);
+  await context.addInitScript(collectPeerConnections);
+}
+
 export async function launchBrowser() {
   return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_FLAGS });
 }
 
 /**
- * Opens `/?room=..&name=..` in a fresh browser context and waits until the page says
- * joined (body[data-state=joined]). Returns a participant handle.
+ * Opens `/?room=..&name=..` in a fresh browser context (or as a new page of `context`, one
+ * readied with prepareContext) and waits until the page says joined (body[data-state=joined]).
+ * Returns a participant handle; its close() closes what it opened.
  * @param {import('playwright-core').Browser} browser
  * @param {string} baseUrl  e.g. http://127.0.0.1:5002
  * `query` adds page parameters (e.g. {codec: 'VP9'}). With E2E_CLIENT_FROM_TREE=1 the page's
  * files come from signaling/web instead of the binary (see tree-client.js).
  * @param {{room: string, name: string, role?: string, publish?: boolean, loss?: number,
- *   query?: Record<string, string>, joinTimeoutMs?: number}} opts
+ *   query?: Record<string, string>, joinTimeoutMs?: number,
+ *   context?: import('playwright-core').BrowserContext}} opts
  */
-export async function openParticipant(browser, baseUrl, { room, name, role, publish, loss, query = {}, joinTimeoutMs = 20000 }) {
-  const context = await browser.newContext();
-  if (clientFromTree()) await serveClientFromTree(context, baseUrl);
-  await context.addInitScript(collectPeerConnections);
+export async function openParticipant(browser, baseUrl, { room, name, role, publish, loss, query = {}, joinTimeoutMs = 20000, context: shared = null }) {
+  const context = shared || await browser.newContext();
+  if (!shared) await prepareContext(context, baseUrl);
   const page = await context.newPage();
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(`[${name} console.${m.type()}] ${m.text()}`));
@@ -82,6 +92,6 @@ export async function openParticipant(browser, baseUrl, { room, name, role, publ
   const id = await page.evaluate(() => window.studyroom.participant.id);
   return {
     name, id, page, context, consoleLines,
-    async close() { await context.close().catch(() => {}); },
+    async close() { await (shared ? page.close() : context.close()).catch(() => {}); },
   };
 }
