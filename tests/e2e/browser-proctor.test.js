@@ -5,7 +5,12 @@
 // refused the proctor-only requests (Socket.IO `focusHistory` and the HTTP focus log).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import os from 'node:os';
+import path from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect } from 'nats';
 import { startHarness } from './lib/harness.js';
+import { startNats } from './lib/server.js';
 import { launchVisibilityBrowser } from './lib/visibility.js';
 import { devToken, joinClient, ok, request } from './lib/sio-client.js';
 import { inboundStats, outboundStats, roomEvents, waitFor, waitForMediaFrom, waitForVideoFrom } from './lib/stats.js';
@@ -116,8 +121,13 @@ test('a proctor decodes every learner camera, gets no microphone, and learners n
   });
 });
 
-test('a learner tab going hidden and visible shows as lost, then back, at the proctor', { timeout: 180000 }, async (t) => {
-  const h = await startHarness(t);
+test('a learner tab going hidden and visible shows as lost, then back, at the proctor and on JetStream', { timeout: 180000 }, async (t) => {
+  // A real nats-server with JetStream: the same two events must land on the documented
+  // subject, read back by a real NATS client.
+  const natsDir = await mkdtemp(path.join(os.tmpdir(), 'studyroom-proctor-nats-'));
+  const nats = await startNats({ port: 14223, storeDir: natsDir });
+  t.after(async () => { await nats.stop(); await rm(natsDir, { recursive: true, force: true }); });
+  const h = await startHarness(t, { serverArgs: ['--nats-url', nats.url] });
   const vis = await launchVisibilityBrowser(h.server.baseUrl);
   t.after(() => vis.close());
   await h.run(async () => {
@@ -166,6 +176,30 @@ test('a learner tab going hidden and visible shows as lost, then back, at the pr
 
     // The proctor can ask for the history too.
     assert.deepEqual(await p.page.evaluate((id) => window.studyroom.focusHistory(id), a.id), pushed);
+
+    // And JetStream has both, in order, on studyroom.proctoring.<room>.focus.
+    const nc = await connect({ servers: nats.url, reconnect: false });
+    try {
+      const jsm = await nc.jetstreamManager();
+      let msgs = [];
+      await waitFor(async () => {
+        const info = await jsm.streams.info('STUDYROOM_PROCTORING').catch(() => null);
+        if (!info || info.state.messages < 2) return false;
+        msgs = [];
+        for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+          const m = await jsm.streams.getMessage('STUDYROOM_PROCTORING', { seq });
+          msgs.push({ subject: m.subject, payload: m.json() });
+        }
+        return true;
+      }, { what: 'two focus events in the JetStream stream', timeoutMs: 15000 });
+      assert.deepEqual(msgs.map((m) => m.subject), [`studyroom.proctoring.${room}.focus`, `studyroom.proctoring.${room}.focus`]);
+      assert.deepEqual(msgs.map((m) => [m.payload.participant, m.payload.name, m.payload.state, m.payload.reason, m.payload.lost_ms]),
+        [[identity, 'Ahn', 'lost', 'hidden', null], [identity, 'Ahn', 'regained', 'visible', back.lost_ms]]);
+      assert.deepEqual(msgs.map((m) => m.payload.at), [lost.at, back.at]);
+      assert.ok(msgs.every((m) => m.payload.v === 1 && m.payload.room === room));
+    } finally {
+      await nc.close();
+    }
   });
 });
 
