@@ -18,7 +18,7 @@ echo "== cargo test"
 cargo test --workspace
 
 echo "== build the server for end-to-end tests"
-cargo build --release -p studyroom-signaling --bin studyroom -p studyroom-loadtest
+cargo build --release -p studyroom-signaling -p studyroom-loadtest
 export STUDYROOM_BIN=$CARGO_TARGET_DIR/release/studyroom
 
 echo "== end-to-end: socket.io-client and headless Chromium (loopback-only netns)"
