@@ -149,6 +149,24 @@ async fn authenticate(
 /// an event sent the moment the client is connected could arrive before handlers
 /// registered there exist and would be dropped silently.
 fn register_handlers(socket: &SocketRef) {
+    /// A request event whose handler is `async fn(&SocketRef, &AppState, Option<Value>)
+    /// -> Result<Value, ApiError>`, answered through `respond`.
+    macro_rules! request {
+        ($socket:expr, $event:literal, $handler:ident) => {
+            $socket.on(
+                $event,
+                async |socket: SocketRef,
+                       State(s): State<AppState>,
+                       ack: AckSender,
+                       h: HasAck,
+                       TryData(d): TryData<Value>| {
+                    let r = $handler(&socket, &s, d.ok()).await;
+                    respond(&socket, $event, ack, h, r);
+                },
+            )
+        };
+    }
+
     socket.on(
         "join",
         async |socket: SocketRef,
@@ -164,61 +182,11 @@ fn register_handlers(socket: &SocketRef) {
             }
         },
     );
-    socket.on(
-        "publish",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            let r = publish(&socket, &s, d.ok()).await;
-            respond(&socket, "publish", ack, h, r);
-        },
-    );
-    socket.on(
-        "answer",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            let r = answer(&socket, &s, d.ok()).await;
-            respond(&socket, "answer", ack, h, r);
-        },
-    );
-    socket.on(
-        "ice",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            let r = ice(&socket, &s, d.ok()).await;
-            respond(&socket, "ice", ack, h, r);
-        },
-    );
-    socket.on(
-        "mute",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            let r = mute(&socket, &s, d.ok()).await;
-            respond(&socket, "mute", ack, h, r);
-        },
-    );
-    socket.on(
-        "unpublish",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            let r = unpublish(&socket, &s, d.ok()).await;
-            respond(&socket, "unpublish", ack, h, r);
-        },
-    );
+    request!(socket, "publish", publish);
+    request!(socket, "answer", answer);
+    request!(socket, "ice", ice);
+    request!(socket, "mute", mute);
+    request!(socket, "unpublish", unpublish);
     socket.on(
         "leave",
         async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck| {
@@ -230,17 +198,7 @@ fn register_handlers(socket: &SocketRef) {
             let _ = socket.disconnect();
         },
     );
-    socket.on(
-        "focus",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            let r = focus(&socket, &s, d.ok()).await;
-            respond(&socket, "focus", ack, h, r);
-        },
-    );
+    request!(socket, "focus", focus);
     socket.on(
         "focusHistory",
         async |socket: SocketRef,

@@ -209,17 +209,22 @@ impl Sim {
             .core
             .publish(now, id, &offer.to_sdp_string(), &reqs)
             .expect("publish");
-        let c = &mut self.clients[idx];
-        let rtc = c.pub_rtc.as_mut().expect("pub rtc");
+        self.accept_publish_answer(idx, pending, &answer.sdp);
+        self.pump_events();
+        answer.tracks
+    }
+
+    /// Apply the core's answer on the client's publisher PC.
+    fn accept_publish_answer(&mut self, idx: usize, pending: SdpPendingOffer, sdp: &str) {
+        let now = self.now;
+        let rtc = self.clients[idx].pub_rtc.as_mut().expect("pub rtc");
         rtc.sdp_api()
             .accept_answer(
                 pending,
-                SdpAnswer::from_sdp_string(&answer.sdp).expect("answer parses"),
+                SdpAnswer::from_sdp_string(sdp).expect("answer parses"),
             )
             .expect("accept answer");
         rtc.handle_input(Input::Timeout(now)).expect("timeout");
-        self.pump_events();
-        answer.tracks
     }
 
     /// Publish with an explicit track list for the whole current offer (re-publish).
@@ -249,14 +254,7 @@ impl Sim {
         let id = c.id;
         let r = self.core.publish(now, id, &offer.to_sdp_string(), &reqs);
         if let Ok(a) = &r {
-            let rtc = self.clients[idx].pub_rtc.as_mut().expect("pub rtc");
-            rtc.sdp_api()
-                .accept_answer(
-                    pending,
-                    SdpAnswer::from_sdp_string(&a.sdp).expect("answer parses"),
-                )
-                .expect("accept answer");
-            rtc.handle_input(Input::Timeout(now)).expect("timeout");
+            self.accept_publish_answer(idx, pending, &a.sdp);
         }
         self.pump_events();
         r
