@@ -355,7 +355,13 @@ async fn memory_store_contract() {
 
 #[test]
 fn memory_store_reports_changed_rooms() {
-    let mut m = MemoryStore::new();
+    let mut lone = MemoryStore::new();
+    lone.add_participant("a", p("P1", "x", "n"));
+    assert!(
+        lone.take_changed_rooms().is_empty(),
+        "not tracked by default"
+    );
+    let mut m = MemoryStore::with_change_tracking();
     m.add_participant("a", p("P1", "x", "n"));
     m.add_participant("b", p("P2", "y", "n"));
     assert_eq!(m.take_changed_rooms(), ["a", "b"]);

@@ -19,14 +19,30 @@ pub struct MemoryStore {
     hosts: HashMap<String, String>,
     /// Node id -> (record, alive until ms).
     nodes: HashMap<String, (NodeRecord, u64)>,
-    /// Rooms whose participants or tracks changed since the last `take_changed_rooms`.
+    /// Rooms whose participants or tracks changed since the last `take_changed_rooms`
+    /// (recorded only when tracking is on, so a lone node collects nothing).
     changed: HashSet<String>,
+    track_changes: bool,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that records which rooms change, for [`MemoryStore::take_changed_rooms`].
+    pub fn with_change_tracking() -> Self {
+        MemoryStore {
+            track_changes: true,
+            ..Self::default()
+        }
+    }
+
+    fn mark(&mut self, room: &str) {
+        if self.track_changes {
+            self.changed.insert(room.to_owned());
+        }
     }
 
     fn get_mut(&mut self, room: &str, id: &str) -> Option<&mut ParticipantRecord> {
@@ -56,7 +72,7 @@ impl MemoryStore {
             .entry(room.to_owned())
             .or_default()
             .insert(self.seq, p);
-        self.changed.insert(room.to_owned());
+        self.mark(room);
     }
 
     /// Remove a participant; returns it if it was there. An empty room is removed.
@@ -67,7 +83,7 @@ impl MemoryStore {
         if r.is_empty() {
             self.rooms.remove(room);
         }
-        self.changed.insert(room.to_owned());
+        self.mark(room);
         if let Some(p) = p.as_mut() {
             sort_tracks(&mut p.tracks);
         }
@@ -102,7 +118,7 @@ impl MemoryStore {
         if let Some(p) = self.get_mut(room, &track.participant_id.clone()) {
             p.tracks.retain(|t| t.id != track.id);
             p.tracks.push(track);
-            self.changed.insert(room.to_owned());
+            self.mark(room);
         }
     }
 
@@ -110,7 +126,7 @@ impl MemoryStore {
     pub fn remove_track(&mut self, room: &str, participant_id: &str, track_id: &str) {
         if let Some(p) = self.get_mut(room, participant_id) {
             p.tracks.retain(|t| t.id != track_id);
-            self.changed.insert(room.to_owned());
+            self.mark(room);
         }
     }
 
@@ -120,7 +136,7 @@ impl MemoryStore {
             for t in p.tracks.iter_mut().filter(|t| t.id == track_id) {
                 t.muted = muted;
             }
-            self.changed.insert(room.to_owned());
+            self.mark(room);
         }
     }
 

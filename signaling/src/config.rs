@@ -92,9 +92,32 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_DRAIN_REDIRECT_URL")]
     pub drain_redirect_url: Option<String>,
 
-    /// Redis URL (shared room state; today: health only).
+    /// Redis URL: several nodes sharing it form one deployment (shared room state, node
+    /// registry, rooms placed on nodes). Without it the node stands alone.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// With Redis: seconds to wait for Redis at startup before giving up (0: fail at once).
+    #[arg(long, env = "STUDYROOM_REDIS_WAIT_SECS", default_value_t = 0)]
+    pub redis_wait_secs: u64,
+
+    /// With Redis: this node's id in the registry (default: random, new per process).
+    #[arg(long, env = "STUDYROOM_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// With Redis: the signaling URL other nodes send clients to (default:
+    /// `http://<node-ip>:<http port>`).
+    #[arg(long, env = "STUDYROOM_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// With Redis: heartbeat period in milliseconds.
+    #[arg(long, env = "STUDYROOM_HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+
+    /// With Redis: a node whose last heartbeat is older than this (ms) is dead; its rooms
+    /// move and its records are cleaned up.
+    #[arg(long, env = "STUDYROOM_NODE_TTL_MS", default_value_t = 3000)]
+    pub node_ttl_ms: u64,
 
     /// NATS URL (platform events; today: health only).
     #[arg(long, env = "NATS_URL")]

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use room_state::{ParticipantRecord, RoomStore, TrackRecord};
+use room_state::{ParticipantRecord, TrackRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sfu::core::MAX_SDP_BYTES;
@@ -28,6 +28,8 @@ use crate::{AppState, NAMESPACE, Session};
 pub struct ApiError {
     code: &'static str,
     message: String,
+    /// Where to go instead (`moved`).
+    url: Option<String>,
 }
 
 impl ApiError {
@@ -35,13 +37,18 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            url: None,
         }
     }
     fn bad(message: impl Into<String>) -> Self {
         Self::new("bad_request", message)
     }
     fn json(&self) -> Value {
-        json!({ "error": { "code": self.code, "message": self.message } })
+        let mut e = json!({ "code": self.code, "message": self.message });
+        if let Some(url) = &self.url {
+            e["url"] = json!(url);
+        }
+        json!({ "error": e })
     }
 }
 
@@ -83,7 +90,7 @@ fn respond(
             if has_ack.0 {
                 let _ = ack.send(&e.json());
             } else {
-                let _ = socket.emit("error", &json!({ "code": e.code, "message": e.message }));
+                let _ = socket.emit("error", &e.json()["error"]);
             }
         }
     }
@@ -332,6 +339,19 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         ));
     }
     let room = claims.room.clone();
+    // Several nodes: the room lives on one of them; elsewhere the client is sent there.
+    if let Some(cluster) = state.0.cluster.clone()
+        && let crate::cluster::Placement::Moved(url) = cluster.place(state, &room).await
+    {
+        info!(room = %room, %url, "room hosted by another node: client sent there");
+        return Err(ApiError {
+            url: Some(url),
+            ..ApiError::new(
+                "moved",
+                "this room is hosted by another node; connect to `url`",
+            )
+        });
+    }
     // The same identity joining again replaces its older session.
     let old = state
         .0
@@ -378,7 +398,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         identity: claims.sub.clone(),
         name: claims.name.clone(),
         role: claims.role.as_str().into(),
-        node: "local".into(),
+        node: state.node_id().into(),
         joined_at: now_ms(),
         tracks: vec![],
     };
@@ -432,6 +452,9 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         "participants": others,
         "iceServers": ice_servers(state, &claims.sub),
     });
+    if let Some(c) = &state.0.cluster {
+        ack["nodes"] = json!(c.live_urls());
+    }
     if proctor {
         ack["focusHistory"] =
             serde_json::to_value(state.0.focus.history(&room, None)).unwrap_or_default();

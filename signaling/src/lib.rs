@@ -7,6 +7,7 @@
 //! [`pump`]. The wire contract is `docs/protocol.md`.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod focus;
 mod handlers;
@@ -73,6 +74,10 @@ struct Inner {
     focus: Arc<focus::Focus>,
     redis_url: Option<String>,
     nats_url: Option<String>,
+    /// This node's id (`local` when it stands alone).
+    node_id: String,
+    /// Membership in a multi-node deployment (with `REDIS_URL`).
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl AppState {
@@ -90,6 +95,43 @@ impl AppState {
         )
     }
 
+    /// This node's id in the deployment (`local` without Redis). Participant records carry
+    /// it (`ParticipantRecord::node`).
+    pub fn node_id(&self) -> &str {
+        &self.0.node_id
+    }
+
+    /// The multi-node membership, when `REDIS_URL` is set: the shared store
+    /// (`cluster.store()`: rooms, participants, hosts, nodes of the whole deployment), the
+    /// live nodes and this node's URL.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.0.cluster.as_ref()
+    }
+
+    /// Whether `room` has participants on this node (then its media and sessions are here:
+    /// act on it through this node's SFU handle and sessions).
+    pub fn hosts_locally(&self, room: &str) -> bool {
+        !self
+            .0
+            .store
+            .lock()
+            .expect("store lock")
+            .participants(room)
+            .is_empty()
+    }
+
+    /// The node hosting `room`: this node when it has the room's participants, else the
+    /// host recorded in Redis (`None`: nobody hosts it, or Redis is unreachable).
+    pub async fn host_of(&self, room: &str) -> Option<String> {
+        if self.hosts_locally(room) {
+            return Some(self.0.node_id.clone());
+        }
+        match &self.0.cluster {
+            Some(c) => c.host_of(room).await,
+            None => None,
+        }
+    }
+
     fn io(&self) -> &SocketIo {
         // Invariant: set in `run` before any handler or the pump can run.
         self.0.io.get().expect("SocketIo initialised")
@@ -102,6 +144,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let secret = cfg.secret().map_err(anyhow::Error::msg)?;
+    // Before anything listens: a configured Redis that cannot be reached stops the start
+    // (or is waited for, --redis-wait-secs).
+    let cluster = match cfg.redis_url.as_deref() {
+        Some(url) => Some(cluster::Cluster::connect(&cfg, url).await?),
+        None => None,
+    };
     let sfu_cfg = SfuConfig {
         advertise_ip: cfg.node_ip,
         bind_ip: cfg.bind_ip,
@@ -120,9 +168,19 @@ pub async fn run(
         keys: TokenKeys::new(secret.as_bytes()),
         dev: cfg.dev,
         allow_impairment: cfg.allow_impairment,
-        store: Mutex::new(MemoryStore::new()),
+        // With other nodes, the room's records are mirrored to Redis: track what changes.
+        store: Mutex::new(if cluster.is_some() {
+            MemoryStore::with_change_tracking()
+        } else {
+            MemoryStore::new()
+        }),
         sessions: Mutex::new(Sessions::default()),
-        next_participant: AtomicU64::new(0),
+        // Participant ids must not collide across nodes (a room can move between them).
+        next_participant: AtomicU64::new(if cluster.is_some() {
+            fastrand::u64(1..1 << 40) << 12
+        } else {
+            0
+        }),
         turn_secret: cfg.turn_secret.clone(),
         turn_urls: cfg.turn_urls.clone(),
         io: OnceLock::new(),
@@ -132,6 +190,10 @@ pub async fn run(
         focus: Arc::new(focus::Focus::default()),
         redis_url: cfg.redis_url.clone(),
         nats_url: cfg.nats_url.clone(),
+        node_id: cluster
+            .as_ref()
+            .map_or_else(|| "local".to_owned(), |c| c.node_id().to_owned()),
+        cluster: cluster.clone(),
     }));
     let (layer, io) = SocketIo::builder()
         .max_payload(1 << 20)
@@ -148,6 +210,10 @@ pub async fn run(
 
     if let Some(url) = cfg.redis_url.clone() {
         tokio::spawn(health::watch_redis(url, state.0.health.clone()));
+    }
+    if let Some(c) = cluster.clone() {
+        tokio::spawn(cluster::heartbeat(state.clone(), c.clone()));
+        tokio::spawn(cluster::sync(state.clone(), c));
     }
     if let Some(url) = cfg.nats_url.clone() {
         // One connection for health and the JetStream publisher.
@@ -198,6 +264,15 @@ pub async fn run(
 /// elsewhere, wait until they left or the timeout passed, then disconnect the rest.
 async fn drain(state: &AppState, timeout: Duration, redirect: Option<String>) {
     let until = tokio::time::Instant::now() + timeout;
+    // In a deployment: send clients to another live node unless told where, and leave the
+    // registry so no room is placed here any more.
+    let mut redirect = redirect;
+    if let Some(c) = state.0.cluster.clone() {
+        if redirect.is_none() {
+            redirect = c.other_node_url();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.leave()).await;
+    }
     let _ = state.0.drain.set((until, redirect.clone()));
     state.0.draining.store(true, Ordering::Relaxed);
     info!(timeout_secs = timeout.as_secs(), redirect = ?redirect, "draining: telling clients to reconnect elsewhere");

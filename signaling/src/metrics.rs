@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use room_state::RoomStore;
 use sfu::core::LATENCY_BUCKETS_US;
 
 use crate::AppState;
@@ -22,6 +21,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/cluster", get(crate::cluster::cluster_view))
         .with_state(state)
 }
 

@@ -1,6 +1,5 @@
 //! The media core's events, turned into Socket.IO events and room-state updates.
 
-use room_state::RoomStore;
 use serde_json::{Value, json};
 use sfu::{RemovalReason, SfuEvent};
 use tokio::sync::mpsc::UnboundedReceiver;

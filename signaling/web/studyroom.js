@@ -23,6 +23,10 @@
 // publish the same local tracks again (same sources, same mute state) and carry on. A
 // `join` refused with `draining` is retried a bounded number of times on a fresh socket.
 // The participant gets a new id on the new node; others are announced again from its join.
+// Several nodes (docs/protocol.md, "Several nodes"): a `join` refused with `moved` {url} is
+// repeated on that node (where the room lives). The join ack's `nodes` lists the live
+// nodes' URLs: when the socket drops (the node died) while joined, we move the same way,
+// trying the other nodes first, then ours again; the node that takes us re-homes the room.
 // Events (room.on(name, fn)): participantJoined(p), participantLeft({id, reason}),
 //   trackPublished(track), trackUnpublished({id, participantId}),
 //   trackMuted({id, participantId, muted}), remoteTrack(participantId, trackId, kind, source,
@@ -135,6 +139,7 @@ export class StudyRoom {
     this._migrating = null; // the move to another node in progress, if any
     this._focusWatch = null; // learners: AbortController of the page focus listeners
     this._focusSent = 'regained'; // the last focus state sent (a new participant starts focused)
+    this.nodes = []; // live nodes' URLs from the last join ack (several-node deployments)
   }
 
   on(event, fn) {
@@ -173,7 +178,9 @@ export class StudyRoom {
       throw new StudyRoomError('transport', `${event}: ${e.message}`);
     }
     if (res && typeof res === 'object' && res.error) {
-      throw new StudyRoomError(res.error.code || 'unknown', res.error.message || '');
+      const err = new StudyRoomError(res.error.code || 'unknown', res.error.message || '');
+      if (typeof res.error.url === 'string') err.url = res.error.url;
+      throw err;
     }
     return res;
   }
@@ -216,6 +223,13 @@ export class StudyRoom {
     on('disconnect', (reason) => {
       // During a move the migration itself reports failure.
       if (this.state === 'left' || this._migrating) return;
+      // The node went away under us (not a server-side disconnect: those are on purpose,
+      // e.g. our identity joined elsewhere): rejoin on another live node.
+      if (this.state === 'joined' && this.nodes.length > 0 && reason !== 'io server disconnect') {
+        const others = this.nodes.filter((u) => u !== this.url);
+        this._migrate({ reason: 'node_lost', url: others[0] || this.url, deadlineMs: null, candidates: [...others, this.url] });
+        return;
+      }
       this.state = 'disconnected';
       this._emit('disconnected', reason);
     });
@@ -232,19 +246,24 @@ export class StudyRoom {
 
   // Leaves the current socket (without `leave`: the node sees a disconnect) and connects to
   // `url`, retrying a refused or failed connection a few times.
-  async _reopen(url) {
+  // With `candidates`, each round tries every URL once, in order.
+  async _reopen(url, candidates = null) {
     const old = this.socket;
     this.socket = null;
     if (old) old.close();
-    this.url = url;
+    const urls = candidates && candidates.length ? candidates : [url];
     for (let attempt = 1; ; attempt++) {
-      try {
-        await this._openSocket(url);
-        return;
-      } catch (e) {
-        if (FATAL_CONNECT_CODES.has(e.code) || attempt >= CONNECT_ATTEMPTS || this.state === 'left') throw e;
-        await sleep(retryDelay(attempt));
+      for (const [i, u] of urls.entries()) {
+        this.url = u;
+        try {
+          await this._openSocket(u);
+          return;
+        } catch (e) {
+          const last = attempt >= CONNECT_ATTEMPTS && i === urls.length - 1;
+          if (FATAL_CONNECT_CODES.has(e.code) || last || this.state === 'left') throw e;
+        }
       }
+      await sleep(retryDelay(attempt));
     }
   }
 
@@ -260,19 +279,21 @@ export class StudyRoom {
   // for our URL again (where a load balancer picks a live node); bounded attempts.
   async _joinWithRetry() {
     for (let attempt = 1; ; attempt++) {
+      let moved = null; // the room lives on another node (`moved`): go there at once
       try {
         const res = await this._request('join', {});
         if (!this._redirect) return res;
       } catch (e) {
-        if (e.code !== 'draining') throw e;
+        if (e.code === 'moved' && redirectUrl(e.url)) moved = redirectUrl(e.url);
+        else if (e.code !== 'draining') throw e;
       }
       if (this.state === 'left') throw new StudyRoomError('left', 'left the room while joining');
       if (attempt >= JOIN_ATTEMPTS) {
-        throw new StudyRoomError('draining', `no server took the join after ${attempt} attempts (last: ${this.url})`);
+        throw new StudyRoomError(moved ? 'moved' : 'draining', `no server took the join after ${attempt} attempts (last: ${this.url})`);
       }
-      const url = (this._redirect && this._redirect.url) || this.url;
-      this._emit('reconnecting', { reason: 'draining', url, deadlineMs: (this._redirect && this._redirect.deadlineMs) ?? null, attempt });
-      await sleep(retryDelay(attempt));
+      const url = moved || (this._redirect && this._redirect.url) || this.url;
+      this._emit('reconnecting', { reason: moved ? 'moved' : 'draining', url, deadlineMs: (this._redirect && this._redirect.deadlineMs) ?? null, attempt });
+      if (!moved) await sleep(retryDelay(attempt));
       if (this.state === 'left') throw new StudyRoomError('left', 'left the room while joining');
       await this._reopen(url);
     }
@@ -281,6 +302,7 @@ export class StudyRoom {
   _applyJoin(res) {
     this.participant = res.participant;
     this.iceServers = Array.isArray(res.iceServers) ? res.iceServers : [];
+    this.nodes = Array.isArray(res.nodes) ? res.nodes.map(redirectUrl).filter(Boolean) : [];
     // Room events may arrive just before the ack (docs/protocol.md, Ordering): never list ourselves.
     this.participants.delete(this.participant.id);
     for (const p of res.participants || []) {
@@ -321,7 +343,7 @@ export class StudyRoom {
       // Spread a whole room's clients a little so they do not arrive at once.
       await sleep(Math.floor(Math.random() * RETRY_JITTER_MS));
       if (this.state === 'left') return;
-      await this._reopen(url);
+      await this._reopen(url, info.candidates);
       const res = await this._joinWithRetry();
       if (this.state === 'left') return;
       this._applyJoin(res);

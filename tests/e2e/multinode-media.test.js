@@ -1,0 +1,76 @@
+// Two nodes sharing Redis form one deployment (docs/protocol.md "Several nodes"): Ana opens
+// the page on node A, Ben on node B, same room. The room starts on A (the least loaded node,
+// A on the tie since Ana's join reached it); Ben's join on B is answered `moved` with A's URL
+// and his client joins there (his page stays B's). Each decodes the other's video, both
+// pages know both nodes' URLs (join ack `nodes`), and both nodes' view of the shared state
+// (GET /cluster on the metrics port, read from Redis) has the room on A with both.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, openParticipant } from './lib/browser.js';
+import { waitFor, waitForMediaFrom, roomEvents } from './lib/stats.js';
+import { startDeployment, clusterView, pageView, processLogs, nodeUrl, NODES } from './lib/cluster.js';
+
+const ROOM = 'e2e-multinode';
+const procs = {};
+const pages = [];
+let browser = null;
+
+after(async () => {
+  for (const p of pages) await p.close();
+  if (browser) await browser.close().catch(() => {});
+  for (const name of ['a', 'b', 'redis']) if (procs[name]) await procs[name].stop();
+});
+
+test('participants connecting to different nodes meet on the room\'s node and decode each other', { timeout: 180000 }, async (t) => {
+  try {
+    Object.assign(procs, await startDeployment());
+    browser = await launchBrowser();
+    // Both nodes registered before the room starts.
+    await waitFor(async () => (await clusterView('a')).nodes?.length === 2,
+      { what: 'both nodes in the registry', progress: () => clusterView('a') });
+
+    const ana = await openParticipant(browser, nodeUrl('a'), { room: ROOM, name: 'Ana' });
+    pages.push(ana);
+    const ben = await openParticipant(browser, nodeUrl('b'), { room: ROOM, name: 'Ben' });
+    pages.push(ben);
+
+    const va = await pageView(ana.page);
+    const vb = await pageView(ben.page);
+    assert.equal(va.url, nodeUrl('a'), 'Ana joined on A, where the room started');
+    assert.equal(vb.origin, nodeUrl('b'), 'Ben\'s page is B\'s');
+    assert.equal(vb.url, nodeUrl('a'), 'Ben was sent to A, the room\'s node');
+    const moved = await roomEvents(ben.page, 'reconnecting');
+    assert.equal(moved.length, 1, `Ben was redirected once: ${JSON.stringify(moved)}`);
+    assert.equal(moved[0].data[0].reason, 'moved');
+    assert.equal(moved[0].data[0].url, nodeUrl('a'));
+    assert.ok(ben.consoleLines.some((l) => l.includes('"code":"moved"') && l.includes(nodeUrl('a'))),
+      'B answered Ben\'s join with moved and A\'s URL');
+    for (const v of [va, vb]) {
+      assert.deepEqual([...v.nodes].sort(), [nodeUrl('a'), nodeUrl('b')], `live nodes in the join ack: ${v.nodes}`);
+    }
+
+    await waitForMediaFrom(ana, [ben.id]);
+    await waitForMediaFrom(ben, [ana.id]);
+
+    // The shared state, as either node reads it from Redis.
+    for (const n of ['a', 'b']) {
+      const view = await waitFor(async () => {
+        const v = await clusterView(n);
+        const room = v.rooms?.find((r) => r.name === ROOM);
+        return room && room.participants.length === 2 && room.participants.every((p) => p.tracks.length === 2) ? v : null;
+      }, { what: `node ${n}'s view of the room`, progress: () => clusterView(n) });
+      const room = view.rooms.find((r) => r.name === ROOM);
+      assert.equal(room.host, NODES.a.id);
+      assert.deepEqual(room.participants.map((p) => [p.id, p.name, p.node]).sort(),
+        [[ana.id, 'Ana', NODES.a.id], [ben.id, 'Ben', NODES.a.id]].sort());
+      assert.deepEqual(view.nodes.map((x) => [x.id, x.url]).sort(), [[NODES.a.id, nodeUrl('a')], [NODES.b.id, nodeUrl('b')]]);
+    }
+    const a = view => view.nodes.find((x) => x.id === NODES.a.id);
+    await waitFor(async () => a(await clusterView('b'))?.load === 2,
+      { what: 'A\'s heartbeat to report its load (2 participants)', progress: async () => a(await clusterView('b')) });
+  } catch (e) {
+    console.error(processLogs(procs));
+    for (const p of pages) console.error(`==== ${p.name}\n${p.consoleLines.slice(-80).join('\n')}`);
+    throw e;
+  }
+});
