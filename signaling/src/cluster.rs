@@ -377,7 +377,7 @@ pub async fn heartbeat(state: AppState, cluster: Arc<Cluster>) {
             }
             _ => {}
         }
-        if was_down || fresh || beats % FULL_RESYNC_BEATS == 0 {
+        if was_down || fresh || beats.is_multiple_of(FULL_RESYNC_BEATS) {
             let rooms = state.0.store.lock().expect("store lock").rooms();
             cluster.pending.lock().expect("pending lock").extend(rooms);
         }
