@@ -288,7 +288,7 @@ impl Cluster {
                 if reachable(&url).await {
                     return Ok(Placement::Moved(url));
                 }
-                warn!(room, host = %h, "the room's host does not answer; taking the room over");
+                warn!(room, host = %h, "the room's host does not answer its health check; taking the room over");
                 let after = self
                     .store
                     .take_over_room(room, &h, &self.node_id, now)
@@ -317,23 +317,37 @@ impl Cluster {
     }
 }
 
-/// Whether a node's signaling port accepts a TCP connection (liveness probe).
+/// Whether a node answers `GET /healthz` on its signaling URL within [`PROBE_TIMEOUT`]
+/// (liveness probe). A process that is gone refuses the connection at once; one that is
+/// frozen (or a machine that vanished) accepts nothing or answers nothing: the deadline.
+/// `https` URLs are probed by TCP connect only (no TLS client here).
 async fn reachable(url: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = url.starts_with("https:");
     let rest = url.split("://").nth(1).unwrap_or(url);
     let authority = rest.split('/').next().unwrap_or(rest);
-    let default_port = if url.starts_with("https") { 443 } else { 80 };
-    let addr = if authority
+    let has_port = authority
         .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !authority.ends_with(']')
-    {
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+    let addr = if has_port {
         authority.to_owned()
     } else {
-        format!("{authority}:{default_port}")
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    };
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+        if tls {
+            return Some(true);
+        }
+        let req = format!("GET /healthz HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.ok()?;
+        Some(buf.starts_with(b"HTTP/1.") && &buf[9..12] == b"200")
     };
     matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
-        Ok(Ok(_))
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+        Ok(Some(true))
     )
 }
 
@@ -512,5 +526,53 @@ pub async fn cluster_view(State(state): State<AppState>) -> impl IntoResponse {
             Json(json!({ "node": cluster.node_id(), "redis": false, "error": e.to_string() })),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn liveness_probe_needs_a_healthz_answer() {
+        // A node that answers.
+        let ok = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ok_url = format!("http://{}", ok.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = ok.accept().await {
+                let mut buf = [0u8; 256];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                assert!(buf[..n].starts_with(b"GET /healthz "));
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nok").await;
+            }
+        });
+        // A frozen node: the kernel accepts, nobody answers.
+        let frozen = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let frozen_url = format!("http://{}/", frozen.local_addr().unwrap());
+        // A dead node: nothing listens.
+        let dead_url = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        assert!(reachable(&ok_url).await);
+        let started = Instant::now();
+        assert!(!reachable(&frozen_url).await);
+        assert!(
+            started.elapsed() < PROBE_TIMEOUT * 4,
+            "bounded by the probe timeout"
+        );
+        assert!(!reachable(&dead_url).await);
+        drop(frozen);
+    }
+
+    #[test]
+    fn node_ids_and_redaction() {
+        assert!(valid_node_id("node-a.1_x"));
+        assert!(!valid_node_id(""));
+        assert!(!valid_node_id("a:b"));
+        assert!(!valid_node_id(&"x".repeat(65)));
+        assert_eq!(redact("redis://u:secret@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
     }
 }

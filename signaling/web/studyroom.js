@@ -27,6 +27,9 @@
 // repeated on that node (where the room lives). The join ack's `nodes` lists the live
 // nodes' URLs: when the socket drops (the node died) while joined, we move the same way,
 // trying the other nodes first, then ours again; the node that takes us re-homes the room.
+// A node that stops answering without closing the socket (frozen, or its machine gone) is
+// noticed by ICE instead: a peer connection not connected for MEDIA_LOST_MS starts the
+// same move.
 // Events (room.on(name, fn)): participantJoined(p), participantLeft({id, reason}),
 //   trackPublished(track), trackUnpublished({id, participantId}),
 //   trackMuted({id, participantId, muted}), remoteTrack(participantId, trackId, kind, source,
@@ -64,6 +67,8 @@ const RETRY_JITTER_MS = 250;
 const FATAL_CONNECT_CODES = new Set(['missing_token', 'invalid_token', 'token_expired']);
 // Focus and visibility changes this close together are one change (see the header).
 const FOCUS_SETTLE_MS = 150;
+// Several nodes: a peer connection disconnected or failed this long means our node is lost.
+const MEDIA_LOST_MS = 2000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const retryDelay = (attempt) => RETRY_BASE_MS * attempt + Math.floor(Math.random() * RETRY_JITTER_MS);
@@ -226,8 +231,7 @@ export class StudyRoom {
       // The node went away under us (not a server-side disconnect: those are on purpose,
       // e.g. our identity joined elsewhere): rejoin on another live node.
       if (this.state === 'joined' && this.nodes.length > 0 && reason !== 'io server disconnect') {
-        const others = this.nodes.filter((u) => u !== this.url);
-        this._migrate({ reason: 'node_lost', url: others[0] || this.url, deadlineMs: null, candidates: [...others, this.url] });
+        this._failover('node_lost');
         return;
       }
       this.state = 'disconnected';
@@ -242,6 +246,12 @@ export class StudyRoom {
       s.on('connect', ok);
       s.on('connect_error', bad);
     });
+  }
+
+  // Our node is lost (socket dropped, or media dead): move to another live node (ours last).
+  _failover(reason) {
+    const others = this.nodes.filter((u) => u !== this.url);
+    this._migrate({ reason, url: others[0] || this.url, deadlineMs: null, candidates: [...others, this.url] });
   }
 
   // Leaves the current socket (without `leave`: the node sees a disconnect) and connects to
@@ -644,7 +654,18 @@ export class StudyRoom {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
     const current = () => pc === (which === 'publisher' ? this.publisherPc : this.subscriberPc);
     pc.addEventListener('icecandidate', (ev) => { if (current()) this._onLocalCandidate(which, ev.candidate); });
-    pc.addEventListener('connectionstatechange', () => { if (current()) this._emit('connectionState', which, pc.connectionState); });
+    let lostTimer = null;
+    pc.addEventListener('connectionstatechange', () => {
+      if (!current()) return;
+      this._emit('connectionState', which, pc.connectionState);
+      clearTimeout(lostTimer);
+      if (!['disconnected', 'failed'].includes(pc.connectionState) || this.nodes.length === 0) return;
+      lostTimer = setTimeout(() => {
+        if (current() && pc.connectionState !== 'connected' && this.state === 'joined' && !this._migrating) {
+          this._failover('media_lost');
+        }
+      }, MEDIA_LOST_MS);
+    });
     return pc;
   }
 
