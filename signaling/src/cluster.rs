@@ -288,7 +288,7 @@ impl Cluster {
                 if reachable(&url).await {
                     return Ok(Placement::Moved(url));
                 }
-                warn!(room, host = %h, "the room's host does not answer its health check; taking the room over");
+                warn!(room, host = %h, "the room's host is not ready (dead, frozen or draining); taking the room over");
                 let after = self
                     .store
                     .take_over_room(room, &h, &self.node_id, now)
@@ -317,8 +317,8 @@ impl Cluster {
     }
 }
 
-/// Whether a node answers `GET /healthz` on its signaling URL within [`PROBE_TIMEOUT`]
-/// (liveness probe). A process that is gone refuses the connection at once; one that is
+/// Whether a node answers `GET /readyz` with 200 on its signaling URL within
+/// [`PROBE_TIMEOUT`] (liveness probe; a draining node answers 503: it hosts no more). A process that is gone refuses the connection at once; one that is
 /// frozen (or a machine that vanished) accepts nothing or answers nothing: the deadline.
 /// `https` URLs are probed by TCP connect only (no TLS client here).
 async fn reachable(url: &str) -> bool {
@@ -339,7 +339,7 @@ async fn reachable(url: &str) -> bool {
         if tls {
             return Some(true);
         }
-        let req = format!("GET /healthz HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        let req = format!("GET /readyz HTTP/1.0\r\nHost: {authority}\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
         let mut buf = [0u8; 12];
         s.read_exact(&mut buf).await.ok()?;
@@ -535,7 +535,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
-    async fn liveness_probe_needs_a_healthz_answer() {
+    async fn liveness_probe_needs_a_readyz_answer() {
         // A node that answers.
         let ok = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ok_url = format!("http://{}", ok.local_addr().unwrap());
@@ -543,7 +543,7 @@ mod tests {
             while let Ok((mut s, _)) = ok.accept().await {
                 let mut buf = [0u8; 256];
                 let n = s.read(&mut buf).await.unwrap_or(0);
-                assert!(buf[..n].starts_with(b"GET /healthz "));
+                assert!(buf[..n].starts_with(b"GET /readyz "));
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nok").await;
             }
         });

@@ -68,7 +68,7 @@ const FATAL_CONNECT_CODES = new Set(['missing_token', 'invalid_token', 'token_ex
 // Focus and visibility changes this close together are one change (see the header).
 const FOCUS_SETTLE_MS = 150;
 // Several nodes: a peer connection disconnected or failed this long means our node is lost.
-const MEDIA_LOST_MS = 2000;
+const MEDIA_LOST_MS = 1000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const retryDelay = (attempt) => RETRY_BASE_MS * attempt + Math.floor(Math.random() * RETRY_JITTER_MS);

@@ -4,6 +4,9 @@
 // and his client joins there (his page stays B's). Each decodes the other's video, both
 // pages know both nodes' URLs (join ack `nodes`), and both nodes' view of the shared state
 // (GET /cluster on the metrics port, read from Redis) has the room on A with both.
+// Then A drains (SIGTERM): it leaves the registry at once and sends its clients to B (the
+// other live node, without --drain-redirect-url); both decode each other on B, the room is
+// B's in the shared state, and A exits 0.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { launchBrowser, openParticipant } from './lib/browser.js';
@@ -21,7 +24,7 @@ after(async () => {
   for (const name of ['a', 'b', 'redis']) if (procs[name]) await procs[name].stop();
 });
 
-test('participants connecting to different nodes meet on the room\'s node and decode each other', { timeout: 180000 }, async (t) => {
+test('participants connecting to different nodes meet on the room\'s node and decode each other; a drain moves them to the other node', { timeout: 180000 }, async (t) => {
   try {
     Object.assign(procs, await startDeployment());
     browser = await launchBrowser();
@@ -68,6 +71,28 @@ test('participants connecting to different nodes meet on the room\'s node and de
     const a = view => view.nodes.find((x) => x.id === NODES.a.id);
     await waitFor(async () => a(await clusterView('b'))?.load === 2,
       { what: 'A\'s heartbeat to report its load (2 participants)', progress: async () => a(await clusterView('b')) });
+
+    // ---- A drains: its clients go to B ---------------------------------------------------
+    procs.a.signal('SIGTERM');
+    const onB = {};
+    for (const p of [ana, ben]) {
+      onB[p.name] = await waitFor(async () => {
+        const v = await pageView(p.page);
+        return v.url === nodeUrl('b') && v.state === 'joined' && v.id && v.id !== p.id ? v : null;
+      }, { what: `${p.name} to move to B`, timeoutMs: 20000, progress: () => pageView(p.page) });
+      const r = await roomEvents(p.page, 'reconnecting');
+      assert.ok(r.some((e) => e.data[0].reason === 'draining' && e.data[0].url === nodeUrl('b')),
+        `${p.name} was sent to B by the draining node: ${JSON.stringify(r.map((e) => e.data[0]))}`);
+    }
+    await waitForMediaFrom({ ...ana, id: onB.Ana.id }, [onB.Ben.id]);
+    await waitForMediaFrom({ ...ben, id: onB.Ben.id }, [onB.Ana.id]);
+    const afterDrain = await waitFor(async () => {
+      const v = await clusterView('b');
+      const room = v.rooms?.find((r) => r.name === ROOM);
+      return room && room.host === NODES.b.id && room.participants.length === 2 ? v : null;
+    }, { what: 'the room on B in the shared state', progress: () => clusterView('b') });
+    assert.deepEqual(afterDrain.nodes.map((x) => x.id), [NODES.b.id], 'A left the registry');
+    assert.deepEqual(await procs.a.waitForExit(20000), { code: 0, signal: null }, 'A exits 0 once empty');
   } catch (e) {
     console.error(processLogs(procs));
     for (const p of pages) console.error(`==== ${p.name}\n${p.consoleLines.slice(-80).join('\n')}`);
