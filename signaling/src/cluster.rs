@@ -566,6 +566,45 @@ mod tests {
         drop(frozen);
     }
 
+    #[tokio::test]
+    async fn startup_refuses_bad_settings_and_an_unreachable_redis() {
+        let cfg = |extra: &[&str]| {
+            let mut args = vec!["studyroom", "--dev"];
+            args.extend_from_slice(extra);
+            crate::config::load_from(args.into_iter().map(Into::into).collect()).unwrap()
+        };
+        let c = cfg(&[]);
+        assert_eq!(
+            (c.heartbeat_ms, c.node_ttl_ms, c.redis_wait_secs),
+            (1000, 3000, 0)
+        );
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("redis://user:pw@{}", l.local_addr().unwrap())
+        };
+        let err = |c: Config| {
+            let dead = dead.clone();
+            async move {
+                match Cluster::connect(&c, &dead).await {
+                    Ok(_) => panic!("connected to nothing"),
+                    Err(e) => e.to_string(),
+                }
+            }
+        };
+        let e = err(cfg(&["--node-id", "a:b"])).await;
+        assert!(e.contains("--node-id"), "{e}");
+        let e = err(cfg(&["--heartbeat-ms", "3000"])).await;
+        assert!(e.contains("--node-ttl-ms"), "{e}");
+        let started = Instant::now();
+        let e = err(cfg(&[])).await;
+        assert!(
+            e.contains("Redis is unreachable") && e.contains("--redis-wait-secs"),
+            "{e}"
+        );
+        assert!(!e.contains("pw"), "no password in messages: {e}");
+        assert!(started.elapsed() < Duration::from_secs(5), "fails at once");
+    }
+
     #[test]
     fn node_ids_and_redaction() {
         assert!(valid_node_id("node-a.1_x"));
