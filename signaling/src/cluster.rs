@@ -76,6 +76,9 @@ pub struct Cluster {
     up: AtomicBool,
     /// Left the registry (draining): no more heartbeats or syncs.
     left: AtomicBool,
+    /// Held by each heartbeat and room write, and by `leave`: nothing this node writes can
+    /// land after it left the registry (it would put the node or its rooms back).
+    gate: tokio::sync::Mutex<()>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -172,6 +175,7 @@ impl Cluster {
             handovers: Mutex::new(HashMap::new()),
             up: AtomicBool::new(true),
             left: AtomicBool::new(false),
+            gate: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -311,6 +315,7 @@ impl Cluster {
     /// room's clients start it afresh elsewhere.
     pub async fn leave(&self) {
         self.left.store(true, Ordering::Relaxed);
+        let _gate = self.gate.lock().await;
         if let Err(e) = self.store.remove_node(&self.node_id).await {
             warn!("leaving the registry: {e}");
         }
@@ -356,8 +361,12 @@ pub async fn heartbeat(state: AppState, cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(cluster.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beats: u64 = 0;
-    while !cluster.left.load(Ordering::Relaxed) {
+    loop {
         tick.tick().await;
+        let _gate = cluster.gate.lock().await;
+        if cluster.left.load(Ordering::Relaxed) {
+            return;
+        }
         let now = now_ms();
         let rec = cluster.record(&state);
         let fresh = match cluster
@@ -419,6 +428,7 @@ pub async fn sync(state: AppState, cluster: Arc<Cluster>) {
             std::mem::take(&mut *p).into_iter().collect()
         };
         for (i, room) in rooms.iter().enumerate() {
+            let _gate = cluster.gate.lock().await;
             if cluster.left.load(Ordering::Relaxed) {
                 return;
             }

@@ -4,12 +4,16 @@
 //    nodes keep serving; Redis comes back empty (no persistence): the nodes write their
 //    registry entries and rooms again, so the shared state lists the room on A with both
 //    participants and their tracks, and media still flows.
-// 2. Startup with REDIS_URL pointing at nothing exits 1 with a message naming Redis and
+// 2. Split brain: while Redis is away, Ana joins a room on A and Ben the same room on B (each
+//    node serves it alone: no Redis to ask). When Redis returns, the first node to write the
+//    room keeps it; the other tells its client to `reconnect` (reason `moved`) there, and
+//    Ana and Ben end up on one node, decoding each other, the shared state agreeing.
+// 3. Startup with REDIS_URL pointing at nothing exits 1 with a message naming Redis and
 //    --redis-wait-secs; with --redis-wait-secs it waits and starts once Redis is there.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { launchBrowser, openParticipant } from './lib/browser.js';
-import { waitFor, waitForMediaFrom, inboundStats } from './lib/stats.js';
+import { waitFor, waitForMediaFrom, inboundStats, roomEvents } from './lib/stats.js';
 import { spawnLogged, studyroomBin, startRedis } from './lib/server.js';
 import { startDeployment, clusterView, pageView, processLogs, nodeUrl, NODES, REDIS_PORT } from './lib/cluster.js';
 
@@ -81,6 +85,54 @@ test('Redis going away mid-room: media keeps flowing; the shared state is whole 
     const again = { ana: await decoded(ana, ben.id), ben: await decoded(ben, ana.id) };
     await waitFor(async () => (await decoded(ana, ben.id)) - again.ana >= 20 && (await decoded(ben, ana.id)) - again.ben >= 20,
       { what: 'media still flowing after Redis returned' });
+  } catch (e) {
+    console.error(processLogs(procs));
+    for (const p of pages) console.error(`==== ${p.name}\n${p.consoleLines.slice(-60).join('\n')}`);
+    throw e;
+  }
+});
+
+test('rooms started on two nodes while Redis was away end up on one node once it returns', { timeout: 180000 }, async (t) => {
+  for (const name of ['a', 'b', 'redis']) if (procs[name]) await procs[name].stop();
+  for (const p of pages.splice(0)) await p.close();
+  const room = 'e2e-split';
+  try {
+    Object.assign(procs, await startDeployment());
+    await waitFor(async () => (await clusterView('a')).nodes?.length === 2, { what: 'both nodes in the registry' });
+    procs.redis.signal('SIGKILL');
+    await procs.redis.waitForExit(5000);
+    for (const n of ['a', 'b']) {
+      await waitFor(async () => (await clusterView(n)).status === 503, { what: `node ${n} to notice Redis is gone`, timeoutMs: 10000 });
+    }
+    const ana = await openParticipant(browser, nodeUrl('a'), { room, name: 'Ana' });
+    pages.push(ana);
+    const ben = await openParticipant(browser, nodeUrl('b'), { room, name: 'Ben' });
+    pages.push(ben);
+    assert.equal((await pageView(ana.page)).url, nodeUrl('a'), 'without Redis, A serves the room itself');
+    assert.equal((await pageView(ben.page)).url, nodeUrl('b'), 'and so does B');
+    assert.deepEqual((await pageView(ana.page)).others, [], 'two halves of the room');
+
+    procs.redis = await startRedis({ port: REDIS_PORT });
+    const together = await waitFor(async () => {
+      const va = await pageView(ana.page);
+      const vb = await pageView(ben.page);
+      return va.state === 'joined' && vb.state === 'joined' && va.url === vb.url
+        && va.others.includes(vb.id) && vb.others.includes(va.id) ? { va, vb } : null;
+    }, { what: 'Ana and Ben on one node, seeing each other', timeoutMs: 30000,
+      progress: async () => ({ ana: await pageView(ana.page), ben: await pageView(ben.page) }) });
+    const host = together.va.url === nodeUrl('a') ? 'a' : 'b';
+    const mover = host === 'a' ? ben : ana;
+    const moves = (await roomEvents(mover.page, 'reconnecting')).map((e) => e.data[0]);
+    assert.ok(moves.some((m) => m.reason === 'moved' && m.url === nodeUrl(host)), `${mover.name} was moved to ${host}: ${JSON.stringify(moves)}`);
+    await waitForMediaFrom({ ...ana, id: together.va.id }, [together.vb.id]);
+    await waitForMediaFrom({ ...ben, id: together.vb.id }, [together.va.id]);
+    const view = await waitFor(async () => {
+      const v = await clusterView(host === 'a' ? 'b' : 'a');
+      const r = v.rooms?.find((x) => x.name === room);
+      return r && r.participants.length === 2 ? { v, r } : null;
+    }, { what: 'the shared state: one room, both participants', progress: () => clusterView('a') });
+    assert.equal(view.r.host, NODES[host].id);
+    assert.deepEqual(view.r.participants.map((p) => p.node), [NODES[host].id, NODES[host].id]);
   } catch (e) {
     console.error(processLogs(procs));
     for (const p of pages) console.error(`==== ${p.name}\n${p.consoleLines.slice(-60).join('\n')}`);
