@@ -215,6 +215,14 @@ impl Cluster {
             .map(|n| n.url.clone())
     }
 
+    /// (live nodes in the last registry view, rooms waiting to be written to Redis).
+    pub fn gauges(&self) -> (usize, usize) {
+        (
+            self.live.lock().expect("live lock").len(),
+            self.pending.lock().expect("pending lock").len(),
+        )
+    }
+
     fn record(&self, state: &AppState) -> NodeRecord {
         let (load, rooms) = {
             let s = state.0.store.lock().expect("store lock");

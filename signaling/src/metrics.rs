@@ -230,6 +230,23 @@ pub fn render(state: &AppState) -> String {
             u8::from(state.0.health.redis()),
         );
     }
+    if let Some(c) = state.cluster() {
+        let (nodes, unsynced) = c.gauges();
+        metric(
+            &mut o,
+            "studyroom_cluster_nodes",
+            "gauge",
+            "Live nodes of the deployment in this node's last registry view.",
+            nodes,
+        );
+        metric(
+            &mut o,
+            "studyroom_cluster_rooms_unsynced",
+            "gauge",
+            "Rooms of this node waiting to be written to Redis (grows while Redis is away).",
+            unsynced,
+        );
+    }
     if state.0.nats_url.is_some() {
         metric(
             &mut o,

@@ -68,6 +68,9 @@ test('participants connecting to different nodes meet on the room\'s node and de
         [[ana.id, 'Ana', NODES.a.id], [ben.id, 'Ben', NODES.a.id]].sort());
       assert.deepEqual(view.nodes.map((x) => [x.id, x.url]).sort(), [[NODES.a.id, nodeUrl('a')], [NODES.b.id, nodeUrl('b')]]);
     }
+    const metrics = await (await fetch(`http://${NODES.a.metrics}/metrics`)).text();
+    assert.match(metrics, /^studyroom_cluster_nodes 2$/m, 'A\'s metrics count both nodes');
+    assert.match(metrics, /^studyroom_cluster_rooms_unsynced 0$/m);
     const a = view => view.nodes.find((x) => x.id === NODES.a.id);
     await waitFor(async () => a(await clusterView('b'))?.load === 2,
       { what: 'A\'s heartbeat to report its load (2 participants)', progress: async () => a(await clusterView('b')) });
