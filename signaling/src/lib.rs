@@ -267,14 +267,16 @@ async fn drain(state: &AppState, timeout: Duration, redirect: Option<String>) {
     // In a deployment: send clients to another live node unless told where, and leave the
     // registry so no room is placed here any more.
     let mut redirect = redirect;
-    if let Some(c) = state.0.cluster.clone() {
-        if redirect.is_none() {
-            redirect = c.other_node_url();
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(2), c.leave()).await;
+    if let Some(c) = &state.0.cluster
+        && redirect.is_none()
+    {
+        redirect = c.other_node_url();
     }
     let _ = state.0.drain.set((until, redirect.clone()));
     state.0.draining.store(true, Ordering::Relaxed);
+    if let Some(c) = &state.0.cluster {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.leave()).await;
+    }
     info!(timeout_secs = timeout.as_secs(), redirect = ?redirect, "draining: telling clients to reconnect elsewhere");
     if let (Some(op), Some(payload)) = (state.io().of(NAMESPACE), state.reconnect_payload()) {
         let _ = op.emit("reconnect", &payload).await;
