@@ -369,6 +369,11 @@ pub async fn heartbeat(state: AppState, cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(cluster.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beats: u64 = 0;
+    // A previous process with this id (a restart with a fixed --node-id) may have left
+    // rooms and participants behind that nobody would reap while this id beats.
+    if let Err(e) = cluster.store.remove_node(&cluster.node_id).await {
+        debug!("clearing records of an earlier process with this node id: {e}");
+    }
     loop {
         tick.tick().await;
         let _gate = cluster.gate.lock().await;
