@@ -249,9 +249,12 @@ export class StudyRoom {
   }
 
   // Our node is lost (socket dropped, or media dead): move to another live node (ours last).
+  // The page's own origin comes last: behind a load balancer it reaches a live node.
   _failover(reason) {
     const others = this.nodes.filter((u) => u !== this.url);
-    this._migrate({ reason, url: others[0] || this.url, deadlineMs: null, candidates: [...others, this.url] });
+    const origin = redirectUrl(globalThis.location && globalThis.location.origin);
+    const candidates = [...new Set([...others, this.url, ...(origin ? [origin] : [])])];
+    this._migrate({ reason, url: candidates[0], deadlineMs: null, candidates });
   }
 
   // Leaves the current socket (without `leave`: the node sees a disconnect) and connects to
