@@ -21,6 +21,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, RoleClaim, unix_now};
+use crate::events::{Kind, participant_fields};
 use crate::{AppState, NAMESPACE, Session};
 
 /// A protocol error: `{code, message}`.
@@ -259,7 +260,7 @@ pub(crate) fn proctors_key(room: &str) -> String {
     format!("proctors:{room}")
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -390,15 +391,16 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     if proctor {
         socket.join(proctors_key(&room));
     }
-    let others = {
+    let (others, room_started) = {
         let mut store = state.0.store.lock().expect("store lock");
         let mut others = store.participants(&room);
+        let room_started = others.is_empty();
         store.add_participant(&room, record.clone());
         // Proctors are invisible to learners.
         if !proctor {
             others.retain(|p| p.role != "proctor");
         }
-        others
+        (others, room_started)
     };
     let still_connected = {
         let mut sessions = state.0.sessions.lock().expect("sessions lock");
@@ -427,6 +429,16 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     let audience = if proctor { proctors_key(&room) } else { key };
     let _ = socket.to(audience).emit("participantJoined", &record).await;
     info!(participant = %id, room = %room, role = claims.role.as_str(), "participant joined");
+    let lifecycle = &state.0.lifecycle;
+    if room_started {
+        lifecycle.emit(&room, Kind::RoomStarted, record.joined_at, json!({}));
+    }
+    lifecycle.emit(
+        &room,
+        Kind::ParticipantJoined,
+        record.joined_at,
+        json!({ "participant": participant_fields(&record) }),
+    );
     let mut ack = json!({
         "participant": record,
         "participants": others,
@@ -642,14 +654,36 @@ pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, rea
 
 /// Remove a participant from the store and tell its room.
 pub(crate) async fn announce_left(state: &AppState, p: ParticipantId, room: &str, reason: &str) {
-    let removed = state
-        .0
-        .store
-        .lock()
-        .expect("store lock")
-        .remove_participant(room, &p.to_string());
+    let (removed, room_ended) = {
+        let mut store = state.0.store.lock().expect("store lock");
+        let removed = store.remove_participant(room, &p.to_string());
+        let ended = removed.is_some() && store.participants(room).is_empty();
+        (removed, ended)
+    };
     state.0.focus.forget(room, &p.to_string());
     info!(participant = %p, room, reason, "participant left");
+    if let Some(r) = &removed {
+        let at = now_ms();
+        let lifecycle = &state.0.lifecycle;
+        // Its tracks end with it: unpublished first, then the participant leaves.
+        for t in &r.tracks {
+            lifecycle.emit(
+                room,
+                Kind::TrackUnpublished,
+                at,
+                json!({ "participant": { "id": r.id, "identity": r.identity }, "track": t }),
+            );
+        }
+        lifecycle.emit(
+            room,
+            Kind::ParticipantLeft,
+            at,
+            json!({ "participant": participant_fields(r), "reason": reason }),
+        );
+        if room_ended {
+            lifecycle.emit(room, Kind::RoomEnded, at, json!({}));
+        }
+    }
     let proctor = removed.is_some_and(|r| r.role == "proctor");
     let audience = if proctor {
         proctors_key(room)

@@ -7,12 +7,15 @@
 //! [`pump`]. The wire contract is `docs/protocol.md`.
 
 pub mod auth;
+mod commands;
 pub mod config;
+mod events;
 mod focus;
 mod handlers;
 mod health;
 mod http;
 mod metrics;
+mod outbox;
 mod pump;
 
 use std::collections::HashMap;
@@ -73,6 +76,10 @@ struct Inner {
     focus: Arc<focus::Focus>,
     redis_url: Option<String>,
     nats_url: Option<String>,
+    /// This node's id in the deployment (NATS subjects, events, registry).
+    node_id: String,
+    lifecycle: Arc<events::Lifecycle>,
+    commands: commands::Counters,
 }
 
 impl AppState {
@@ -88,6 +95,17 @@ impl AppState {
         Some(
             serde_json::json!({ "reason": "draining", "url": url, "deadlineMs": left.as_millis() as u64 }),
         )
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.0.node_id
+    }
+
+    /// The node hosting `room`, when another node may host it (multi-node deployments);
+    /// `None` when unknown or when this node is the only one.
+    pub fn host_of(&self, _room: &str) -> Option<String> {
+        None
     }
 
     fn io(&self) -> &SocketIo {
@@ -114,6 +132,16 @@ pub async fn run(
         ..SfuConfig::default()
     };
     let (sfu, events) = Sfu::start(sfu_cfg).context("starting the media core")?;
+    let node_id = default_node_id();
+    let boot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let lifecycle = Arc::new(events::Lifecycle::new(
+        node_id.clone(),
+        boot,
+        cfg.nats_url.is_some(),
+    ));
 
     let state = AppState(Arc::new(Inner {
         sfu: sfu.clone(),
@@ -132,6 +160,9 @@ pub async fn run(
         focus: Arc::new(focus::Focus::default()),
         redis_url: cfg.redis_url.clone(),
         nats_url: cfg.nats_url.clone(),
+        node_id,
+        lifecycle,
+        commands: commands::Counters::default(),
     }));
     let (layer, io) = SocketIo::builder()
         .max_payload(1 << 20)
@@ -150,12 +181,17 @@ pub async fn run(
         tokio::spawn(health::watch_redis(url, state.0.health.clone()));
     }
     if let Some(url) = cfg.nats_url.clone() {
-        // One connection for health and the JetStream publisher.
-        let (health, focus) = (state.0.health.clone(), state.0.focus.clone());
+        // One connection for health, the JetStream publishers and the commands.
+        let st = state.clone();
         tokio::spawn(async move {
             let client = health::connect_nats(&url).await;
-            tokio::spawn(health::watch_nats(client.clone(), health));
-            focus::publish_to_nats(client, focus).await;
+            tokio::spawn(health::watch_nats(client.clone(), st.0.health.clone()));
+            let (focus, lifecycle) = (st.0.focus.clone(), st.0.lifecycle.clone());
+            let c = client.clone();
+            tokio::spawn(async move { focus.outbox.run(c).await });
+            let c = client.clone();
+            tokio::spawn(async move { lifecycle.outbox.run(c).await });
+            commands::serve(st, client).await;
         });
     }
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics)
@@ -222,4 +258,20 @@ async fn drain(state: &AppState, timeout: Duration, redirect: Option<String>) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `<hostname>-<random>`: unique per process, readable in logs and subjects.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(32)
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{:06x}", fastrand::u32(..0x100_0000))
 }

@@ -6,7 +6,8 @@ use sfu::{RemovalReason, SfuEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, info};
 
-use crate::handlers::{announce_left, kind_str, track_json, track_record};
+use crate::events::Kind;
+use crate::handlers::{announce_left, kind_str, now_ms, track_json, track_record};
 use crate::{AppState, NAMESPACE};
 
 /// Run until the core's event channel closes.
@@ -44,6 +45,25 @@ async fn about(state: &AppState, room: &str, participant: &str, event: &str, dat
     } else {
         to_room(state, room, event, data).await;
     }
+}
+
+/// A lifecycle event about a participant's track (`track.*`).
+fn track_event(state: &AppState, room: &str, participant: &str, kind: Kind, track: Value) {
+    let identity = state
+        .0
+        .store
+        .lock()
+        .expect("store lock")
+        .participants(room)
+        .into_iter()
+        .find(|p| p.id == participant)
+        .map(|p| p.identity);
+    state.0.lifecycle.emit(
+        room,
+        kind,
+        now_ms(),
+        json!({ "participant": { "id": participant, "identity": identity }, "track": track }),
+    );
 }
 
 async fn handle(state: &AppState, ev: SfuEvent) {
@@ -87,6 +107,13 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 .expect("store lock")
                 .upsert_track(&room, track_record(&track));
             info!(track = %track.id, participant = %track.participant, source = track.source.as_str(), codec = %track.codec, "track published");
+            track_event(
+                state,
+                &room,
+                &track.participant.to_string(),
+                Kind::TrackPublished,
+                track_json(&track),
+            );
             about(
                 state,
                 &room,
@@ -101,11 +128,27 @@ async fn handle(state: &AppState, ev: SfuEvent) {
             participant,
             track,
         } => {
-            state.0.store.lock().expect("store lock").remove_track(
-                &room,
-                &participant.to_string(),
-                &track.to_string(),
-            );
+            let stored = {
+                let mut store = state.0.store.lock().expect("store lock");
+                let stored = store
+                    .participants(&room)
+                    .into_iter()
+                    .find(|p| p.id == participant.to_string())
+                    .and_then(|p| p.tracks.into_iter().find(|t| t.id == track.to_string()));
+                store.remove_track(&room, &participant.to_string(), &track.to_string());
+                stored
+            };
+            // A leaving participant's tracks are announced by `announce_left` (before it
+            // leaves); only a track still in the store is news here.
+            if let Some(t) = stored {
+                track_event(
+                    state,
+                    &room,
+                    &participant.to_string(),
+                    Kind::TrackUnpublished,
+                    serde_json::to_value(t).unwrap_or_default(),
+                );
+            }
             about(
                 state,
                 &room,
@@ -126,6 +169,28 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 &participant.to_string(),
                 &track.to_string(),
                 muted,
+            );
+            let track_now = state
+                .0
+                .store
+                .lock()
+                .expect("store lock")
+                .participants(&room)
+                .into_iter()
+                .flat_map(|p| p.tracks)
+                .find(|t| t.id == track.to_string());
+            track_event(
+                state,
+                &room,
+                &participant.to_string(),
+                if muted {
+                    Kind::TrackMuted
+                } else {
+                    Kind::TrackUnmuted
+                },
+                track_now
+                    .and_then(|t| serde_json::to_value(t).ok())
+                    .unwrap_or_else(|| json!({ "id": track.to_string(), "muted": muted })),
             );
             about(
                 state,

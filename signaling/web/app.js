@@ -343,11 +343,14 @@ function wireRoom(room) {
   room.on('disconnected', (reason) => {
     setState('disconnected', `연결이 끊겼습니다 / Disconnected (${reason})`);
   });
+  let sentAway = '';
+  room.on('roomClosed', ({ reason }) => { sentAway = `방이 닫혔습니다 / The room was closed (${reason || 'closed'})`; });
+  room.on('removed', ({ reason }) => { sentAway = `방에서 내보내졌습니다 / You were removed from the room (${reason || 'removed'})`; });
   room.on('left', () => {
     $('#room-view').hidden = true;
     $('#left-view').hidden = false;
     $('#rejoin').href = location.href;
-    setState('left', '');
+    setState('left', sentAway);
   });
 }
 

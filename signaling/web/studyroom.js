@@ -29,6 +29,8 @@
 //   MediaStreamTrack), remoteTrackEnded(participantId, trackId), activeSpeakers(speakers),
 //   localTrack(source, MediaStreamTrack), localTrackEnded(source), localMuted(source, muted),
 //   connectionState(which, state), error(err), disconnected(reason), left(),
+//   roomClosed({room, reason}) / removed({room, reason}) when the platform closed the room or
+//   removed us (followed by left(); no rejoin),
 //   reconnecting({reason, url, deadlineMs, attempt}) when a move to another node starts (the
 //   old node's participants are first announced gone with participantLeft reason
 //   'reconnecting'), migrated({url, participant}) when joined and published there again.
@@ -211,6 +213,9 @@ export class StudyRoom {
     on('activeSpeakers', (m) => this._emit('activeSpeakers', (m && m.speakers) || []));
     on('offer', (o) => this._onOffer(o));
     on('reconnect', (m) => this._onReconnect(m));
+    // The platform closed the room or removed us (NATS commands): no rejoin, no migration.
+    on('roomClosed', (m) => this._sentAway('roomClosed', m));
+    on('removed', (m) => this._sentAway('removed', m));
     on('focus', (ev) => { if (ev && typeof ev === 'object') this._emit('focus', ev); });
     on('error', (e) => this._emit('error', { where: 'server', ...(e || {}) }));
     on('disconnect', (reason) => {
@@ -764,8 +769,23 @@ export class StudyRoom {
     this._emit('trackUnpublished', m);
   }
 
+  _sentAway(event, m) {
+    if (this.state === 'left') return;
+    this._emit(event, m || {});
+    this._close();
+  }
+
   _onTrackMuted(m) {
     if (!m) return;
+    // One of our own tracks muted by the platform (NATS `track.mute`): stop sending it
+    // here too, so the page shows the truth; unmuting stays the learner's decision.
+    const own = this.participant && m.participantId === this.participant.id;
+    const lt = own && m.muted ? this._localTrack(m.id) : null;
+    if (lt && !lt.muted) {
+      lt.track.enabled = false;
+      lt.muted = true;
+      this._emit('localMuted', lt.source, true);
+    }
     const p = this.participants.get(m.participantId);
     const t = p && p.tracks.find((x) => x.id === m.id);
     if (t) t.muted = m.muted;
