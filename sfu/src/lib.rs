@@ -16,6 +16,7 @@
 pub mod config;
 pub mod core;
 pub mod driver;
+pub mod dtls;
 pub mod error;
 pub mod ids;
 pub mod rewrite;

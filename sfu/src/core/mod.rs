@@ -1044,7 +1044,7 @@ impl ShardCore {
         self.next_transport = self.next_transport.wrapping_add(1);
         let tid = TransportId(self.next_transport);
         self.port_load[port_idx] += 1;
-        let mut builder = Rtc::builder();
+        let mut builder = Rtc::builder().set_crypto_provider(crate::dtls::crypto_provider());
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
