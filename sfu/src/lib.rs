@@ -23,6 +23,7 @@ pub mod rewrite;
 pub mod stun;
 
 pub use config::SfuConfig;
+pub use core::simulcast::Quality;
 pub use core::{
     Grants, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo, TrackRequest,
 };

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sfu::core::MAX_SDP_BYTES;
 use sfu::{
-    Grants, MediaKind, ParticipantId, Role, SfuError, Source, TrackId, TrackInfo, TrackRequest,
+    Grants, MediaKind, ParticipantId, Quality, Role, SfuError, Source, TrackId, TrackInfo,
+    TrackRequest,
 };
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
@@ -188,6 +189,7 @@ fn register_handlers(socket: &SocketRef) {
     request!(socket, "ice", ice);
     request!(socket, "mute", mute);
     request!(socket, "unpublish", unpublish);
+    request!(socket, "setQuality", set_quality);
     socket.on(
         "leave",
         async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck| {
@@ -621,6 +623,43 @@ async fn unpublish(
         .0
         .sfu
         .unpublish(p, parse_track(&req.track_id)?)
+        .await?;
+    Ok(json!({ "ok": true }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QualityReq {
+    participant_id: String,
+    source: String,
+    quality: String,
+}
+
+/// Which simulcast layer this subscriber wants of another participant's video.
+#[tracing::instrument(name = "setQuality", level = "info", skip_all, fields(sid = %socket.id))]
+async fn set_quality(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
+    let req: QualityReq = parse(d)?;
+    let (p, _) = participant_of(state, socket)?;
+    let publisher: ParticipantId = req
+        .participant_id
+        .parse()
+        .map_err(|_| ApiError::new("unknown_track", "no such participant"))?;
+    let source: Source = req
+        .source
+        .parse()
+        .map_err(|_| ApiError::bad("source must be camera, microphone or screen"))?;
+    let quality: Quality = req
+        .quality
+        .parse()
+        .map_err(|_| ApiError::bad("quality must be low, medium or high"))?;
+    state
+        .0
+        .sfu
+        .set_quality(p, publisher, source, quality)
         .await?;
     Ok(json!({ "ok": true }))
 }

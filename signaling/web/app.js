@@ -362,7 +362,7 @@ async function start(query) {
     return;
   }
   $('#room-label').textContent = `방 / Room: ${roomName}`;
-  const room = new StudyRoom({ videoCodec: query.get('codec') || undefined });
+  const room = new StudyRoom({ videoCodec: query.get('codec') || undefined, simulcast: query.get('simulcast') === '1' });
   window.studyroom = room;
   wireRoom(room);
   setState('connecting', '연결 중… / Connecting…');

@@ -106,12 +106,15 @@ function videoCodecPreferences(codec) {
 
 export class StudyRoom {
   /**
-   * @param {{url?: string, videoCodec?: string}} opts  `url`: server base URL (defaults to the
-   *   page's origin); `videoCodec`: force the camera's codec (see the header).
+   * @param {{url?: string, videoCodec?: string, simulcast?: boolean}} opts  `url`: server base
+   *   URL (defaults to the page's origin); `videoCodec`: force the camera's codec (see the
+   *   header); `simulcast`: send the camera as three layers (q, h, f) so each subscriber can
+   *   get the one it asks for with setQuality().
    */
-  constructor({ url, videoCodec } = {}) {
+  constructor({ url, videoCodec, simulcast = false } = {}) {
     this.url = url || globalThis.location.origin; // the node we talk to now (changes on a move)
     this.videoCodec = videoCodec || null;
+    this.simulcast = !!simulcast;
     // new | connecting | connected | joined | reconnecting | left | disconnected
     this.state = 'new';
     this.socket = null;
@@ -381,7 +384,7 @@ export class StudyRoom {
     if (this.localTracks.size === 0) return;
     const pc = this._ensurePublisherPc();
     for (const lt of this.localTracks.values()) {
-      lt.transceiver = pc.addTransceiver(lt.track, { direction: 'sendonly', streams: [lt.stream] });
+      lt.transceiver = pc.addTransceiver(lt.track, this._sendInit(lt.source, lt.stream));
       if (lt.source === 'camera' && this.videoCodec) lt.transceiver.setCodecPreferences(videoCodecPreferences(this.videoCodec));
       lt.track.enabled = !lt.muted;
     }
@@ -421,7 +424,7 @@ export class StudyRoom {
     for (const track of ordered) {
       const source = track.kind === 'video' ? 'camera' : 'microphone';
       if (this.localTracks.has(source)) throw new StudyRoomError('already_published', source);
-      const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+      const transceiver = pc.addTransceiver(track, this._sendInit(source, media));
       this.localTracks.set(source, { source, track, stream: media, transceiver, trackId: null, muted: false });
       added.push(source);
       if (source === 'camera' && cameraCodecs) transceiver.setCodecPreferences(cameraCodecs);
@@ -446,6 +449,29 @@ export class StudyRoom {
       throw e;
     }
     return this._localSummary();
+  }
+
+  // Transceiver init for one of our sources: the camera as three simulcast layers when asked.
+  _sendInit(source, stream) {
+    const init = { direction: 'sendonly', streams: [stream] };
+    if (this.simulcast && source === 'camera') {
+      init.sendEncodings = [
+        { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+        { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+        { rid: 'f', maxBitrate: 1_500_000 },
+      ];
+    }
+    return init;
+  }
+
+  /**
+   * Which simulcast layer to receive of a participant's video source: 'low', 'medium' or
+   * 'high' (the default). The server switches at the next key frame of that layer; tracks
+   * sent without simulcast are unaffected.
+   */
+  async setQuality(participantId, source, quality) {
+    await this._settled();
+    await this._request('setQuality', { participantId, source, quality });
   }
 
   /** Mutes or unmutes one of our tracks, by server track id or by source name. */
