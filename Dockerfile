@@ -54,7 +54,7 @@ RUN set -eux; \
     for lib in sfu signaling turn room-state; do \
         printf '//! placeholder for the dependency layer\n' > "$lib/src/lib.rs"; \
     done; \
-    for main in signaling/src/main.rs loadtest/src/main.rs sfu/benches/forward.rs; do \
+    for main in signaling/src/main.rs loadtest/src/main.rs sfu/benches/forward.rs sfu/benches/join.rs; do \
         printf 'fn main() {}\n' > "$main"; \
     done; \
     cargo build --release --locked --bin studyroom; \

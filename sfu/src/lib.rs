@@ -16,12 +16,14 @@
 pub mod config;
 pub mod core;
 pub mod driver;
+pub mod dtls;
 pub mod error;
 pub mod ids;
 pub mod rewrite;
 pub mod stun;
 
 pub use config::SfuConfig;
+pub use core::simulcast::Quality;
 pub use core::{
     Grants, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo, TrackRequest,
 };

@@ -3,21 +3,17 @@
 //! the room's recent history (for late proctors and the HTTP log), and hands each event to
 //! the JetStream publisher when NATS is configured.
 //!
-//! The publisher keeps a bounded queue and publishes strictly in order, awaiting each
-//! JetStream acknowledgement; an event leaves the queue only once acknowledged, so a NATS
-//! restart delays events but loses none (until the bound, where the oldest is dropped and
-//! counted). Each message carries a `Nats-Msg-Id`, so a retry after a lost ack is not
-//! stored twice.
+//! Events go to JetStream through an [`Outbox`] (bounded, ordered, each acknowledged; see
+//! `outbox.rs`), on `studyroom.proctoring.<room>.focus`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::Notify;
-use tracing::{info, warn};
+
+use crate::outbox::{Message, Outbox, subject_token};
 
 /// Events kept per room.
 const HISTORY_PER_ROOM: usize = 1000;
@@ -89,15 +85,27 @@ struct Learner {
 }
 
 /// Focus state of the node.
-#[derive(Default)]
 pub struct Focus {
     inner: Mutex<Inner>,
     /// Events accepted.
     pub accepted: AtomicU64,
-    /// Events dropped because the NATS queue was full.
-    pub dropped: AtomicU64,
-    queue: Mutex<VecDeque<FocusEvent>>,
-    notify: Notify,
+    /// The JetStream queue (`STUDYROOM_PROCTORING`).
+    pub outbox: Outbox,
+}
+
+impl Default for Focus {
+    fn default() -> Self {
+        Focus {
+            inner: Mutex::default(),
+            accepted: AtomicU64::new(0),
+            outbox: Outbox::new(
+                "focus events",
+                "STUDYROOM_PROCTORING",
+                "studyroom.proctoring.>",
+                QUEUE_MAX,
+            ),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -205,60 +213,6 @@ impl Focus {
 
     /// Queue an event for NATS (only when NATS is configured).
     pub fn enqueue(&self, ev: FocusEvent) {
-        let mut q = self.queue.lock().expect("queue lock");
-        if q.len() >= QUEUE_MAX {
-            q.pop_front();
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            warn!(
-                dropped_total = n,
-                "focus event queue full: oldest event dropped"
-            );
-        }
-        q.push_back(ev);
-        drop(q);
-        self.notify.notify_one();
-    }
-
-    /// Events waiting for NATS.
-    pub fn pending(&self) -> usize {
-        self.queue.lock().expect("queue lock").len()
-    }
-}
-
-/// Publish queued focus events to JetStream, in order, each acknowledged, forever.
-pub async fn publish_to_nats(client: async_nats::Client, focus: Arc<Focus>) {
-    let js = async_nats::jetstream::new(client);
-    let mut stream_ready = false;
-    loop {
-        if !stream_ready {
-            let cfg = async_nats::jetstream::stream::Config {
-                name: "STUDYROOM_PROCTORING".into(),
-                subjects: vec!["studyroom.proctoring.>".into()],
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            };
-            match tokio::time::timeout(Duration::from_secs(5), js.get_or_create_stream(cfg)).await {
-                Ok(Ok(_)) => {
-                    stream_ready = true;
-                    info!("focus publisher: JetStream stream STUDYROOM_PROCTORING ready");
-                }
-                Ok(Err(e)) => {
-                    warn!("focus publisher: stream: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            }
-        }
-        let next = focus.queue.lock().expect("queue lock").front().cloned();
-        let Some(ev) = next else {
-            focus.notify.notified().await;
-            continue;
-        };
-        let subject = format!("studyroom.proctoring.{}.focus", ev.room);
         let body = serde_json::to_vec(&NatsFocus {
             v: ev.v,
             room: &ev.room,
@@ -271,38 +225,16 @@ pub async fn publish_to_nats(client: async_nats::Client, focus: Arc<Focus>) {
             lost_ms: ev.lost_ms,
         })
         .unwrap_or_default();
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            "Nats-Msg-Id",
-            format!("{}/{}/{}/{}", ev.room, ev.participant_id, ev.at, ev.seq).as_str(),
-        );
-        let acked = async {
-            let ack = js
-                .publish_with_headers(subject, headers, body.into())
-                .await
-                .map_err(|e| e.to_string())?;
-            ack.await.map_err(|e| e.to_string())
-        };
-        match tokio::time::timeout(Duration::from_secs(5), acked).await {
-            Ok(Ok(_)) => {
-                let mut q = focus.queue.lock().expect("queue lock");
-                // Only remove what we published (the front may have been dropped by overflow).
-                if q.front().is_some_and(|f| {
-                    f.seq == ev.seq && f.participant_id == ev.participant_id && f.room == ev.room
-                }) {
-                    q.pop_front();
-                }
-            }
-            Ok(Err(e)) => {
-                warn!("focus publisher: not acknowledged, retrying: {e}");
-                stream_ready = !e.contains("no responders") && !e.contains("stream");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            Err(_) => {
-                warn!("focus publisher: acknowledgement timed out, retrying");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
+        self.outbox.push(Message {
+            subject: format!("studyroom.proctoring.{}.focus", subject_token(&ev.room)),
+            msg_id: format!("{}/{}/{}/{}", ev.room, ev.participant_id, ev.at, ev.seq),
+            body,
+        });
+    }
+
+    /// Events waiting for NATS.
+    pub fn pending(&self) -> usize {
+        self.outbox.pending()
     }
 }
 
@@ -353,6 +285,6 @@ mod tests {
             f.enqueue(ev);
         }
         assert_eq!(f.pending(), QUEUE_MAX);
-        assert_eq!(f.dropped.load(Ordering::Relaxed), 5);
+        assert_eq!(f.outbox.dropped.load(Ordering::Relaxed), 5);
     }
 }

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sfu::core::MAX_SDP_BYTES;
 use sfu::{
-    Grants, MediaKind, ParticipantId, Role, SfuError, Source, TrackId, TrackInfo, TrackRequest,
+    Grants, MediaKind, ParticipantId, Quality, Role, SfuError, Source, TrackId, TrackInfo,
+    TrackRequest,
 };
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
@@ -21,6 +22,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, RoleClaim, unix_now};
+use crate::events::{Kind, participant_fields};
 use crate::{AppState, NAMESPACE, Session};
 
 /// A protocol error: `{code, message}`.
@@ -194,6 +196,7 @@ fn register_handlers(socket: &SocketRef) {
     request!(socket, "ice", ice);
     request!(socket, "mute", mute);
     request!(socket, "unpublish", unpublish);
+    request!(socket, "setQuality", set_quality);
     socket.on(
         "leave",
         async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck| {
@@ -266,7 +269,7 @@ pub(crate) fn proctors_key(room: &str) -> String {
     format!("proctors:{room}")
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -414,6 +417,18 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         let mut store = state.0.store.lock().expect("store lock");
         let mut others = store.participants(&room);
         store.add_participant(&room, record.clone());
+        // Lifecycle events under the store lock (see `pump::change_track`); a join undone
+        // below is announced as left by `announce_left`.
+        let lifecycle = &state.0.lifecycle;
+        if others.is_empty() {
+            lifecycle.emit(&room, Kind::RoomStarted, record.joined_at, json!({}));
+        }
+        lifecycle.emit(
+            &room,
+            Kind::ParticipantJoined,
+            record.joined_at,
+            json!({ "participant": participant_fields(&record) }),
+        );
         // Proctors are invisible to learners.
         if !proctor {
             others.retain(|p| p.role != "proctor");
@@ -435,12 +450,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         socket.leave(room_key(&room));
         socket.leave(proctors_key(&room));
         let _ = state.0.sfu.leave(id).await;
-        state
-            .0
-            .store
-            .lock()
-            .expect("store lock")
-            .remove_participant(&room, &id.to_string());
+        announce_left(state, id, &room, "disconnected").await;
         return Err(ApiError::new("not_joined", "disconnected during join"));
     }
     // Only proctors hear about a proctor.
@@ -636,6 +646,43 @@ async fn unpublish(
     Ok(json!({ "ok": true }))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QualityReq {
+    participant_id: String,
+    source: String,
+    quality: String,
+}
+
+/// Which simulcast layer this subscriber wants of another participant's video.
+#[tracing::instrument(name = "setQuality", level = "info", skip_all, fields(sid = %socket.id))]
+async fn set_quality(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
+    let req: QualityReq = parse(d)?;
+    let (p, _) = participant_of(state, socket)?;
+    let publisher: ParticipantId = req
+        .participant_id
+        .parse()
+        .map_err(|_| ApiError::new("unknown_track", "no such participant"))?;
+    let source: Source = req
+        .source
+        .parse()
+        .map_err(|_| ApiError::bad("source must be camera, microphone or screen"))?;
+    let quality: Quality = req
+        .quality
+        .parse()
+        .map_err(|_| ApiError::bad("quality must be low, medium or high"))?;
+    state
+        .0
+        .sfu
+        .set_quality(p, publisher, source, quality)
+        .await?;
+    Ok(json!({ "ok": true }))
+}
+
 /// A participant leaves (leave, disconnect, replaced): free media state, update the
 /// store, tell the room. Idempotent.
 pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, reason: &str) {
@@ -665,12 +712,34 @@ pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, rea
 
 /// Remove a participant from the store and tell its room.
 pub(crate) async fn announce_left(state: &AppState, p: ParticipantId, room: &str, reason: &str) {
-    let removed = state
-        .0
-        .store
-        .lock()
-        .expect("store lock")
-        .remove_participant(room, &p.to_string());
+    // Store change and lifecycle events under one lock: see `pump::change_track`.
+    let removed = {
+        let mut store = state.0.store.lock().expect("store lock");
+        let removed = store.remove_participant(room, &p.to_string());
+        if let Some(r) = &removed {
+            let at = now_ms();
+            let lifecycle = &state.0.lifecycle;
+            // Its tracks end with it: unpublished first, then the participant leaves.
+            for t in &r.tracks {
+                lifecycle.emit(
+                    room,
+                    Kind::TrackUnpublished,
+                    at,
+                    json!({ "participant": { "id": r.id, "identity": r.identity }, "track": t }),
+                );
+            }
+            lifecycle.emit(
+                room,
+                Kind::ParticipantLeft,
+                at,
+                json!({ "participant": participant_fields(r), "reason": reason }),
+            );
+            if store.participants(room).is_empty() {
+                lifecycle.emit(room, Kind::RoomEnded, at, json!({}));
+            }
+        }
+        removed
+    };
     state.0.focus.forget(room, &p.to_string());
     info!(participant = %p, room, reason, "participant left");
     let proctor = removed.is_some_and(|r| r.role == "proctor");

@@ -8,12 +8,15 @@
 
 pub mod auth;
 pub mod cluster;
+mod commands;
 pub mod config;
+mod events;
 mod focus;
 mod handlers;
 mod health;
 mod http;
 mod metrics;
+mod outbox;
 mod pump;
 
 use std::collections::HashMap;
@@ -78,6 +81,8 @@ struct Inner {
     node_id: String,
     /// Membership in a multi-node deployment (with `REDIS_URL`).
     cluster: Option<Arc<cluster::Cluster>>,
+    lifecycle: Arc<events::Lifecycle>,
+    commands: commands::Counters,
 }
 
 impl AppState {
@@ -162,6 +167,19 @@ pub async fn run(
         ..SfuConfig::default()
     };
     let (sfu, events) = Sfu::start(sfu_cfg).context("starting the media core")?;
+    let node_id = cluster.as_ref().map_or_else(
+        || cfg.node_id.clone().unwrap_or_else(|| "local".to_owned()),
+        |c| c.node_id().to_owned(),
+    );
+    let boot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let lifecycle = Arc::new(events::Lifecycle::new(
+        node_id.clone(),
+        boot,
+        cfg.nats_url.is_some(),
+    ));
 
     let state = AppState(Arc::new(Inner {
         sfu: sfu.clone(),
@@ -190,10 +208,10 @@ pub async fn run(
         focus: Arc::new(focus::Focus::default()),
         redis_url: cfg.redis_url.clone(),
         nats_url: cfg.nats_url.clone(),
-        node_id: cluster
-            .as_ref()
-            .map_or_else(|| "local".to_owned(), |c| c.node_id().to_owned()),
+        node_id,
         cluster: cluster.clone(),
+        lifecycle,
+        commands: commands::Counters::default(),
     }));
     let (layer, io) = SocketIo::builder()
         .max_payload(1 << 20)
@@ -216,12 +234,17 @@ pub async fn run(
         tokio::spawn(cluster::sync(state.clone(), c));
     }
     if let Some(url) = cfg.nats_url.clone() {
-        // One connection for health and the JetStream publisher.
-        let (health, focus) = (state.0.health.clone(), state.0.focus.clone());
+        // One connection for health, the JetStream publishers and the commands.
+        let st = state.clone();
         tokio::spawn(async move {
             let client = health::connect_nats(&url).await;
-            tokio::spawn(health::watch_nats(client.clone(), health));
-            focus::publish_to_nats(client, focus).await;
+            tokio::spawn(health::watch_nats(client.clone(), st.0.health.clone()));
+            let (focus, lifecycle) = (st.0.focus.clone(), st.0.lifecycle.clone());
+            let c = client.clone();
+            tokio::spawn(async move { focus.outbox.run(c).await });
+            let c = client.clone();
+            tokio::spawn(async move { lifecycle.outbox.run(c).await });
+            commands::serve(st, client).await;
         });
     }
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics)

@@ -205,7 +205,7 @@ pub fn render(state: &AppState) -> String {
         "studyroom_focus_events_dropped_total",
         "counter",
         "Focus events dropped because the NATS queue was full.",
-        f.dropped.load(relaxed),
+        f.outbox.dropped.load(relaxed),
     );
     metric(
         &mut o,
@@ -213,6 +213,38 @@ pub fn render(state: &AppState) -> String {
         "gauge",
         "Focus events waiting for a JetStream acknowledgement.",
         f.pending(),
+    );
+    let l = &state.0.lifecycle;
+    metric(
+        &mut o,
+        "studyroom_lifecycle_events_total",
+        "counter",
+        "Room lifecycle events stamped for NATS.",
+        l.emitted(),
+    );
+    metric(
+        &mut o,
+        "studyroom_lifecycle_events_dropped_total",
+        "counter",
+        "Lifecycle events dropped because the NATS queue was full.",
+        l.outbox.dropped.load(relaxed),
+    );
+    metric(
+        &mut o,
+        "studyroom_lifecycle_events_pending",
+        "gauge",
+        "Lifecycle events waiting for a JetStream acknowledgement.",
+        l.outbox.pending(),
+    );
+    let c = &state.0.commands;
+    let _ = writeln!(
+        o,
+        "# HELP studyroom_nats_commands_total Platform commands answered over NATS, by result.\n\
+         # TYPE studyroom_nats_commands_total counter\n\
+         studyroom_nats_commands_total{{result=\"ok\"}} {}\n\
+         studyroom_nats_commands_total{{result=\"error\"}} {}",
+        c.ok.load(relaxed),
+        c.failed.load(relaxed)
     );
     metric(
         &mut o,

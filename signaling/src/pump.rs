@@ -5,7 +5,8 @@ use sfu::{RemovalReason, SfuEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, info};
 
-use crate::handlers::{announce_left, kind_str, track_json, track_record};
+use crate::events::Kind;
+use crate::handlers::{announce_left, kind_str, now_ms, track_json, track_record};
 use crate::{AppState, NAMESPACE};
 
 /// Run until the core's event channel closes.
@@ -45,6 +46,34 @@ async fn about(state: &AppState, room: &str, participant: &str, event: &str, dat
     }
 }
 
+/// Change a participant's track in the store and stamp the lifecycle event (`track.*`)
+/// under the same lock: the store's order is the events' order, so a track's events never
+/// overtake its participant's `participant.left` (stamped by `announce_left` under this
+/// lock too). `change` returns the track as stored after the change, or `None` when there is
+/// nothing to announce (e.g. the participant already left).
+fn change_track(
+    state: &AppState,
+    room: &str,
+    participant: &str,
+    kind: Kind,
+    change: impl FnOnce(&mut room_state::MemoryStore) -> Option<Value>,
+) {
+    let mut store = state.0.store.lock().expect("store lock");
+    let identity = store
+        .participants(room)
+        .into_iter()
+        .find(|p| p.id == participant)
+        .map(|p| p.identity);
+    if let Some(track) = change(&mut store) {
+        state.0.lifecycle.emit(
+            room,
+            kind,
+            now_ms(),
+            json!({ "participant": { "id": participant, "identity": identity }, "track": track }),
+        );
+    }
+}
+
 async fn handle(state: &AppState, ev: SfuEvent) {
     match ev {
         SfuEvent::SubscriberOffer {
@@ -79,13 +108,17 @@ async fn handle(state: &AppState, ev: SfuEvent) {
             }
         }
         SfuEvent::TrackPublished { room, track } => {
-            state
-                .0
-                .store
-                .lock()
-                .expect("store lock")
-                .upsert_track(&room, track_record(&track));
             info!(track = %track.id, participant = %track.participant, source = track.source.as_str(), codec = %track.codec, "track published");
+            change_track(
+                state,
+                &room,
+                &track.participant.to_string(),
+                Kind::TrackPublished,
+                |store| {
+                    store.upsert_track(&room, track_record(&track));
+                    Some(track_json(&track))
+                },
+            );
             about(
                 state,
                 &room,
@@ -100,11 +133,18 @@ async fn handle(state: &AppState, ev: SfuEvent) {
             participant,
             track,
         } => {
-            state.0.store.lock().expect("store lock").remove_track(
-                &room,
-                &participant.to_string(),
-                &track.to_string(),
-            );
+            // A leaving participant's tracks are announced by `announce_left` (before it
+            // leaves); only a track still in the store is news here.
+            let (pid, tid) = (participant.to_string(), track.to_string());
+            change_track(state, &room, &pid, Kind::TrackUnpublished, |store| {
+                let stored = store
+                    .participants(&room)
+                    .into_iter()
+                    .find(|p| p.id == pid)
+                    .and_then(|p| p.tracks.into_iter().find(|t| t.id == tid));
+                store.remove_track(&room, &pid, &tid);
+                stored.and_then(|t| serde_json::to_value(t).ok())
+            });
             about(
                 state,
                 &room,
@@ -120,12 +160,21 @@ async fn handle(state: &AppState, ev: SfuEvent) {
             track,
             muted,
         } => {
-            state.0.store.lock().expect("store lock").set_muted(
-                &room,
-                &participant.to_string(),
-                &track.to_string(),
-                muted,
-            );
+            let (pid, tid) = (participant.to_string(), track.to_string());
+            let kind = if muted {
+                Kind::TrackMuted
+            } else {
+                Kind::TrackUnmuted
+            };
+            change_track(state, &room, &pid, kind, |store| {
+                store.set_muted(&room, &pid, &tid, muted);
+                store
+                    .participants(&room)
+                    .into_iter()
+                    .flat_map(|p| p.tracks)
+                    .find(|t| t.id == tid)
+                    .and_then(|t| serde_json::to_value(t).ok())
+            });
             about(
                 state,
                 &room,

@@ -343,11 +343,14 @@ function wireRoom(room) {
   room.on('disconnected', (reason) => {
     setState('disconnected', `연결이 끊겼습니다 / Disconnected (${reason})`);
   });
+  let sentAway = '';
+  room.on('roomClosed', ({ reason }) => { sentAway = `방이 닫혔습니다 / The room was closed (${reason || 'closed'})`; });
+  room.on('removed', ({ reason }) => { sentAway = `방에서 내보내졌습니다 / You were removed from the room (${reason || 'removed'})`; });
   room.on('left', () => {
     $('#room-view').hidden = true;
     $('#left-view').hidden = false;
     $('#rejoin').href = location.href;
-    setState('left', '');
+    setState('left', sentAway);
   });
 }
 
@@ -359,7 +362,7 @@ async function start(query) {
     return;
   }
   $('#room-label').textContent = `방 / Room: ${roomName}`;
-  const room = new StudyRoom({ videoCodec: query.get('codec') || undefined });
+  const room = new StudyRoom({ videoCodec: query.get('codec') || undefined, simulcast: query.get('simulcast') === '1' });
   window.studyroom = room;
   wireRoom(room);
   setState('connecting', '연결 중… / Connecting…');

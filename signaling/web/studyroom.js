@@ -36,6 +36,8 @@
 //   MediaStreamTrack), remoteTrackEnded(participantId, trackId), activeSpeakers(speakers),
 //   localTrack(source, MediaStreamTrack), localTrackEnded(source), localMuted(source, muted),
 //   connectionState(which, state), error(err), disconnected(reason), left(),
+//   roomClosed({room, reason}) / removed({room, reason}) when the platform closed the room or
+//   removed us (followed by left(); no rejoin),
 //   reconnecting({reason, url, deadlineMs, attempt}) when a move to another node starts (the
 //   old node's participants are first announced gone with participantLeft reason
 //   'reconnecting'), migrated({url, participant}) when joined and published there again.
@@ -113,12 +115,15 @@ function videoCodecPreferences(codec) {
 
 export class StudyRoom {
   /**
-   * @param {{url?: string, videoCodec?: string}} opts  `url`: server base URL (defaults to the
-   *   page's origin); `videoCodec`: force the camera's codec (see the header).
+   * @param {{url?: string, videoCodec?: string, simulcast?: boolean}} opts  `url`: server base
+   *   URL (defaults to the page's origin); `videoCodec`: force the camera's codec (see the
+   *   header); `simulcast`: send the camera as three layers (q, h, f) so each subscriber can
+   *   get the one it asks for with setQuality().
    */
-  constructor({ url, videoCodec } = {}) {
+  constructor({ url, videoCodec, simulcast = false } = {}) {
     this.url = url || globalThis.location.origin; // the node we talk to now (changes on a move)
     this.videoCodec = videoCodec || null;
+    this.simulcast = !!simulcast;
     // new | connecting | connected | joined | reconnecting | left | disconnected
     this.state = 'new';
     this.socket = null;
@@ -223,6 +228,9 @@ export class StudyRoom {
     on('activeSpeakers', (m) => this._emit('activeSpeakers', (m && m.speakers) || []));
     on('offer', (o) => this._onOffer(o));
     on('reconnect', (m) => this._onReconnect(m));
+    // The platform closed the room or removed us (NATS commands): no rejoin, no migration.
+    on('roomClosed', (m) => this._sentAway('roomClosed', m));
+    on('removed', (m) => this._sentAway('removed', m));
     on('focus', (ev) => { if (ev && typeof ev === 'object') this._emit('focus', ev); });
     on('error', (e) => this._emit('error', { where: 'server', ...(e || {}) }));
     on('disconnect', (reason) => {
@@ -411,7 +419,7 @@ export class StudyRoom {
     if (this.localTracks.size === 0) return;
     const pc = this._ensurePublisherPc();
     for (const lt of this.localTracks.values()) {
-      lt.transceiver = pc.addTransceiver(lt.track, { direction: 'sendonly', streams: [lt.stream] });
+      lt.transceiver = pc.addTransceiver(lt.track, this._sendInit(lt.source, lt.stream));
       if (lt.source === 'camera' && this.videoCodec) lt.transceiver.setCodecPreferences(videoCodecPreferences(this.videoCodec));
       lt.track.enabled = !lt.muted;
     }
@@ -451,7 +459,7 @@ export class StudyRoom {
     for (const track of ordered) {
       const source = track.kind === 'video' ? 'camera' : 'microphone';
       if (this.localTracks.has(source)) throw new StudyRoomError('already_published', source);
-      const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+      const transceiver = pc.addTransceiver(track, this._sendInit(source, media));
       this.localTracks.set(source, { source, track, stream: media, transceiver, trackId: null, muted: false });
       added.push(source);
       if (source === 'camera' && cameraCodecs) transceiver.setCodecPreferences(cameraCodecs);
@@ -476,6 +484,29 @@ export class StudyRoom {
       throw e;
     }
     return this._localSummary();
+  }
+
+  // Transceiver init for one of our sources: the camera as three simulcast layers when asked.
+  _sendInit(source, stream) {
+    const init = { direction: 'sendonly', streams: [stream] };
+    if (this.simulcast && source === 'camera') {
+      init.sendEncodings = [
+        { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+        { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+        { rid: 'f', maxBitrate: 1_500_000 },
+      ];
+    }
+    return init;
+  }
+
+  /**
+   * Which simulcast layer to receive of a participant's video source: 'low', 'medium' or
+   * 'high' (the default). The server switches at the next key frame of that layer; tracks
+   * sent without simulcast are unaffected.
+   */
+  async setQuality(participantId, source, quality) {
+    await this._settled();
+    await this._request('setQuality', { participantId, source, quality });
   }
 
   /** Mutes or unmutes one of our tracks, by server track id or by source name. */
@@ -810,8 +841,23 @@ export class StudyRoom {
     this._emit('trackUnpublished', m);
   }
 
+  _sentAway(event, m) {
+    if (this.state === 'left') return;
+    this._emit(event, m || {});
+    this._close();
+  }
+
   _onTrackMuted(m) {
     if (!m) return;
+    // One of our own tracks muted by the platform (NATS `track.mute`): stop sending it
+    // here too, so the page shows the truth; unmuting stays the learner's decision.
+    const own = this.participant && m.participantId === this.participant.id;
+    const lt = own && m.muted ? this._localTrack(m.id) : null;
+    if (lt && !lt.muted) {
+      lt.track.enabled = false;
+      lt.muted = true;
+      this._emit('localMuted', lt.source, true);
+    }
     const p = this.participants.get(m.participantId);
     const t = p && p.tracks.find((x) => x.id === m.id);
     if (t) t.muted = m.muted;

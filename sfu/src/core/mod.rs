@@ -27,6 +27,7 @@
 //! routes and the room when it empties. [`ShardCore::counts`] shows it all returns to zero.
 
 pub mod route;
+pub mod simulcast;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -48,6 +49,7 @@ use crate::error::SfuError;
 use crate::ids::{ParticipantId, Role, Source, TrackId, TransportId};
 use crate::rewrite::Rewriter;
 use route::{MAX_ADDRS_PER_TRANSPORT, RouteDatagramTo, RouteIndex, Unroutable};
+use simulcast::{Decision, Layers, Quality, Selection};
 
 /// Largest SDP we accept (an offer with many m-lines is a few KiB).
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
@@ -335,6 +337,8 @@ struct Producer {
     consumers: Vec<TransportId>,
     last_keyframe_request: Option<Instant>,
     keyframe_pending: bool,
+    /// Simulcast layers seen (empty: not simulcast).
+    layers: Layers,
     /// Loudest audio level (linear 0..1) since the last active-speaker evaluation.
     peak: f32,
     /// Level reported with the speaker (decaying peak).
@@ -356,6 +360,8 @@ struct Consumer {
     /// Cache of publisher pt -> our pt (None: the subscriber lacks the codec).
     pt_map: Vec<(Pt, Option<Pt>)>,
     warned_codec: bool,
+    /// Simulcast layer wanted and forwarded.
+    sel: Selection,
 }
 
 enum TransportKind {
@@ -695,6 +701,7 @@ impl ShardCore {
                     consumers: Vec::new(),
                     last_keyframe_request: None,
                     keyframe_pending: false,
+                    layers: Layers::default(),
                     peak: 0.0,
                     level: 0.0,
                     last_loud_at: None,
@@ -1044,7 +1051,7 @@ impl ShardCore {
         self.next_transport = self.next_transport.wrapping_add(1);
         let tid = TransportId(self.next_transport);
         self.port_load[port_idx] += 1;
-        let mut builder = Rtc::builder();
+        let mut builder = Rtc::builder().set_crypto_provider(crate::dtls::crypto_provider());
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
@@ -1142,10 +1149,12 @@ impl ShardCore {
             rewriter: Rewriter::new(t.rng.u16(1..0x7fff)),
             pt_map: Vec::new(),
             warned_codec: false,
+            sel: Selection::default(),
         });
         c.producer = Some(producer);
         c.pt_map.clear();
         c.rewriter.switch_source();
+        c.sel.current = None;
         let reattached = c.active;
         if !p.consumers.contains(&sub) {
             p.consumers.push(sub);
@@ -1293,6 +1302,13 @@ impl ShardCore {
         }
         p.last_keyframe_request = Some(now);
         p.keyframe_pending = false;
+        if !p.layers.is_empty() {
+            let rids: Vec<Rid> = p.layers.rids().collect();
+            for r in rids {
+                self.request_layer_keyframe(producer, r, now);
+            }
+            return;
+        }
         let (tid, mid) = (p.transport, p.mid);
         if let Some(t) = self.transports.get_mut(&tid) {
             if let Some(rx) = t.rtc.direct_api().stream_rx_by_mid(mid, None) {
@@ -1305,6 +1321,67 @@ impl ShardCore {
                 p.last_keyframe_request = None;
             }
         }
+    }
+
+    /// A key frame on one simulcast layer (throttled per layer).
+    fn request_layer_keyframe(&mut self, producer: TrackId, rid: Rid, now: Instant) {
+        let interval = self.cfg.keyframe_request_interval;
+        let Some(p) = self.producers.get_mut(&producer) else {
+            return;
+        };
+        if !p.layers.may_request_keyframe(rid, interval, now) {
+            self.stats.keyframe_requests_throttled += 1;
+            return;
+        }
+        let (tid, mid) = (p.transport, p.mid);
+        if let Some(t) = self.transports.get_mut(&tid)
+            && let Some(rx) = t.rtc.direct_api().stream_rx_by_mid(mid, Some(rid))
+        {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.stats.keyframe_requests += 1;
+            self.mark_dirty(tid);
+        }
+    }
+
+    /// The simulcast quality `subscriber` wants for `publisher`'s `source` (switched at the
+    /// next key frame of the chosen layer; no effect on tracks without simulcast).
+    pub fn set_quality(
+        &mut self,
+        now: Instant,
+        subscriber: ParticipantId,
+        publisher: ParticipantId,
+        source: Source,
+        quality: Quality,
+    ) -> Result<(), SfuError> {
+        let part = self
+            .participants
+            .get(&subscriber)
+            .ok_or(SfuError::NotJoined)?;
+        let sub = part.subscriber.ok_or(SfuError::UnknownTrack)?;
+        let Some(t) = self.transports.get_mut(&sub) else {
+            return Err(SfuError::UnknownTrack);
+        };
+        let TransportKind::Subscriber { consumers, .. } = &mut t.kind else {
+            return Err(SfuError::UnknownTrack);
+        };
+        let c = consumers
+            .get_mut(&(publisher, source))
+            .ok_or(SfuError::UnknownTrack)?;
+        if c.sel.quality == quality {
+            return Ok(());
+        }
+        c.sel.quality = quality;
+        debug!(%subscriber, %publisher, source = source.as_str(), quality = quality.as_str(), "simulcast quality");
+        // Ask for a key frame on the new layer now instead of at its next natural one.
+        if let Some(track) = c.producer
+            && let Some(layer) = self
+                .producers
+                .get(&track)
+                .and_then(|p| p.layers.pick(quality))
+        {
+            self.request_layer_keyframe(track, layer, now);
+        }
+        Ok(())
     }
 
     /// After an SDP exchange: the browser starts ICE checks the moment it has our SDP, often
@@ -1441,7 +1518,12 @@ impl ShardCore {
             return;
         };
         let ssrc = pkt.header.ssrc;
-        let Some(mid) = t.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+        let Some((mid, rid)) = t
+            .rtc
+            .direct_api()
+            .stream_rx(&ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
             return;
         };
         let Some(&track) = by_mid.get(&mid) else {
@@ -1472,6 +1554,16 @@ impl ShardCore {
         }
         let is_video = p.info.kind == MediaKind::Video;
         let clock_rate = p.clock_rate;
+        // Simulcast: account the layer; whether this packet starts a key frame decides
+        // where consumers may switch layers.
+        let keyframe = match rid {
+            Some(r) => {
+                p.layers.observe(r, pkt.payload.len(), now);
+                is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload)
+            }
+            None => false,
+        };
+        let mut want_keyframe = false;
         let mut ext = pkt.header.ext_vals.clone();
         ext.mid = None;
         ext.rid = None;
@@ -1491,6 +1583,16 @@ impl ShardCore {
             };
             if !c.active || c.producer != Some(track) {
                 continue;
+            }
+            if let Some(r) = rid {
+                match c.sel.decide(r, keyframe, p.layers.pick(c.sel.quality)) {
+                    Decision::Forward => {}
+                    Decision::Drop => continue,
+                    Decision::DropWantKeyframe => {
+                        want_keyframe = true;
+                        continue;
+                    }
+                }
             }
             let out_pt = match c.pt_map.iter().find(|(i, _)| *i == in_pt) {
                 Some((_, o)) => *o,
@@ -1538,6 +1640,9 @@ impl ShardCore {
                 self.dirty.push(sub);
             }
         }
+        if want_keyframe && let Some(r) = rid {
+            self.request_layer_keyframe(track, r, now);
+        }
     }
 
     fn on_keyframe_request(&mut self, sub: TransportId, mid: Mid, now: Instant) {
@@ -1550,12 +1655,13 @@ impl ShardCore {
         else {
             return;
         };
-        let producer = by_mid
-            .get(&mid)
-            .and_then(|k| consumers.get(k))
-            .and_then(|c| c.producer);
-        if let Some(p) = producer {
-            self.request_keyframe(p, now);
+        let Some(c) = by_mid.get(&mid).and_then(|k| consumers.get(k)) else {
+            return;
+        };
+        match (c.producer, c.sel.current) {
+            (Some(p), Some(layer)) => self.request_layer_keyframe(p, layer, now),
+            (Some(p), None) => self.request_keyframe(p, now),
+            _ => {}
         }
     }
 

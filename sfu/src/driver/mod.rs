@@ -31,9 +31,10 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::config::SfuConfig;
+use crate::core::simulcast::Quality;
 use crate::core::{Counts, Grants, PublishAnswer, SfuEvent, ShardCore, ShardStats, TrackRequest};
 use crate::error::SfuError;
-use crate::ids::{ParticipantId, Role, TrackId};
+use crate::ids::{ParticipantId, Role, Source, TrackId};
 use batch::{RecvBatch, SendBatch};
 
 const WAKER: Token = Token(usize::MAX);
@@ -73,6 +74,13 @@ enum Command {
         participant: ParticipantId,
         track: TrackId,
         muted: bool,
+        reply: Reply<()>,
+    },
+    SetQuality {
+        subscriber: ParticipantId,
+        publisher: ParticipantId,
+        source: Source,
+        quality: Quality,
         reply: Reply<()>,
     },
     Unpublish {
@@ -359,6 +367,25 @@ impl Sfu {
             participant,
             track,
             muted,
+            reply,
+        })
+        .await
+    }
+
+    /// The simulcast layer quality `subscriber` wants for `publisher`'s `source`.
+    pub async fn set_quality(
+        &self,
+        subscriber: ParticipantId,
+        publisher: ParticipantId,
+        source: Source,
+        quality: Quality,
+    ) -> Result<(), SfuError> {
+        let shard = self.shard_of(subscriber)?;
+        self.call(shard, |reply| Command::SetQuality {
+            subscriber,
+            publisher,
+            source,
+            quality,
             reply,
         })
         .await
@@ -675,6 +702,15 @@ impl ShardThread {
                 reply,
             } => {
                 let _ = reply.send(core.mute(participant, track, muted));
+            }
+            Command::SetQuality {
+                subscriber,
+                publisher,
+                source,
+                quality,
+                reply,
+            } => {
+                let _ = reply.send(core.set_quality(now, subscriber, publisher, source, quality));
             }
             Command::Unpublish {
                 participant,

@@ -1,0 +1,395 @@
+//! Simulcast: a publisher sends the same video as several encodings ("layers", told apart
+//! by RID: e.g. `q` quarter, `h` half, `f` full resolution) and each subscriber must get
+//! exactly one of them. Forwarding all layers into one outgoing stream (what an SFU that
+//! ignores RIDs does) interleaves three resolutions and breaks the receiver's decoder.
+//!
+//! Here a producer keeps per-layer statistics ([`Layers`]): bitrate over a short window and
+//! when the layer last sent. Layers are ranked by bitrate (the encoder's own statement of
+//! quality), falling back to the RID names before the first window closes. A consumer has a
+//! wanted [`Quality`] (low/medium/high, set by the subscriber) and the layer it currently
+//! receives ([`Selection`]); it moves to another layer only on a key frame of that layer,
+//! so the decoder never sees a frame that references another layer's pictures. A layer that
+//! stops (the publisher's encoder drops its top layer when its bandwidth estimate falls)
+//! leaves the ranking after [`LAYER_TIMEOUT`], so its consumers fall back to the best layer
+//! still flowing.
+//!
+//! Key frames are recognised from the payload (VP8, VP9, H.264, AV1): in RTP mode str0m
+//! hands us packets, not frames.
+
+use std::time::{Duration, Instant};
+
+use str0m::format::Codec;
+use str0m::media::Rid;
+
+/// A layer that sent nothing for this long is not offered to consumers.
+pub const LAYER_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Bitrate window.
+const WINDOW: Duration = Duration::from_millis(500);
+/// How often the ranking is recomputed.
+const RANK_EVERY: Duration = Duration::from_millis(250);
+
+/// What a subscriber asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Quality {
+    /// The lowest layer.
+    Low = 0,
+    /// The middle layer (or the nearest below).
+    Medium = 1,
+    /// The highest layer flowing.
+    #[default]
+    High = 2,
+}
+
+impl std::str::FromStr for Quality {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "low" => Ok(Quality::Low),
+            "medium" => Ok(Quality::Medium),
+            "high" => Ok(Quality::High),
+            _ => Err(()),
+        }
+    }
+}
+
+impl Quality {
+    /// `low`, `medium`, `high`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Low => "low",
+            Quality::Medium => "medium",
+            Quality::High => "high",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    rid: Rid,
+    window_bytes: u64,
+    window_start: Instant,
+    /// Bits per second over the last closed window (0 before one closed).
+    bitrate: u64,
+    last_packet: Instant,
+    last_keyframe_request: Option<Instant>,
+}
+
+/// Per-producer layer statistics and ranking.
+#[derive(Debug, Default)]
+pub struct Layers {
+    layers: Vec<Layer>,
+    /// Active layers, lowest quality first (recomputed every `RANK_EVERY`).
+    ranked: Vec<Rid>,
+    next_rank: Option<Instant>,
+}
+
+/// Rank of a RID by its name alone (lower = lower quality), for before bitrates exist.
+fn name_rank(rid: &str, all: &[&str]) -> u8 {
+    let qhf = all.iter().any(|r| *r == "q" || *r == "f");
+    match rid {
+        "q" | "l" | "low" | "0" => 0,
+        "h" if qhf => 1,
+        "m" | "mid" | "1" => 1,
+        "h" | "f" | "high" | "hi" | "2" => 2,
+        _ => 1,
+    }
+}
+
+impl Layers {
+    /// Whether any layer was seen (the producer is simulcast).
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Account one packet of layer `rid`.
+    pub fn observe(&mut self, rid: Rid, bytes: usize, now: Instant) {
+        let l = match self.layers.iter_mut().position(|l| l.rid == rid) {
+            Some(i) => &mut self.layers[i],
+            None => {
+                self.layers.push(Layer {
+                    rid,
+                    window_bytes: 0,
+                    window_start: now,
+                    bitrate: 0,
+                    last_packet: now,
+                    last_keyframe_request: None,
+                });
+                self.next_rank = None; // a new layer: rank at once
+                self.layers.last_mut().expect("just pushed")
+            }
+        };
+        l.last_packet = now;
+        let elapsed = now.saturating_duration_since(l.window_start);
+        if elapsed >= WINDOW {
+            l.bitrate = l.window_bytes * 8 * 1_000_000 / (elapsed.as_micros() as u64).max(1);
+            l.window_bytes = 0;
+            l.window_start = now;
+        }
+        l.window_bytes += bytes as u64;
+        if self.next_rank.is_none_or(|t| now >= t) {
+            self.rank(now);
+        }
+    }
+
+    fn rank(&mut self, now: Instant) {
+        self.next_rank = Some(now + RANK_EVERY);
+        let names: Vec<&str> = self.layers.iter().map(|l| l.rid.as_ref()).collect();
+        let mut active: Vec<(u64, u8, Rid)> = self
+            .layers
+            .iter()
+            .filter(|l| now.saturating_duration_since(l.last_packet) < LAYER_TIMEOUT)
+            .map(|l| (l.bitrate, name_rank(l.rid.as_ref(), &names), l.rid))
+            .collect();
+        let all_measured = active.iter().all(|(b, _, _)| *b > 0);
+        if all_measured {
+            active.sort_by_key(|(b, n, _)| (*b, *n));
+        } else {
+            active.sort_by_key(|(_, n, _)| *n);
+        }
+        self.ranked = active.into_iter().map(|(_, _, r)| r).collect();
+    }
+
+    /// The layer a consumer wanting `q` should receive now.
+    pub fn pick(&self, q: Quality) -> Option<Rid> {
+        let n = self.ranked.len();
+        if n == 0 {
+            return None;
+        }
+        let i = match q {
+            Quality::Low => 0,
+            Quality::Medium => (n - 1).min(1),
+            Quality::High => n - 1,
+        };
+        Some(self.ranked[i])
+    }
+
+    /// Whether a key frame may be requested on `rid` now (at most one per `interval`);
+    /// records the request when it may.
+    pub fn may_request_keyframe(&mut self, rid: Rid, interval: Duration, now: Instant) -> bool {
+        let Some(l) = self.layers.iter_mut().find(|l| l.rid == rid) else {
+            return false;
+        };
+        if l.last_keyframe_request.is_some_and(|t| now < t + interval) {
+            return false;
+        }
+        l.last_keyframe_request = Some(now);
+        true
+    }
+
+    /// Known layers.
+    pub fn rids(&self) -> impl Iterator<Item = Rid> + '_ {
+        self.layers.iter().map(|l| l.rid)
+    }
+}
+
+/// What to do with one packet of a simulcast layer for one consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward it (possibly after switching to its layer).
+    Forward,
+    /// Not this consumer's layer.
+    Drop,
+    /// Not this consumer's layer yet: it is the wanted one, but we need a key frame on it.
+    DropWantKeyframe,
+}
+
+/// A consumer's layer state.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Wanted quality.
+    pub quality: Quality,
+    /// Layer being forwarded.
+    pub current: Option<Rid>,
+}
+
+impl Selection {
+    /// Decide for a packet of layer `rid` (`keyframe`: it starts a key frame), given the
+    /// layer this consumer should get now (`want`).
+    pub fn decide(&mut self, rid: Rid, keyframe: bool, want: Option<Rid>) -> Decision {
+        if self.current == Some(rid) {
+            return Decision::Forward;
+        }
+        if want != Some(rid) {
+            return Decision::Drop;
+        }
+        if keyframe {
+            self.current = Some(rid);
+            Decision::Forward
+        } else {
+            Decision::DropWantKeyframe
+        }
+    }
+
+    /// Whether the consumer is on a layer other than the one it should get.
+    pub fn wants_switch(&self, want: Option<Rid>) -> bool {
+        want.is_some() && self.current != want
+    }
+}
+
+/// Whether an RTP payload of `codec` starts a key frame (a decoder can start there).
+pub fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => vp8_keyframe(payload),
+        Codec::Vp9 => vp9_keyframe(payload),
+        Codec::H264 => h264_keyframe(payload),
+        Codec::Av1 => av1_keyframe(payload),
+        _ => false,
+    }
+}
+
+/// RFC 7741: payload descriptor, then (at a partition start) the VP8 frame header whose
+/// first bit P is 0 on key frames.
+fn vp8_keyframe(p: &[u8]) -> bool {
+    let Some(&b0) = p.first() else { return false };
+    let start = b0 & 0x10 != 0;
+    let pid = b0 & 0x07;
+    if !start || pid != 0 {
+        return false;
+    }
+    let mut i = 1;
+    if b0 & 0x80 != 0 {
+        let Some(&x) = p.get(i) else { return false };
+        i += 1;
+        if x & 0x80 != 0 {
+            // PictureID: 7 or 15 bits.
+            let Some(&pic) = p.get(i) else { return false };
+            i += if pic & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            i += 1; // TL0PICIDX
+        }
+        if x & 0x30 != 0 {
+            i += 1; // TID/Y/KEYIDX
+        }
+    }
+    p.get(i).is_some_and(|h| h & 0x01 == 0)
+}
+
+/// draft-ietf-payload-vp9: descriptor byte I|P|L|F|B|E|V|Z; a key frame starts with
+/// P = 0 (not inter-predicted) and B = 1 (beginning of a frame).
+fn vp9_keyframe(p: &[u8]) -> bool {
+    p.first().is_some_and(|b| b & 0x40 == 0 && b & 0x08 != 0)
+}
+
+/// RFC 6184: an SPS or the start of an IDR slice, alone, in a STAP-A or in an FU-A.
+fn h264_keyframe(p: &[u8]) -> bool {
+    let Some(&b0) = p.first() else { return false };
+    match b0 & 0x1f {
+        5 | 7 => true,
+        24 => {
+            // STAP-A: [size(2) nal]...
+            let mut i = 1;
+            while i + 2 < p.len() {
+                let size = usize::from(u16::from_be_bytes([p[i], p[i + 1]]));
+                let t = p[i + 2] & 0x1f;
+                if t == 5 || t == 7 {
+                    return true;
+                }
+                i += 2 + size;
+            }
+            false
+        }
+        28 => p.get(1).is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == 5),
+        _ => false,
+    }
+}
+
+/// AV1 RTP: aggregation header Z|Y|W W|N|-; N = 1 starts a new coded video sequence (a key
+/// frame), Z = 0 means the packet starts an OBU.
+fn av1_keyframe(p: &[u8]) -> bool {
+    p.first().is_some_and(|b| b & 0x08 != 0 && b & 0x80 == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rid(s: &str) -> Rid {
+        Rid::from(s)
+    }
+
+    #[test]
+    fn layers_rank_by_name_then_bitrate_and_time_out() {
+        let t0 = Instant::now();
+        let mut l = Layers::default();
+        for r in ["f", "q", "h"] {
+            l.observe(rid(r), 100, t0);
+        }
+        assert_eq!(l.pick(Quality::Low), Some(rid("q")));
+        assert_eq!(l.pick(Quality::Medium), Some(rid("h")));
+        assert_eq!(l.pick(Quality::High), Some(rid("f")));
+        // Bitrates say otherwise (names lie): "q" is the biggest.
+        let mut t = t0;
+        for _ in 0..20 {
+            t += Duration::from_millis(50);
+            l.observe(rid("q"), 3000, t);
+            l.observe(rid("h"), 1000, t);
+            l.observe(rid("f"), 300, t);
+        }
+        assert_eq!(l.pick(Quality::High), Some(rid("q")));
+        assert_eq!(l.pick(Quality::Low), Some(rid("f")));
+        // "q" stops: after the timeout the top is "h".
+        for _ in 0..40 {
+            t += Duration::from_millis(50);
+            l.observe(rid("h"), 1000, t);
+            l.observe(rid("f"), 300, t);
+        }
+        assert_eq!(l.pick(Quality::High), Some(rid("h")));
+        assert_eq!(l.pick(Quality::Medium), Some(rid("h")));
+        assert_eq!(l.pick(Quality::Low), Some(rid("f")));
+    }
+
+    #[test]
+    fn selection_switches_only_on_keyframes_of_the_wanted_layer() {
+        let mut s = Selection::default();
+        let (q, f) = (Some(rid("q")), Some(rid("f")));
+        assert_eq!(s.decide(rid("f"), false, f), Decision::DropWantKeyframe);
+        assert_eq!(s.decide(rid("q"), true, f), Decision::Drop);
+        assert_eq!(s.decide(rid("f"), true, f), Decision::Forward);
+        assert_eq!(s.decide(rid("f"), false, f), Decision::Forward);
+        // Asked for low: keep forwarding "f" until "q" has a key frame.
+        assert!(s.wants_switch(q));
+        assert_eq!(s.decide(rid("q"), false, q), Decision::DropWantKeyframe);
+        assert_eq!(s.decide(rid("f"), false, q), Decision::Forward);
+        assert_eq!(s.decide(rid("q"), true, q), Decision::Forward);
+        assert_eq!(s.decide(rid("f"), true, q), Decision::Drop);
+        assert!(!s.wants_switch(q));
+    }
+
+    #[test]
+    fn keyframes_are_recognised_per_codec() {
+        // VP8: X=1, S=1, PID=0; I=1 with a 15-bit picture id; then P=0.
+        assert!(is_keyframe_start(
+            Codec::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x10]
+        ));
+        assert!(!is_keyframe_start(
+            Codec::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x11]
+        ));
+        assert!(
+            !is_keyframe_start(Codec::Vp8, &[0x80, 0x80, 0x81, 0x23, 0x10]),
+            "not a partition start"
+        );
+        assert!(is_keyframe_start(Codec::Vp8, &[0x10, 0x10]));
+        assert!(!is_keyframe_start(Codec::Vp8, &[]));
+        assert!(!is_keyframe_start(Codec::Vp8, &[0x90, 0x80]), "truncated");
+        // VP9: B=1, P=0.
+        assert!(is_keyframe_start(Codec::Vp9, &[0x08]));
+        assert!(!is_keyframe_start(Codec::Vp9, &[0x48]));
+        // H.264: IDR, SPS, STAP-A with SPS, FU-A start of IDR; not a P slice.
+        assert!(is_keyframe_start(Codec::H264, &[0x65]));
+        assert!(is_keyframe_start(Codec::H264, &[0x67]));
+        assert!(is_keyframe_start(
+            Codec::H264,
+            &[0x78, 0x00, 0x02, 0x67, 0x42]
+        ));
+        assert!(is_keyframe_start(Codec::H264, &[0x7c, 0x85]));
+        assert!(!is_keyframe_start(Codec::H264, &[0x7c, 0x05]));
+        assert!(!is_keyframe_start(Codec::H264, &[0x41]));
+        // AV1: N=1, Z=0.
+        assert!(is_keyframe_start(Codec::Av1, &[0x18]));
+        assert!(!is_keyframe_start(Codec::Av1, &[0x10]));
+        assert!(!is_keyframe_start(Codec::Opus, &[0xff]));
+    }
+}
