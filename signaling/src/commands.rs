@@ -47,25 +47,39 @@ pub struct CmdError {
     pub code: &'static str,
     /// Human-readable.
     pub message: String,
+    /// The node that answered, when not this one (a forwarded command).
+    pub node: Option<String>,
 }
 
 fn err(code: &'static str, message: impl Into<String>) -> CmdError {
     CmdError {
         code,
         message: message.into(),
+        node: None,
     }
 }
 
-/// The reply JSON for a result.
-pub fn reply_json(r: Result<Value, CmdError>) -> Value {
-    match r {
+/// The reply JSON for a result. `node` is the node that acted (the room's host); `via`
+/// is added when this node (`this`) forwarded the command there.
+pub fn reply_json(r: Result<Value, CmdError>, this: &str) -> Value {
+    let mut v = match r {
         Ok(Value::Object(mut m)) => {
             m.insert("ok".into(), Value::Bool(true));
             Value::Object(m)
         }
         Ok(v) => json!({ "ok": true, "result": v }),
-        Err(e) => json!({ "ok": false, "error": { "code": e.code, "message": e.message } }),
+        Err(e) => json!({
+            "ok": false,
+            "error": { "code": e.code, "message": e.message },
+            "node": e.node,
+        }),
+    };
+    if v["node"].is_null() {
+        v["node"] = json!(this);
+    } else if v["node"] != json!(this) {
+        v["via"] = json!(this);
     }
+    v
 }
 
 /// Serve commands until the connection closes.
@@ -123,7 +137,7 @@ pub async fn serve(state: AppState, client: async_nats::Client) {
                 }
             }
             if let Some(reply) = msg.reply {
-                let body = serde_json::to_vec(&reply_json(r)).unwrap_or_default();
+                let body = serde_json::to_vec(&reply_json(r, state.node_id())).unwrap_or_default();
                 if let Err(e) = client.publish(reply, body.into()).await {
                     warn!(command, "NATS command: reply not sent: {e}");
                 }
@@ -274,10 +288,11 @@ async fn forward(
             "bad_request" => "bad_request",
             _ => "internal",
         };
-        Err(err(
+        Err(CmdError {
             code,
-            v["error"]["message"].as_str().unwrap_or("").to_owned(),
-        ))
+            message: v["error"]["message"].as_str().unwrap_or("").to_owned(),
+            node: Some(node.to_owned()),
+        })
     }
 }
 
@@ -435,15 +450,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replies_have_ok_and_error_codes() {
+    fn replies_have_ok_error_codes_and_the_acting_node() {
         assert_eq!(
-            reply_json(Ok(json!({ "rooms": [] }))),
-            json!({ "ok": true, "rooms": [] })
+            reply_json(Ok(json!({ "rooms": [] })), "a"),
+            json!({ "ok": true, "rooms": [], "node": "a" })
         );
         assert_eq!(
-            reply_json(Err(err("room_not_found", "no room 'x'"))),
-            json!({ "ok": false, "error": { "code": "room_not_found", "message": "no room 'x'" } })
+            reply_json(Err(err("room_not_found", "no room 'x'")), "a"),
+            json!({ "ok": false, "error": { "code": "room_not_found", "message": "no room 'x'" }, "node": "a" })
         );
+        // Forwarded to the host "b" and relayed by "a".
+        assert_eq!(
+            reply_json(Ok(json!({ "ok": true, "node": "b" })), "a"),
+            json!({ "ok": true, "node": "b", "via": "a" })
+        );
+        let mut e = err("participant_not_found", "no");
+        e.node = Some("b".into());
+        assert_eq!(reply_json(Err(e), "a")["via"], "a");
     }
 
     #[test]
