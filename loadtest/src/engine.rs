@@ -637,16 +637,14 @@ impl Engine {
                     }
                 }
                 Ok(Output::Event(e)) => match e {
-                    Event::Connected => {
-                        if !pc.connected {
-                            pc.connected = true;
-                            live.connected.fetch_add(1, Ordering::Relaxed);
-                            let r = &mut parts.entry(pc.pid).or_default().report;
-                            if pc.subscriber {
-                                r.sub_connected = true;
-                            } else {
-                                r.pub_connected = true;
-                            }
+                    Event::Connected if !pc.connected => {
+                        pc.connected = true;
+                        live.connected.fetch_add(1, Ordering::Relaxed);
+                        let r = &mut parts.entry(pc.pid).or_default().report;
+                        if pc.subscriber {
+                            r.sub_connected = true;
+                        } else {
+                            r.pub_connected = true;
                         }
                     }
                     Event::KeyframeRequest(req) => {

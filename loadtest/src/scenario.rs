@@ -470,12 +470,10 @@ pub async fn run(cfg: RunCfg) -> anyhow::Result<Value> {
     // Ramp.
     let mut tasks = tokio::task::JoinSet::new();
     let gap = Duration::from_secs_f64(1.0 / ctx.cfg.ramp.max(0.001));
-    let mut next_pid = 1u64;
     let ramp_start = Instant::now();
     for (i, (room, proctor, publish)) in plan.iter().cloned().enumerate() {
         tokio::time::sleep_until((ramp_start + gap.mul_f64(i as f64)).into()).await;
-        let pid = next_pid;
-        next_pid += 1;
+        let pid = i as u64 + 1;
         let ctx2 = ctx.clone();
         let stop = stop_rx.clone();
         if ctx.cfg.kind == Kind::Churn {

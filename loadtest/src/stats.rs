@@ -106,7 +106,8 @@ mod tests {
             let got = h.quantile(q).unwrap() as f64;
             assert!((got - want).abs() / want < 0.04, "q{q}: {got} vs {want}");
         }
-        assert_eq!(h.quantile(1.0), Some(100_000).map(|m: u64| m.min(h.max)));
+        let top = h.quantile(1.0).unwrap();
+        assert!((97_000..=100_000).contains(&top), "max bucket {top}");
         let mut small = Histogram::default();
         small.record(3);
         assert_eq!(small.quantile(0.5), Some(3));
