@@ -108,6 +108,9 @@ pub struct PartReport {
     pub keyframes_rx: u64,
     /// Key frame requests received as a publisher.
     pub keyframe_requests: u64,
+    /// Most simulcast layers seen mixed in one received stream (1 = the SFU forwards one
+    /// layer per subscriber stream, as it should).
+    pub max_layers_per_stream: u8,
     /// Publisher connection connected.
     pub pub_connected: bool,
     /// Subscriber connection connected.
@@ -263,6 +266,8 @@ struct PubState {
 
 struct RxStream {
     video: bool,
+    /// Simulcast layer indices seen in this stream's stamps (bit set).
+    layers: u8,
     max_seq: u64,
     received: u64,
     jitter_us: f64,
@@ -684,6 +689,7 @@ impl Engine {
                                 live.rx_expected.fetch_add(1, Ordering::Relaxed);
                                 pc.streams.entry(p.header.ssrc).or_insert(RxStream {
                                     video,
+                                    layers: 0,
                                     max_seq: seq,
                                     received: 0,
                                     jitter_us: 0.0,
@@ -702,6 +708,9 @@ impl Engine {
                             r.keyframes_rx += 1;
                         }
                         if let Some(s) = payload::read_stamp(&p.payload) {
+                            st.layers |= 1 << s.layer.min(7);
+                            let n = st.layers.count_ones() as u8;
+                            r.max_layers_per_stream = r.max_layers_per_stream.max(n);
                             let now_us = payload::micros(arrived);
                             latency.record(now_us.saturating_sub(s.sent_us));
                             let transit = now_us as i64 - s.sent_us as i64;
@@ -771,6 +780,7 @@ fn send_media(
             cfg.audio_bytes,
             Stamp {
                 sent_us,
+                layer: 0,
                 seq: ps.audio_no,
             },
         );
@@ -813,11 +823,12 @@ fn send_media(
         let fps = cfg.fps.max(1);
         let frame_bytes = (cfg.video_kbps as usize * 1000 / 8) / fps as usize;
         let rtp_ts = ps.frame_no.wrapping_mul(90_000 / fps);
-        let stamp = Stamp {
-            sent_us,
-            seq: ps.frame_no,
-        };
-        for layer in ps.layers.iter_mut() {
+        for (li, layer) in ps.layers.iter_mut().enumerate() {
+            let stamp = Stamp {
+                sent_us,
+                layer: li as u8,
+                seq: ps.frame_no,
+            };
             let size = (frame_bytes / layer.scale).max(64);
             // Key frames are about 4x a delta frame, as with real encoders.
             let size = if key { size * 4 } else { size };

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 /// Marks our stamp inside a payload.
 pub const MAGIC: [u8; 4] = *b"SRLG";
-/// Bytes of a stamp: magic, send µs (u64 BE), sequence (u32 BE).
+/// Bytes of a stamp: magic, send µs (u64 BE), simulcast layer (u8), sequence (u24 BE).
 pub const STAMP_LEN: usize = 16;
 /// Largest RTP payload we produce (room for SRTP, header extensions, IP/UDP under 1280).
 pub const MAX_PAYLOAD: usize = 1100;
@@ -32,7 +32,10 @@ const HEIGHT: u16 = 360;
 pub struct Stamp {
     /// Send time, µs since [`epoch`].
     pub sent_us: u64,
-    /// Frame number (video) or packet number (audio).
+    /// Simulcast layer index (0 without simulcast), so a receiver can tell whether the
+    /// SFU mixed layers into one stream.
+    pub layer: u8,
+    /// Frame number (video) or packet number (audio), modulo 2^24.
     pub seq: u32,
 }
 
@@ -50,7 +53,8 @@ pub fn micros(t: Instant) -> u64 {
 fn put_stamp(out: &mut Vec<u8>, s: Stamp) {
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&s.sent_us.to_be_bytes());
-    out.extend_from_slice(&s.seq.to_be_bytes());
+    out.push(s.layer);
+    out.extend_from_slice(&s.seq.to_be_bytes()[1..]);
 }
 
 /// Find our stamp near the start of a payload (after at most 16 bytes of codec headers).
@@ -60,7 +64,8 @@ pub fn read_stamp(payload: &[u8]) -> Option<Stamp> {
     let b = payload.get(at + 4..at + STAMP_LEN)?;
     Some(Stamp {
         sent_us: u64::from_be_bytes(b[..8].try_into().ok()?),
-        seq: u32::from_be_bytes(b[8..12].try_into().ok()?),
+        layer: b[8],
+        seq: u32::from_be_bytes([0, b[9], b[10], b[11]]),
     })
 }
 
@@ -141,6 +146,7 @@ mod tests {
     fn vp8_frames_are_split_marked_and_stamped() {
         let s = Stamp {
             sent_us: 123_456_789,
+            layer: 2,
             seq: 42,
         };
         let key = vp8_frame(5000, true, s);
@@ -159,7 +165,11 @@ mod tests {
 
     #[test]
     fn opus_is_stamped() {
-        let s = Stamp { sent_us: 7, seq: 9 };
+        let s = Stamp {
+            sent_us: 7,
+            layer: 0,
+            seq: 9,
+        };
         let p = opus_packet(80, s);
         assert_eq!(p.len(), 80);
         assert_eq!(read_stamp(&p), Some(s));

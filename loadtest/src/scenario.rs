@@ -611,6 +611,7 @@ fn summarize(
     let mut jitter = Vec::new();
     let (mut tx, mut rx, mut expected, mut txb, mut rxb, mut kf, mut plis) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut layers_mixed = 0u8;
     for o in outs {
         let r = rep.parts.get(&o.pid).cloned().unwrap_or_default();
         tx += r.tx_packets;
@@ -620,6 +621,7 @@ fn summarize(
         expected += r.rx_expected;
         kf += r.keyframes_rx;
         plis += r.keyframe_requests;
+        layers_mixed = layers_mixed.max(r.max_layers_per_stream);
         if !o.joined || o.offered_mids.is_empty() {
             continue;
         }
@@ -728,6 +730,7 @@ fn summarize(
             "keyframes_received": kf,
             "keyframe_requests_at_publishers": plis,
             "send_drops": rep.send_drops,
+            "max_simulcast_layers_in_one_received_stream": layers_mixed,
         },
         "focus": focus,
         "generator": {
@@ -847,6 +850,15 @@ pub fn table(s: &Value) -> String {
             m["keyframe_requests_at_publishers"], m["keyframes_received"]
         ),
     );
+    if s["media"]["simulcast"].as_bool() == Some(true) {
+        row(
+            "simulcast layers mixed in a stream",
+            format!(
+                "{} (1 = the SFU selects a layer)",
+                m["max_simulcast_layers_in_one_received_stream"]
+            ),
+        );
+    }
     if !s["focus"].is_null() {
         let fo = &s["focus"];
         row(
