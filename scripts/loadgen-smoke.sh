@@ -4,7 +4,8 @@
 # asserts that the generator works, not speed: every join acked, every leave acked, no
 # participant error, every receiver got media (and, outside churn, every offered stream
 # carried media), proctors got every focus event, the server's metrics and /proc figures
-# were read. Run it inside the loopback-only namespace:
+# were read; with 5 % of datagrams dropped towards the listeners (test impairment), NACK +
+# retransmission repairs the video (audio is not retransmitted, as in browsers). Run it inside the loopback-only namespace:
 #   STUDYROOM_BIN=target/release/studyroom LOADTEST_BIN=target/release/studyroom-loadtest \
 #     bash scripts/netns_run.sh bash scripts/loadgen-smoke.sh
 set -euo pipefail
@@ -13,7 +14,7 @@ BIN=${STUDYROOM_BIN:?set STUDYROOM_BIN}
 LG=${LOADTEST_BIN:-$(dirname "$BIN")/studyroom-loadtest}
 OUT=$(mktemp -d)
 log=$OUT/studyroom.log
-"$BIN" --dev >"$log" 2>&1 &
+"$BIN" --dev --allow-impairment >"$log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$OUT"; }
 trap cleanup EXIT
@@ -65,6 +66,13 @@ if name == "proctoring":
     f = s["focus"]
     if f["sent"] == 0 or f["acked"] != f["sent"] or f["received_by_proctors"] != f["acked"]:
         problems.append(f"focus events: {f}")
+if s.get("impair_loss_pct"):
+    if m["video_loss"] > 0.01:
+        problems.append(f"video loss after NACK/RTX {m['video_loss']:.4f} with {s['impair_loss_pct']} % dropped")
+    if m["audio_loss"] < 0.01:
+        problems.append(f"audio loss {m['audio_loss']:.4f}: the impairment did not happen")
+    if not s["server_window"]["nacks_received"]:
+        problems.append("the server received no NACK")
 srv, sw = s["server"], s["server_window"]
 if not srv or srv["cpu_seconds"] is None or not srv["peak_rss_mib"]:
     problems.append(f"server /proc figures missing: {srv}")
@@ -76,6 +84,7 @@ if problems:
 print(f"ok {name}: {j['acked']} joins acked (p95 {j['join_ack_ms']['p95']:.1f} ms), "
       f"{m['receivers_with_media']}/{m['receivers']} receivers got media, "
       f"{m['streams_with_media']}/{m['streams_offered']} streams, loss {m['loss']*100:.2f} %, "
+      f"(video {m['video_loss']*100:.2f} %, audio {m['audio_loss']*100:.2f} %), "
       f"e2e p50 {m['e2e_latency_ms']['p50']} ms")
 PY
 }
@@ -84,9 +93,10 @@ fail=0
 run meeting meeting --rooms 1 --per-room 6 --ramp 50 --seconds 2 || fail=1
 run lecture lecture --rooms 1 --per-room 8 --ramp 50 --seconds 2 || fail=1
 run churn churn --rooms 2 --per-room 3 --ramp 50 --stay 1.5 --seconds 4 || fail=1
+run lecture-impaired lecture --rooms 1 --per-room 4 --ramp 50 --seconds 3 --impair-loss 5 || fail=1
 run proctoring proctoring --rooms 1 --per-room 3 --ramp 50 --focus-interval 0.5 --seconds 2 || fail=1
 if [ "$fail" -ne 0 ]; then
   echo "loadgen smoke: FAILED" >&2
   exit 1
 fi
-echo "loadgen smoke: 4 scenarios passed"
+echo "loadgen smoke: 5 runs passed"

@@ -99,6 +99,10 @@ pub struct PartReport {
     pub rx_bytes: u64,
     /// Packets expected from the received streams' sequence spans.
     pub rx_expected: u64,
+    /// Video packets received (video is NACK-repaired, audio is not).
+    pub video_rx_packets: u64,
+    /// Video packets expected.
+    pub video_rx_expected: u64,
     /// Mids (subscriber m-lines) that carried media.
     pub mids_with_media: HashSet<String>,
     /// Mean interarrival jitter over its received streams (ms, RFC 3550 style, from the
@@ -686,6 +690,9 @@ impl Engine {
                                     r.mids_with_media.insert(m.to_string());
                                 }
                                 r.rx_expected += 1;
+                                if video {
+                                    r.video_rx_expected += 1;
+                                }
                                 live.rx_expected.fetch_add(1, Ordering::Relaxed);
                                 pc.streams.entry(p.header.ssrc).or_insert(RxStream {
                                     video,
@@ -698,10 +705,16 @@ impl Engine {
                             }
                         };
                         st.received += 1;
+                        if st.video {
+                            r.video_rx_packets += 1;
+                        }
                         if seq > st.max_seq {
                             let gap = seq - st.max_seq;
                             st.max_seq = seq;
                             r.rx_expected += gap;
+                            if st.video {
+                                r.video_rx_expected += gap;
+                            }
                             live.rx_expected.fetch_add(gap, Ordering::Relaxed);
                         }
                         if st.video && payload::vp8_is_keyframe_start(&p.payload) {

@@ -90,6 +90,11 @@ struct Common {
     /// Write the summary as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Ask the server to drop this percent of media datagrams towards every simulated
+    /// peer (token claim; only a server started with --allow-impairment honours it).
+    /// Exercises NACK + retransmission: the loss reported is what is left after repair.
+    #[arg(long)]
+    impair_loss: Option<f32>,
 }
 
 #[derive(Subcommand)]
@@ -194,6 +199,7 @@ fn run_cfg(
         server_pid: c.server_pid,
         metrics_url: c.metrics_url,
         json: c.json,
+        impair_loss: c.impair_loss,
     })
 }
 

@@ -88,6 +88,8 @@ pub struct RunCfg {
     pub metrics_url: String,
     /// Write the summary here.
     pub json: Option<PathBuf>,
+    /// Test impairment asked for in every token (percent dropped towards each peer).
+    pub impair_loss: Option<f32>,
 }
 
 /// What one participant did.
@@ -116,6 +118,8 @@ struct Outcome {
 #[derive(Default)]
 struct Progress {
     attempted: AtomicU64,
+    /// Joined and (if publishing) published.
+    ready: AtomicU64,
     joined: AtomicU64,
     errors: AtomicU64,
 }
@@ -173,6 +177,7 @@ async fn participant_inner(
             identity: &identity,
             proctor: o.proctor,
             publish: o.publish,
+            loss_pct: ctx.cfg.impair_loss,
         })
         .await?;
     let t0 = Instant::now();
@@ -218,6 +223,7 @@ async fn participant_inner(
         o.publish_ms = Some(ms(t.elapsed()));
         o.published = true;
     }
+    ctx.progress.ready.fetch_add(1, Ordering::Relaxed);
     let until = stay.map(|s| Instant::now() + s);
     let focus_every = (!o.proctor && ctx.cfg.kind == Kind::Proctoring)
         .then(|| Duration::from_secs_f64(ctx.cfg.focus_interval.max(0.1)));
@@ -506,19 +512,23 @@ pub async fn run(cfg: RunCfg) -> anyhow::Result<Value> {
             });
         }
     }
-    // Wait for everyone to be in (joined + published) or 15 s after the ramp.
+    // Wait for everyone to be in (joined, published), then for the number of connected
+    // peer connections to hold still for a second (churn: not waited for), at most 15 s.
     let settle_deadline = Instant::now() + Duration::from_secs(15);
+    let mut last_connected = (u64::MAX, Instant::now());
     while Instant::now() < settle_deadline {
         let p = &ctx.progress;
-        let done = p.joined.load(Ordering::Relaxed) + p.errors.load(Ordering::Relaxed);
-        let pcs_expected = plan
-            .iter()
-            .map(|(_, _, publish)| 1 + u64::from(*publish))
-            .sum::<u64>();
-        if done >= total as u64 && live.connected.load(Ordering::Relaxed) >= pcs_expected {
+        let done = p.ready.load(Ordering::Relaxed) + p.errors.load(Ordering::Relaxed);
+        let c = live.connected.load(Ordering::Relaxed);
+        if c != last_connected.0 {
+            last_connected = (c, Instant::now());
+        }
+        if done >= total as u64
+            && (ctx.cfg.kind == Kind::Churn || last_connected.1.elapsed() >= Duration::from_secs(1))
+        {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let joined_at = t_start.elapsed();
     let s0 = snapshot(&ctx, &live).await;
@@ -612,6 +622,7 @@ fn summarize(
     let (mut tx, mut rx, mut expected, mut txb, mut rxb, mut kf, mut plis) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut layers_mixed = 0u8;
+    let (mut vrx, mut vexp) = (0u64, 0u64);
     for o in outs {
         let r = rep.parts.get(&o.pid).cloned().unwrap_or_default();
         tx += r.tx_packets;
@@ -622,6 +633,8 @@ fn summarize(
         kf += r.keyframes_rx;
         plis += r.keyframe_requests;
         layers_mixed = layers_mixed.max(r.max_layers_per_stream);
+        vrx += r.video_rx_packets;
+        vexp += r.video_rx_expected;
         if !o.joined || o.offered_mids.is_empty() {
             continue;
         }
@@ -645,6 +658,15 @@ fn summarize(
     } else {
         0.0
     };
+    let loss_of = |got: u64, want: u64| {
+        if want > 0 {
+            (1.0 - got as f64 / want as f64).max(0.0)
+        } else {
+            0.0
+        }
+    };
+    let video_loss = loss_of(vrx, vexp);
+    let audio_loss = loss_of(rx - vrx, expected - vexp);
     let peers = outs.len().max(1);
     let pcs = outs
         .iter()
@@ -659,6 +681,8 @@ fn summarize(
         in_window(outs)
     };
     let fwd = metric_delta(s0, s1, "rtp_forwarded_total");
+    let window_packets = (s1.tx - s0.tx) + (s1.rx - s0.rx);
+    let gen_us_per_packet = (window_packets > 0).then(|| self_cpu * 1e6 / window_packets as f64);
     let server = cfg.server_pid.map(|pid| {
         let cpu = s1.server_cpu.zip(s0.server_cpu).map(|(b, a)| b - a);
         let shard = s1.shard_cpu.zip(s0.shard_cpu).map(|(b, a)| b - a);
@@ -688,6 +712,7 @@ fn summarize(
         "rooms": cfg.rooms,
         "per_room": cfg.per_room,
         "ramp_per_s": cfg.ramp,
+        "impair_loss_pct": cfg.impair_loss,
         "media": {
             "video_kbps": cfg.media.video_kbps,
             "fps": cfg.media.fps,
@@ -719,6 +744,8 @@ fn summarize(
             "packets_received": rx,
             "packets_expected": expected,
             "loss": loss,
+            "video_loss": video_loss,
+            "audio_loss": audio_loss,
             "window_loss": if s1.expected > s0.expected { (1.0 - (s1.rx - s0.rx) as f64 / (s1.expected - s0.expected) as f64).max(0.0) } else { 0.0 },
             "window_pps_out": (s1.tx - s0.tx) as f64 / window,
             "window_pps_in": (s1.rx - s0.rx) as f64 / window,
@@ -741,6 +768,7 @@ fn summarize(
             "peer_connections": pcs,
             "cpu_ms_per_participant_second": self_cpu * 1000.0 / window / live_peers as f64,
             "cpu_ms_per_peer_connection_second": self_cpu * 1000.0 / window / pcs as f64,
+            "cpu_us_per_packet_in_or_out": gen_us_per_packet,
         },
         "server": server,
         "server_window": {
@@ -825,6 +853,14 @@ pub fn table(s: &Value) -> String {
         ),
     );
     row(
+        "loss video / audio (run)",
+        format!(
+            "{:.3} % / {:.3} %",
+            m["video_loss"].as_f64().unwrap_or(0.0) * 100.0,
+            m["audio_loss"].as_f64().unwrap_or(0.0) * 100.0
+        ),
+    );
+    row(
         "pps out / in (window)",
         format!("{} / {}", f(&m["window_pps_out"]), f(&m["window_pps_in"])),
     );
@@ -878,6 +914,15 @@ pub fn table(s: &Value) -> String {
         format!(
             "{:.2}",
             g["cpu_ms_per_participant_second"].as_f64().unwrap_or(0.0)
+        ),
+    );
+    row(
+        "generator CPU us per packet in/out",
+        format!(
+            "{:.2}",
+            g["cpu_us_per_packet_in_or_out"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
         ),
     );
     let sw = &s["server_window"];

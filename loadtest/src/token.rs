@@ -28,6 +28,9 @@ pub struct TokenReq<'a> {
     pub proctor: bool,
     /// Publish grant.
     pub publish: bool,
+    /// Test impairment: percent of media datagrams the server drops towards this
+    /// participant (honoured only by a server started with `--allow-impairment`).
+    pub loss_pct: Option<f32>,
 }
 
 impl TokenSource {
@@ -40,7 +43,7 @@ impl TokenSource {
                     .unwrap_or_default()
                     .as_secs()
                     + 3600;
-                let claims = json!({
+                let mut claims = json!({
                     "sub": r.identity,
                     "name": r.identity,
                     "room": r.room,
@@ -49,6 +52,9 @@ impl TokenSource {
                     "publish": r.publish,
                     "subscribe": true,
                 });
+                if let Some(l) = r.loss_pct {
+                    claims["impair_loss"] = json!((l / 100.0).clamp(0.0, 0.9));
+                }
                 jsonwebtoken::encode(
                     &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
                     &claims,
@@ -57,7 +63,7 @@ impl TokenSource {
                 .context("mint token")
             }
             TokenSource::Dev(url) => {
-                let path = format!(
+                let mut path = format!(
                     "/dev/token?room={}&name={}&identity={}&role={}&publish={}",
                     r.room,
                     r.identity,
@@ -65,6 +71,9 @@ impl TokenSource {
                     if r.proctor { "proctor" } else { "learner" },
                     u8::from(r.publish)
                 );
+                if let Some(l) = r.loss_pct {
+                    path.push_str(&format!("&loss={l}"));
+                }
                 let (status, body) = http_get(url, &path, Duration::from_secs(10)).await?;
                 if status != 200 {
                     bail!(
@@ -167,6 +176,7 @@ mod tests {
                 identity: "u1",
                 proctor: true,
                 publish: false,
+                loss_pct: Some(5.0),
             })
             .await
             .unwrap();
@@ -181,5 +191,6 @@ mod tests {
         assert_eq!(d.claims["room"], "r1");
         assert_eq!(d.claims["role"], "proctor");
         assert_eq!(d.claims["publish"], false);
+        assert!((d.claims["impair_loss"].as_f64().unwrap() - 0.05).abs() < 1e-6);
     }
 }
