@@ -66,6 +66,10 @@ pub struct Live {
     pub tx_packets: AtomicU64,
     /// RTP packets received by subscribers.
     pub rx_packets: AtomicU64,
+    /// RTP payload bytes written by publishers.
+    pub tx_bytes: AtomicU64,
+    /// RTP payload bytes received by subscribers.
+    pub rx_bytes: AtomicU64,
     /// Packets expected by subscribers (sequence span of each received stream).
     pub rx_expected: AtomicU64,
     /// Peer connections connected (ICE + DTLS).
@@ -332,11 +336,20 @@ impl Engine {
                     if !self.commands() {
                         return;
                     }
+                    // New connections want their first timeout now.
+                    deadline = Instant::now();
                     continue;
                 }
-                self.read(ev.token().0, &mut buf);
+                if let Some(t) = self.read(ev.token().0, &mut buf) {
+                    deadline = deadline.min(t);
+                }
             }
-            deadline = self.tick(Instant::now());
+            // The walk over every connection only when something is due: with many
+            // peers, packets wake us far more often than timers do.
+            let now = Instant::now();
+            if now >= deadline {
+                deadline = self.tick(now);
+            }
         }
     }
 
@@ -553,10 +566,9 @@ impl Engine {
         Ok(answer.to_sdp_string())
     }
 
-    fn read(&mut self, i: usize, buf: &mut [u8]) {
-        let Some(Some(pc)) = self.pcs.get_mut(i) else {
-            return;
-        };
+    /// Read one socket dry; returns its connection's next timeout.
+    fn read(&mut self, i: usize, buf: &mut [u8]) -> Option<Instant> {
+        let pc = self.pcs.get_mut(i)?.as_mut()?;
         loop {
             let (n, from) = match pc.sock.recv_from(buf) {
                 Ok(x) => x,
@@ -579,6 +591,7 @@ impl Engine {
                 now,
             );
         }
+        Some(pc.next_timeout)
     }
 
     /// Timeouts and media for every connection; returns the next deadline.
@@ -674,6 +687,8 @@ impl Engine {
                         r.rx_packets += 1;
                         r.rx_bytes += p.payload.len() as u64;
                         live.rx_packets.fetch_add(1, Ordering::Relaxed);
+                        live.rx_bytes
+                            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
                         let seq = *p.seq_no;
                         let st = match pc.streams.get_mut(&p.header.ssrc) {
                             Some(st) => st,
@@ -871,5 +886,6 @@ fn send_media(
     r.tx_packets += packets;
     r.tx_bytes += bytes;
     live.tx_packets.fetch_add(packets, Ordering::Relaxed);
+    live.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
     wrote
 }

@@ -103,6 +103,7 @@ struct Outcome {
     connect_ms: Option<f64>,
     join_ms: Option<f64>,
     publish_ms: Option<f64>,
+    publish_req_ms: Option<f64>,
     joined: bool,
     published: bool,
     error: Option<String>,
@@ -202,6 +203,7 @@ async fn participant_inner(
     if o.publish {
         let t = Instant::now();
         let offer = engine.publish(o.pid).await?;
+        let t_req = Instant::now();
         let res = sio
             .request(
                 "publish",
@@ -218,6 +220,7 @@ async fn participant_inner(
         if let Some(e) = res.get("error") {
             bail!("publish refused: {e}");
         }
+        o.publish_req_ms = Some(ms(t_req.elapsed()));
         let sdp = res["sdp"].as_str().context("publish ack without sdp")?;
         engine.publish_answer(o.pid, sdp.to_owned()).await?;
         o.publish_ms = Some(ms(t.elapsed()));
@@ -350,6 +353,8 @@ struct Snapshot {
     at: Instant,
     tx: u64,
     rx: u64,
+    tx_bytes: u64,
+    rx_bytes: u64,
     expected: u64,
     self_cpu: f64,
     server_cpu: Option<f64>,
@@ -363,6 +368,8 @@ async fn snapshot(ctx: &Ctx, live: &Live) -> Snapshot {
         at: Instant::now(),
         tx: live.tx_packets.load(Ordering::Relaxed),
         rx: live.rx_packets.load(Ordering::Relaxed),
+        tx_bytes: live.tx_bytes.load(Ordering::Relaxed),
+        rx_bytes: live.rx_bytes.load(Ordering::Relaxed),
         expected: live.rx_expected.load(Ordering::Relaxed),
         self_cpu: proc_cpu("/proc/self/stat").unwrap_or(0.0),
         server_cpu: pid.and_then(|p| proc_cpu(&format!("/proc/{p}/stat"))),
@@ -730,7 +737,8 @@ fn summarize(
             "left_ok": outs.iter().filter(|o| o.left_ok).count(),
             "connect_ms": pcts(outs.iter().filter_map(|o| o.connect_ms).collect()),
             "join_ack_ms": pcts(outs.iter().filter_map(|o| o.join_ms).collect()),
-            "publish_ack_ms": pcts(outs.iter().filter_map(|o| o.publish_ms).collect()),
+            "publish_ms": pcts(outs.iter().filter_map(|o| o.publish_ms).collect()),
+            "publish_ack_ms": pcts(outs.iter().filter_map(|o| o.publish_req_ms).collect()),
         },
         "media_result": {
             "publishers": publishers,
@@ -749,7 +757,8 @@ fn summarize(
             "window_loss": if s1.expected > s0.expected { (1.0 - (s1.rx - s0.rx) as f64 / (s1.expected - s0.expected) as f64).max(0.0) } else { 0.0 },
             "window_pps_out": (s1.tx - s0.tx) as f64 / window,
             "window_pps_in": (s1.rx - s0.rx) as f64 / window,
-            "sent_kbps_total": txb as f64 * 8.0 / 1000.0 / (s1.at - s0.at + joined_at).as_secs_f64().max(1e-3),
+            "window_kbps_out": (s1.tx_bytes - s0.tx_bytes) as f64 * 8.0 / 1000.0 / window,
+            "window_kbps_in": (s1.rx_bytes - s0.rx_bytes) as f64 * 8.0 / 1000.0 / window,
             "received_bytes": rxb,
             "sent_bytes": txb,
             "jitter_ms": pcts(jitter),
@@ -816,6 +825,7 @@ pub fn table(s: &Value) -> String {
         ("connect ms p50/p95/p99", "connect_ms"),
         ("join ack ms p50/p95/p99", "join_ack_ms"),
         ("publish ack ms p50/p95/p99", "publish_ack_ms"),
+        ("publish total ms (offer..answer set)", "publish_ms"),
     ] {
         row(
             name,
@@ -864,7 +874,10 @@ pub fn table(s: &Value) -> String {
         "pps out / in (window)",
         format!("{} / {}", f(&m["window_pps_out"]), f(&m["window_pps_in"])),
     );
-    row("sent bitrate total kbit/s", f(&m["sent_kbps_total"]));
+    row(
+        "kbit/s out / in (window, RTP payload)",
+        format!("{} / {}", f(&m["window_kbps_out"]), f(&m["window_kbps_in"])),
+    );
     let jt = &m["jitter_ms"];
     row(
         "jitter ms p50/p95 (per participant)",
