@@ -457,6 +457,24 @@ mod tests {
     }
 
     #[test]
+    fn random_frames_never_panic() {
+        // A cheap stand-in for a fuzz target (this crate is a binary): random frames from
+        // an alphabet of the characters that matter, including multi-byte ones.
+        let alphabet: Vec<char> = "0123456789/,[]{}\"study:é€ -".chars().collect();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..24);
+            let mut t: String = (0..len)
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            if rng.bool() {
+                t.insert_str(0, "42/study,");
+            }
+            let _ = parse_packet("/study", &t);
+        }
+    }
+
+    #[test]
     fn builds_the_websocket_url() {
         assert_eq!(
             ws_url("http://127.0.0.1:5002"),
