@@ -728,6 +728,7 @@ fn summarize(
             "simulcast": cfg.media.simulcast,
         },
         "everyone_in_after_s": joined_at.as_secs_f64(),
+        "joins_per_s_window": outs.iter().filter(|o| o.started.is_some_and(|t| t >= s0.at && t < s1.at)).count() as f64 / window,
         "window_s": window,
         "joins": {
             "attempted": attempted,
@@ -817,8 +818,11 @@ pub fn table(s: &Value) -> String {
     row(
         "joins acked / attempted",
         format!(
-            "{} / {} (errors {})",
-            j["acked"], j["attempted"], j["errors"]
+            "{} / {} (errors {}; {:.1} joins/s in the window)",
+            j["acked"],
+            j["attempted"],
+            j["errors"],
+            s["joins_per_s_window"].as_f64().unwrap_or(0.0)
         ),
     );
     for (name, key) in [
