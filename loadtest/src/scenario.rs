@@ -674,6 +674,30 @@ fn summarize(
     };
     let video_loss = loss_of(vrx, vexp);
     let audio_loss = loss_of(rx - vrx, expected - vexp);
+    // What the publishers present in the window should send: 50 Opus packets/s plus
+    // fps x packets per delta frame per layer (key frames add a little more). A generator
+    // or machine that falls behind skips frames (as an encoder would), so a rate below
+    // this is saturation, not loss.
+    let per_publisher = {
+        let m = &cfg.media;
+        let frame = (m.video_kbps as usize * 1000 / 8) / m.fps.max(1) as usize;
+        let room = payload::MAX_PAYLOAD - 1 - payload::STAMP_LEN;
+        let layers: &[usize] = if m.simulcast { &[16, 4, 1] } else { &[1] };
+        let video: usize = layers
+            .iter()
+            .map(|l| (frame / l).max(64).div_ceil(room) * m.fps as usize)
+            .sum();
+        50.0 + video as f64
+    };
+    let publishing_in_window = outs
+        .iter()
+        .filter(|o| o.published && o.started.is_some_and(|t| t < s0.at))
+        .count();
+    let nominal_pps_out = if cfg.kind == Kind::Churn {
+        0.0
+    } else {
+        per_publisher * publishing_in_window as f64
+    };
     let peers = outs.len().max(1);
     let pcs = outs
         .iter()
@@ -757,6 +781,8 @@ fn summarize(
             "audio_loss": audio_loss,
             "window_loss": if s1.expected > s0.expected { (1.0 - (s1.rx - s0.rx) as f64 / (s1.expected - s0.expected) as f64).max(0.0) } else { 0.0 },
             "window_pps_out": (s1.tx - s0.tx) as f64 / window,
+            "nominal_pps_out": nominal_pps_out,
+            "send_rate_achieved": if nominal_pps_out > 0.0 { (s1.tx - s0.tx) as f64 / window / nominal_pps_out } else { 0.0 },
             "window_pps_in": (s1.rx - s0.rx) as f64 / window,
             "window_kbps_out": (s1.tx_bytes - s0.tx_bytes) as f64 * 8.0 / 1000.0 / window,
             "window_kbps_in": (s1.rx_bytes - s0.rx_bytes) as f64 * 8.0 / 1000.0 / window,
@@ -876,7 +902,12 @@ pub fn table(s: &Value) -> String {
     );
     row(
         "pps out / in (window)",
-        format!("{} / {}", f(&m["window_pps_out"]), f(&m["window_pps_in"])),
+        format!(
+            "{} / {} (out: {:.1} % of nominal)",
+            f(&m["window_pps_out"]),
+            f(&m["window_pps_in"]),
+            m["send_rate_achieved"].as_f64().unwrap_or(0.0) * 100.0
+        ),
     );
     row(
         "kbit/s out / in (window, RTP payload)",
