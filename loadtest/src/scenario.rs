@@ -360,6 +360,35 @@ struct Snapshot {
     server_cpu: Option<f64>,
     shard_cpu: Option<f64>,
     metrics: Option<Value>,
+    udp: Option<Vec<(String, u64)>>,
+}
+
+/// The kernel's UDP counters of this network namespace (`/proc/net/snmp`): receive
+/// buffer overflows say which side could not keep up when both run here.
+fn udp_counters() -> Option<Vec<(String, u64)>> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names = lines.next()?.split_whitespace().skip(1);
+    let values = lines.next()?.split_whitespace().skip(1);
+    Some(
+        names
+            .zip(values)
+            .filter_map(|(n, v)| Some((n.to_owned(), v.parse().ok()?)))
+            .collect(),
+    )
+}
+
+fn udp_delta(a: &Snapshot, b: &Snapshot) -> Value {
+    let (Some(a), Some(b)) = (&a.udp, &b.udp) else {
+        return Value::Null;
+    };
+    let mut m = serde_json::Map::new();
+    for ((n, x), (_, y)) in a.iter().zip(b) {
+        if ["InDatagrams", "RcvbufErrors", "SndbufErrors", "InErrors"].contains(&n.as_str()) {
+            m.insert(n.clone(), json!(y.saturating_sub(*x)));
+        }
+    }
+    Value::Object(m)
 }
 
 async fn snapshot(ctx: &Ctx, live: &Live) -> Snapshot {
@@ -375,6 +404,7 @@ async fn snapshot(ctx: &Ctx, live: &Live) -> Snapshot {
         server_cpu: pid.and_then(|p| proc_cpu(&format!("/proc/{p}/stat"))),
         shard_cpu: pid.map(|p| threads_cpu(p, "sfu-shard")),
         metrics: scrape(&ctx.cfg.metrics_url).await,
+        udp: udp_counters(),
     }
 }
 
@@ -807,6 +837,7 @@ fn summarize(
             "cpu_us_per_packet_in_or_out": gen_us_per_packet,
         },
         "server": server,
+        "kernel_udp_window": udp_delta(s0, s1),
         "server_window": {
             "forwarded_packets": fwd,
             "forwarded_pps": fwd.map(|f| f / window),
@@ -977,6 +1008,13 @@ pub fn table(s: &Value) -> String {
     );
     let sw = &s["server_window"];
     row("SFU forwarded pps (window)", f(&sw["forwarded_pps"]));
+    let k = &s["kernel_udp_window"];
+    if !k.is_null() {
+        row(
+            "kernel UDP rcvbuf / sndbuf drops (window)",
+            format!("{} / {}", k["RcvbufErrors"], k["SndbufErrors"]),
+        );
+    }
     if let Some(sv) = s["server"].as_object() {
         row(
             "server CPU s / cores (window)",
