@@ -378,6 +378,38 @@ fn udp_counters() -> Option<Vec<(String, u64)>> {
     )
 }
 
+/// Datagrams the kernel dropped on UDP sockets still open, split into this process's
+/// sockets (the simulated peers) and everyone else's in the namespace (the server), from
+/// the `drops` column of `/proc/net/udp` and our own `/proc/self/fd` socket inodes.
+fn socket_drops() -> Option<(u64, u64)> {
+    let mut ours = HashSet::new();
+    for e in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        if let Ok(l) = std::fs::read_link(e.path())
+            && let Some(i) = l
+                .to_str()
+                .and_then(|x| x.strip_prefix("socket:["))
+                .and_then(|x| x.strip_suffix(']'))
+        {
+            ours.insert(i.to_owned());
+        }
+    }
+    let text = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let (mut mine, mut others) = (0u64, 0u64);
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(inode), Some(drops)) = (f.get(9), f.get(12).and_then(|d| d.parse::<u64>().ok()))
+        else {
+            continue;
+        };
+        if ours.contains(*inode) {
+            mine += drops;
+        } else {
+            others += drops;
+        }
+    }
+    Some((mine, others))
+}
+
 fn udp_delta(a: &Snapshot, b: &Snapshot) -> Value {
     let (Some(a), Some(b)) = (&a.udp, &b.udp) else {
         return Value::Null;
@@ -571,6 +603,7 @@ pub async fn run(cfg: RunCfg) -> anyhow::Result<Value> {
     let s0 = snapshot(&ctx, &live).await;
     tokio::time::sleep(Duration::from_secs_f64(ctx.cfg.seconds)).await;
     let s1 = snapshot(&ctx, &live).await;
+    let sock_drops = socket_drops();
     let peak_rss_kib = ctx.cfg.server_pid.and_then(|p| status_kib(p, "VmHWM:"));
     let rss_kib = ctx.cfg.server_pid.and_then(|p| status_kib(p, "VmRSS:"));
     let _ = stop_tx.send(true);
@@ -596,7 +629,7 @@ pub async fn run(cfg: RunCfg) -> anyhow::Result<Value> {
     for t in threads {
         let _ = t.join();
     }
-    Ok(summarize(
+    let mut summary = summarize(
         &ctx,
         &outcomes,
         &rep,
@@ -605,7 +638,12 @@ pub async fn run(cfg: RunCfg) -> anyhow::Result<Value> {
         joined_at,
         peak_rss_kib,
         rss_kib,
-    ))
+    );
+    summary["socket_drops_at_window_end"] = match sock_drops {
+        Some((g, o)) => json!({"generator": g, "others": o}),
+        None => Value::Null,
+    };
+    Ok(summary)
 }
 
 fn pcts(mut v: Vec<f64>) -> Value {
@@ -1008,6 +1046,13 @@ pub fn table(s: &Value) -> String {
     );
     let sw = &s["server_window"];
     row("SFU forwarded pps (window)", f(&sw["forwarded_pps"]));
+    let d = &s["socket_drops_at_window_end"];
+    if !d.is_null() {
+        row(
+            "socket drops generator / others",
+            format!("{} / {}", d["generator"], d["others"]),
+        );
+    }
     let k = &s["kernel_udp_window"];
     if !k.is_null() {
         row(
