@@ -92,7 +92,7 @@ PY
 fail=0
 run meeting meeting --rooms 1 --per-room 6 --ramp 50 --seconds 2 || fail=1
 run lecture lecture --rooms 1 --per-room 8 --ramp 50 --seconds 2 || fail=1
-run churn churn --rooms 2 --per-room 3 --ramp 50 --stay 1.5 --seconds 4 || fail=1
+run churn churn --rooms 2 --per-room 3 --ramp 50 --stay 2.5 --seconds 5 || fail=1
 run lecture-impaired lecture --rooms 1 --per-room 4 --ramp 50 --seconds 3 --impair-loss 5 || fail=1
 run proctoring proctoring --rooms 1 --per-room 3 --ramp 50 --focus-interval 0.5 --seconds 2 || fail=1
 if [ "$fail" -ne 0 ]; then
