@@ -27,8 +27,9 @@ bash scripts/netns_run.sh node --test --test-concurrency=1 tests/e2e/
 echo "== interop: aiortc (an independent WebRTC stack) publishes and subscribes"
 NETNS_LO2=1 bash scripts/netns_run.sh python3 tests/interop/aiortc_interop.py
 
-echo "== load-test tools: k6 signaling scripts (smoke), media fan-out generator (smoke)"
+echo "== load-test tools: k6 signaling scripts (smoke), WebRTC load generator scenarios (smoke), media fan-out (smoke)"
 bash scripts/netns_run.sh bash scripts/k6-smoke.sh
+bash scripts/netns_run.sh bash scripts/loadgen-smoke.sh
 "$CARGO_TARGET_DIR"/release/studyroom-loadtest fanout --subscribers 5 --seconds 2 --video-pps 100 --port 45000 >/dev/null
 
 echo "== deploy files: Dockerfile (hadolint), compose (docker-compose config, schema), k8s (schemas)"

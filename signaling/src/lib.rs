@@ -256,9 +256,16 @@ pub async fn run(
     });
 
     let app = http::router(state.clone()).layer(layer);
-    let listener = tokio::net::TcpListener::bind(cfg.http)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.http))?;
+    // TCP_NODELAY: an ack pushed right after another frame would otherwise wait for the
+    // client's delayed ACK (~40 ms per publish ack, measured with studyroom-loadtest).
+    let listener = axum::serve::ListenerExt::tap_io(
+        tokio::net::TcpListener::bind(cfg.http)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.http))?,
+        |tcp: &mut tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+        },
+    );
     info!(
         http = %cfg.http,
         advertise = %cfg.node_ip,

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Smoke run of the WebRTC load generator (`studyroom-loadtest meeting|lecture|churn|
+# proctoring`) against a fresh `studyroom --dev`: a few seconds each, small counts. It
+# asserts that the generator works, not speed: every join acked, every leave acked, no
+# participant error, every receiver got media (and, outside churn, every offered stream
+# carried media), proctors got every focus event, the server's metrics and /proc figures
+# were read; with 5 % of datagrams dropped towards the listeners (test impairment), NACK +
+# retransmission repairs the video (audio is not retransmitted, as in browsers). Run it inside the loopback-only namespace:
+#   STUDYROOM_BIN=target/release/studyroom LOADTEST_BIN=target/release/studyroom-loadtest \
+#     bash scripts/netns_run.sh bash scripts/loadgen-smoke.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${STUDYROOM_BIN:?set STUDYROOM_BIN}
+LG=${LOADTEST_BIN:-$(dirname "$BIN")/studyroom-loadtest}
+OUT=$(mktemp -d)
+log=$OUT/studyroom.log
+"$BIN" --dev --allow-impairment >"$log" 2>&1 &
+pid=$!
+cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$OUT"; }
+trap cleanup EXIT
+for _ in $(seq 100); do
+  curl -sf -o /dev/null http://127.0.0.1:5002/healthz && break
+  sleep 0.1
+done
+
+# run NAME ARGS...: runs the generator, then checks its JSON summary.
+run() {
+  local name=$1; shift
+  echo "== loadgen $name: studyroom-loadtest $*"
+  if ! timeout 120 "$LG" "$@" --server-pid "$pid" --json "$OUT/$name.json" >"$OUT/$name.txt" 2>"$OUT/$name.err"; then
+    cat "$OUT/$name.txt" "$OUT/$name.err"
+    echo "---- studyroom log ----"; tail -30 "$log"
+    echo "FAIL $name: the generator exited non-zero" >&2
+    return 1
+  fi
+  python3 - "$OUT/$name.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+j, m = s["joins"], s["media_result"]
+name = s["scenario"]
+problems = []
+if j["attempted"] == 0:
+    problems.append("no join attempted")
+if j["acked"] != j["attempted"]:
+    problems.append(f"joins acked {j['acked']} != attempted {j['attempted']}")
+if j["errors"]:
+    problems.append(f"{j['errors']} participant errors: {j['first_errors']}")
+if j["left_ok"] != j["attempted"]:
+    problems.append(f"leaves acked {j['left_ok']} != {j['attempted']}")
+if m["published"] != m["publishers"]:
+    problems.append(f"published {m['published']} != publishers {m['publishers']}")
+want_receivers = {
+    "meeting": s["rooms"] * s["per_room"],
+    "lecture": s["rooms"] * s["per_room"],
+    "proctoring": s["rooms"] * (s["per_room"] + 1),
+}.get(name)
+if want_receivers is not None and m["receivers"] != want_receivers:
+    problems.append(f"receivers {m['receivers']} != {want_receivers}")
+if m["receivers"] == 0 or m["receivers_with_media"] != m["receivers"]:
+    problems.append(f"receivers with media {m['receivers_with_media']} of {m['receivers']}")
+if name != "churn" and m["streams_with_media"] != m["streams_offered"]:
+    problems.append(f"streams with media {m['streams_with_media']} of {m['streams_offered']} offered")
+if m["packets_received"] == 0 or m["e2e_latency_ms"]["n"] == 0:
+    problems.append("no stamped packet received")
+if name == "proctoring":
+    f = s["focus"]
+    if f["sent"] == 0 or f["acked"] != f["sent"] or f["received_by_proctors"] != f["acked"]:
+        problems.append(f"focus events: {f}")
+if s.get("impair_loss_pct"):
+    if m["video_loss"] > 0.01:
+        problems.append(f"video loss after NACK/RTX {m['video_loss']:.4f} with {s['impair_loss_pct']} % dropped")
+    if m["audio_loss"] < 0.01:
+        problems.append(f"audio loss {m['audio_loss']:.4f}: the impairment did not happen")
+    if not s["server_window"]["nacks_received"]:
+        problems.append("the server received no NACK")
+srv, sw = s["server"], s["server_window"]
+if not srv or srv["cpu_seconds"] is None or not srv["peak_rss_mib"]:
+    problems.append(f"server /proc figures missing: {srv}")
+if not sw["forwarded_packets"]:
+    problems.append(f"no forwarded packets in the server's metrics: {sw}")
+if problems:
+    print(f"FAIL {name}: " + "; ".join(problems), file=sys.stderr)
+    sys.exit(1)
+print(f"ok {name}: {j['acked']} joins acked (p95 {j['join_ack_ms']['p95']:.1f} ms), "
+      f"{m['receivers_with_media']}/{m['receivers']} receivers got media, "
+      f"{m['streams_with_media']}/{m['streams_offered']} streams, loss {m['loss']*100:.2f} %, "
+      f"(video {m['video_loss']*100:.2f} %, audio {m['audio_loss']*100:.2f} %), "
+      f"e2e p50 {m['e2e_latency_ms']['p50']} ms")
+PY
+}
+
+fail=0
+run meeting meeting --rooms 1 --per-room 6 --ramp 50 --seconds 2 || fail=1
+run lecture lecture --rooms 1 --per-room 8 --ramp 50 --seconds 2 || fail=1
+run churn churn --rooms 2 --per-room 3 --ramp 50 --stay 2.5 --seconds 5 || fail=1
+run lecture-impaired lecture --rooms 1 --per-room 4 --ramp 50 --seconds 3 --impair-loss 5 || fail=1
+run proctoring proctoring --rooms 1 --per-room 3 --ramp 50 --focus-interval 0.5 --seconds 2 || fail=1
+if [ "$fail" -ne 0 ]; then
+  echo "loadgen smoke: FAILED" >&2
+  exit 1
+fi
+echo "loadgen smoke: 5 runs passed"
