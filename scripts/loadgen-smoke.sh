@@ -5,7 +5,8 @@
 # participant error, every receiver got media (and, outside churn, every offered stream
 # carried media), proctors got every focus event, the server's metrics and /proc figures
 # were read; with 5 % of datagrams dropped towards the listeners (test impairment), NACK +
-# retransmission repairs the video (audio is not retransmitted, as in browsers). Run it inside the loopback-only namespace:
+# retransmission repairs the video (audio is not retransmitted, as in browsers); with
+# simulcast, receivers change layers only at key frames (never interleaved). Run it inside the loopback-only namespace:
 #   STUDYROOM_BIN=target/release/studyroom LOADTEST_BIN=target/release/studyroom-loadtest \
 #     bash scripts/netns_run.sh bash scripts/loadgen-smoke.sh
 set -euo pipefail
@@ -73,6 +74,9 @@ if s.get("impair_loss_pct"):
         problems.append(f"audio loss {m['audio_loss']:.4f}: the impairment did not happen")
     if not s["server_window"]["nacks_received"]:
         problems.append("the server received no NACK")
+if s["media"].get("simulcast"):
+    if m["simulcast_layer_switches_mid_frame"]:
+        problems.append(f"simulcast layers interleaved: {m['simulcast_layer_switches_mid_frame']} mid-frame layer changes")
 srv, sw = s["server"], s["server_window"]
 if not srv or srv["cpu_seconds"] is None or not srv["peak_rss_mib"]:
     problems.append(f"server /proc figures missing: {srv}")
@@ -91,6 +95,7 @@ PY
 
 fail=0
 run meeting meeting --rooms 1 --per-room 6 --ramp 50 --seconds 2 || fail=1
+run meeting-simulcast meeting --rooms 1 --per-room 4 --ramp 50 --seconds 2 --simulcast 3 || fail=1
 run lecture lecture --rooms 1 --per-room 8 --ramp 50 --seconds 2 || fail=1
 run churn churn --rooms 2 --per-room 3 --ramp 50 --stay 2.5 --seconds 5 || fail=1
 run lecture-impaired lecture --rooms 1 --per-room 4 --ramp 50 --seconds 3 --impair-loss 5 || fail=1
@@ -99,4 +104,4 @@ if [ "$fail" -ne 0 ]; then
   echo "loadgen smoke: FAILED" >&2
   exit 1
 fi
-echo "loadgen smoke: 5 runs passed"
+echo "loadgen smoke: 6 runs passed"

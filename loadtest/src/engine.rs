@@ -116,9 +116,12 @@ pub struct PartReport {
     pub keyframes_rx: u64,
     /// Key frame requests received as a publisher.
     pub keyframe_requests: u64,
-    /// Most simulcast layers seen mixed in one received stream (1 = the SFU forwards one
-    /// layer per subscriber stream, as it should).
-    pub max_layers_per_stream: u8,
+    /// Simulcast layer changes in received streams that start on a key frame (the SFU
+    /// switching a subscriber's layer cleanly).
+    pub layer_switches: u64,
+    /// Layer changes on a packet that is not a key-frame start: layers interleaved in one
+    /// stream, which a decoder cannot follow (0 when the SFU selects layers correctly).
+    pub layer_switches_mid_frame: u64,
     /// Publisher connection connected.
     pub pub_connected: bool,
     /// Subscriber connection connected.
@@ -274,8 +277,8 @@ struct PubState {
 
 struct RxStream {
     video: bool,
-    /// Simulcast layer indices seen in this stream's stamps (bit set).
-    layers: u8,
+    /// Simulcast layer of the last stamped packet.
+    layer: Option<u8>,
     max_seq: u64,
     received: u64,
     jitter_us: f64,
@@ -389,7 +392,11 @@ impl Engine {
         std_sock.set_nonblocking(true)?;
         let local = std_sock.local_addr()?;
         let mut sock = UdpSocket::from_std(std_sock);
-        let mut b = Rtc::builder().set_rtp_mode(true);
+        // The SFU's DTLS provider: one validated DTLS config for all peers instead of a
+        // crypto self-test per peer connection (sfu/src/dtls.rs).
+        let mut b = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_crypto_provider(sfu::dtls::crypto_provider());
         if let Some(c) = &self.cert {
             b = b.set_dtls_cert(c.clone());
         }
@@ -711,7 +718,7 @@ impl Engine {
                                 live.rx_expected.fetch_add(1, Ordering::Relaxed);
                                 pc.streams.entry(p.header.ssrc).or_insert(RxStream {
                                     video,
-                                    layers: 0,
+                                    layer: None,
                                     max_seq: seq,
                                     received: 0,
                                     jitter_us: 0.0,
@@ -732,13 +739,19 @@ impl Engine {
                             }
                             live.rx_expected.fetch_add(gap, Ordering::Relaxed);
                         }
-                        if st.video && payload::vp8_is_keyframe_start(&p.payload) {
+                        let key = st.video && payload::vp8_is_keyframe_start(&p.payload);
+                        if key {
                             r.keyframes_rx += 1;
                         }
                         if let Some(s) = payload::read_stamp(&p.payload) {
-                            st.layers |= 1 << s.layer.min(7);
-                            let n = st.layers.count_ones() as u8;
-                            r.max_layers_per_stream = r.max_layers_per_stream.max(n);
+                            if st.layer.is_some_and(|l| l != s.layer) {
+                                if key {
+                                    r.layer_switches += 1;
+                                } else {
+                                    r.layer_switches_mid_frame += 1;
+                                }
+                            }
+                            st.layer = Some(s.layer);
                             let now_us = payload::micros(arrived);
                             latency.record(now_us.saturating_sub(s.sent_us));
                             let transit = now_us as i64 - s.sent_us as i64;
@@ -870,9 +883,17 @@ fn send_media(
                 layer.seq += 1;
                 bytes += p.len() as u64;
                 packets += 1;
+                // MID and RID header extensions, as browsers send them: how the SFU tells
+                // simulcast layers apart.
+                let ext = ExtensionValues {
+                    mid: Some(ps.video_mid),
+                    rid: layer.rid,
+                    ..Default::default()
+                };
                 tx.write_rtp(
                     RtpWrite::new(vpt, SeqNo::from(layer.seq), rtp_ts, now, p)
                         .marker(k == last)
+                        .ext_vals(ext)
                         .nackable(true),
                 );
             }
@@ -1004,7 +1025,7 @@ mod tests {
             report.latency_us.count() >= sub.rx_packets,
             "every packet is stamped"
         );
-        assert_eq!(sub.max_layers_per_stream, 1);
+        assert_eq!(sub.layer_switches_mid_frame, 0);
         assert!(sub.jitter_ms.is_some() || !sub.mids_with_media.is_empty());
         assert!(
             live.rx_packets.load(Ordering::Relaxed) >= sub.rx_packets

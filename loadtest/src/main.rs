@@ -63,9 +63,9 @@ struct Common {
     #[arg(long, default_value_t = 80)]
     audio_bytes: usize,
     /// Simulcast layers to offer: 1 (off) or 3 (rids q/h/f at 1/16, 1/4, 1 of the bitrate).
-    /// Fails at publish if the SFU's answer drops simulcast. Today's SFU accepts the
-    /// layers (str0m answers a=simulcast) but selects none: every subscriber gets all three
-    /// mixed into one stream; the summary's "simulcast layers mixed in a stream" shows it.
+    /// Fails at publish if the SFU's answer drops simulcast. The SFU forwards one layer per
+    /// subscriber (`high` by default); the summary's "simulcast layers mixed in a stream"
+    /// must read 1.
     #[arg(long, default_value_t = 1)]
     simulcast: u8,
     /// Mint tokens with this HS256 secret (else GET /dev/token from a --dev server).

@@ -33,7 +33,7 @@ pub struct Stamp {
     /// Send time, µs since [`epoch`].
     pub sent_us: u64,
     /// Simulcast layer index (0 without simulcast), so a receiver can tell whether the
-    /// SFU mixed layers into one stream.
+    /// SFU switched layers cleanly (at key frames) or interleaved them.
     pub layer: u8,
     /// Frame number (video) or packet number (audio), modulo 2^24.
     pub seq: u32,

@@ -696,7 +696,7 @@ fn summarize(
     let mut jitter = Vec::new();
     let (mut tx, mut rx, mut expected, mut txb, mut rxb, mut kf, mut plis) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut layers_mixed = 0u8;
+    let (mut switches, mut switches_mid) = (0u64, 0u64);
     let (mut vrx, mut vexp) = (0u64, 0u64);
     for o in outs {
         let r = rep.parts.get(&o.pid).cloned().unwrap_or_default();
@@ -707,7 +707,8 @@ fn summarize(
         expected += r.rx_expected;
         kf += r.keyframes_rx;
         plis += r.keyframe_requests;
-        layers_mixed = layers_mixed.max(r.max_layers_per_stream);
+        switches += r.layer_switches;
+        switches_mid += r.layer_switches_mid_frame;
         vrx += r.video_rx_packets;
         vexp += r.video_rx_expected;
         if !o.joined || o.offered_mids.is_empty() {
@@ -861,7 +862,8 @@ fn summarize(
             "keyframes_received": kf,
             "keyframe_requests_at_publishers": plis,
             "send_drops": rep.send_drops,
-            "max_simulcast_layers_in_one_received_stream": layers_mixed,
+            "simulcast_layer_switches": switches,
+            "simulcast_layer_switches_mid_frame": switches_mid,
         },
         "focus": focus,
         "generator": {
@@ -1007,10 +1009,10 @@ pub fn table(s: &Value) -> String {
     );
     if s["media"]["simulcast"].as_bool() == Some(true) {
         row(
-            "simulcast layers mixed in a stream",
+            "simulcast layer switches: at key frames / mid-frame",
             format!(
-                "{} (1 = the SFU selects a layer)",
-                m["max_simulcast_layers_in_one_received_stream"]
+                "{} / {} (mid-frame must be 0: layers interleaved)",
+                m["simulcast_layer_switches"], m["simulcast_layer_switches_mid_frame"]
             ),
         );
     }
