@@ -14,6 +14,7 @@ mod health;
 mod http;
 mod metrics;
 mod pump;
+pub mod turn_relay;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -65,6 +66,8 @@ struct Inner {
     next_participant: AtomicU64,
     turn_secret: Option<String>,
     turn_urls: Vec<String>,
+    /// The embedded TURN relay (None with --no-turn).
+    turn: Option<turn_relay::EmbeddedTurn>,
     io: OnceLock<SocketIo>,
     draining: AtomicBool,
     /// Set when draining starts: when it must be over, and where clients should go.
@@ -114,6 +117,12 @@ pub async fn run(
         ..SfuConfig::default()
     };
     let (sfu, events) = Sfu::start(sfu_cfg).context("starting the media core")?;
+    let turn = if cfg.no_turn {
+        None
+    } else {
+        let secret = turn_relay::secret(&cfg);
+        Some(turn_relay::start(&cfg, secret, Some(sfu.clone())).await?)
+    };
 
     let state = AppState(Arc::new(Inner {
         sfu: sfu.clone(),
@@ -125,6 +134,7 @@ pub async fn run(
         next_participant: AtomicU64::new(0),
         turn_secret: cfg.turn_secret.clone(),
         turn_urls: cfg.turn_urls.clone(),
+        turn,
         io: OnceLock::new(),
         draining: AtomicBool::new(false),
         drain: OnceLock::new(),
@@ -189,6 +199,9 @@ pub async fn run(
     axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .await?;
+    if let Some(t) = &state.0.turn {
+        t.relay.shutdown();
+    }
     info!("shutting down media core");
     tokio::task::spawn_blocking(move || sfu.shutdown()).await?;
     Ok(())

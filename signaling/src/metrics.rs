@@ -218,8 +218,12 @@ pub fn render(state: &AppState) -> String {
         &mut o,
         "studyroom_turn_allocations",
         "gauge",
-        "TURN allocations (the embedded relay is not built yet).",
-        0,
+        "Live allocations on the embedded TURN relay.",
+        state
+            .0
+            .turn
+            .as_ref()
+            .map_or(0, |t| t.relay.stats().allocations),
     );
     if state.0.redis_url.is_some() {
         metric(
