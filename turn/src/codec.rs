@@ -187,7 +187,7 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
 /// A ChannelData message, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelData<'a> {
-    /// Channel number (0x4000..=0x4FFF when valid).
+    /// Channel number (0x4000..=0x7FFF when valid).
     pub channel: u16,
     /// Application data.
     pub data: &'a [u8],

@@ -754,7 +754,9 @@ impl TurnServer {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
             _ => return Err((400, "Bad Request")),
         };
-        if !(0x4000..=0x4FFF).contains(&channel) {
+        // RFC 8656 narrowed the range to 0x4FFF; RFC 5766 clients (coturn's uclient
+        // among them) still use up to 0x7FFF, which ChannelData framing can carry.
+        if !(0x4000..=0x7FFF).contains(&channel) {
             return Err((400, "Bad Request"));
         }
         let peer = m
