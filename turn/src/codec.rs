@@ -169,10 +169,14 @@ pub fn kind(data: &[u8]) -> Kind {
     }
 }
 
+/// A TCP/TLS stream that does not start with STUN or ChannelData.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotTurnFraming;
+
 /// How many bytes the frame at the start of a TCP stream occupies, if its header is
 /// complete: STUN = 20 + length; ChannelData = 4 + length rounded up to 4 (RFC 8656 §12.5).
 /// `Err` when the stream is not TURN framing at all.
-pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
+pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, NotTurnFraming> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -180,7 +184,7 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
     match kind(buf) {
         Kind::Stun => Ok(Some(20 + len)),
         Kind::ChannelData => Ok(Some(4 + len.div_ceil(4) * 4)),
-        Kind::Other => Err(()),
+        Kind::Other => Err(NotTurnFraming),
     }
 }
 
@@ -213,7 +217,7 @@ impl<'a> ChannelData<'a> {
         out.extend_from_slice(&(data.len() as u16).to_be_bytes());
         out.extend_from_slice(data);
         if pad {
-            while out.len() % 4 != 0 {
+            while !out.len().is_multiple_of(4) {
                 out.push(0);
             }
         }
@@ -283,14 +287,12 @@ impl<'a> Message<'a> {
                 if integrity_at.is_none() {
                     attrs_end = pos;
                 }
-            } else if integrity_at.is_none() {
-                if at == attr::MESSAGE_INTEGRITY {
-                    if alen != 20 {
-                        return Err(ParseError::BadAttributes);
-                    }
-                    integrity_at = Some(pos);
-                    attrs_end = next;
+            } else if integrity_at.is_none() && at == attr::MESSAGE_INTEGRITY {
+                if alen != 20 {
+                    return Err(ParseError::BadAttributes);
                 }
+                integrity_at = Some(pos);
+                attrs_end = next;
             }
             pos = next;
         }
@@ -453,7 +455,7 @@ impl<'b> Writer<'b> {
         self.out.extend_from_slice(&t.to_be_bytes());
         self.out.extend_from_slice(&(v.len() as u16).to_be_bytes());
         self.out.extend_from_slice(v);
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
         self.set_len();

@@ -475,7 +475,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
                     off += len;
                 }
                 Ok(_) => break,
-                Err(()) => {
+                Err(codec::NotTurnFraming) => {
                     debug!(?proto, "not TURN framing: closing the connection");
                     break 'read;
                 }
