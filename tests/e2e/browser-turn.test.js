@@ -86,6 +86,14 @@ for (const run of RUNS) {
       const metrics = await (await fetch('http://127.0.0.1:9100/metrics')).text();
       const allocations = Number(metrics.match(/studyroom_turn_allocations (\d+)/)?.[1]);
       assert.ok(allocations >= 2, `allocations on our relay: ${allocations}`);
+      // Media to and from the SFU took the in-process hand-over, unless it was turned off.
+      const toSfu = Number(metrics.match(/studyroom_turn_handover_to_sfu_total (\d+)/)?.[1]);
+      const fromSfu = Number(metrics.match(/studyroom_turn_handover_from_sfu_total (\d+)/)?.[1]);
+      if (run.args.includes('--turn-no-handover')) {
+        assert.equal(toSfu + fromSfu, 0, 'no hand-over when disabled');
+      } else {
+        assert.ok(toSfu > 100 && fromSfu > 100, `hand-over carried the media: to SFU ${toSfu}, from SFU ${fromSfu}`);
+      }
     } catch (e) {
       console.error(`--- server log ---\n${server.logs().split('\n').slice(-150).join('\n')}`);
       for (const p of people) console.error(p.consoleLines.slice(-60).join('\n'));

@@ -114,6 +114,9 @@ struct DriverIo {
     handover: Option<Arc<dyn Handover>>,
     shared: Weak<Shared>,
     send_drops: u64,
+    /// Datagrams handed to the SFU in process / received back from it.
+    to_sfu: u64,
+    from_sfu: u64,
 }
 
 fn unix_now() -> u64 {
@@ -195,6 +198,7 @@ impl Io for DriverIo {
             && h.owns(peer)
         {
             h.deliver(relayed, peer, data);
+            self.to_sfu += 1;
             return;
         }
         if let Some(r) = self.relays.get(&relayed)
@@ -266,6 +270,8 @@ impl TurnRelay {
                     handover,
                     shared: weak.clone(),
                     send_drops: 0,
+                    to_sfu: 0,
+                    from_sfu: 0,
                 },
             }),
         });
@@ -299,6 +305,7 @@ impl TurnRelay {
             tasks.push(tokio::spawn(async move {
                 while let Some((relayed, from, data)) = rx.recv().await {
                     s.with(|st| {
+                        st.io.from_sfu += 1;
                         st.core
                             .handle_peer(Instant::now(), relayed, from, &data, &mut st.io)
                     });
@@ -334,6 +341,11 @@ impl TurnRelay {
             s.dropped += st.io.send_drops;
             s
         })
+    }
+
+    /// Datagrams handed over in process: (relay -> SFU, SFU -> relay).
+    pub fn handover_packets(&self) -> (u64, u64) {
+        self.shared.with(|st| (st.io.to_sfu, st.io.from_sfu))
     }
 
     /// Stop every task and close every socket.
