@@ -21,6 +21,8 @@ echo "== build the server for end-to-end tests"
 cargo build --release -p studyroom-signaling -p studyroom-loadtest
 export STUDYROOM_BIN=$CARGO_TARGET_DIR/release/studyroom
 
+# Includes the TURN relay tests: turn-relay.test.js (coturn's turnutils_uclient, apt coturn)
+# and browser-turn.test.js (relay-only Chromium over UDP/TCP/TLS).
 echo "== end-to-end: socket.io-client and headless Chromium (loopback-only netns)"
 bash scripts/netns_run.sh node --test --test-concurrency=1 tests/e2e/
 

@@ -16,7 +16,9 @@ pub const DEV_SECRET: &str = "studyroom-dev-secret-do-not-use-in-production";
     name = "studyroom",
     version,
     about,
-    long_about = "studyroom: SFU, Socket.IO signaling and (soon) TURN for study rooms, in one binary.\n\n\
+    long_about = "studyroom: SFU, Socket.IO signaling and TURN for study rooms, in one binary.\n\n\
+        `studyroom turn [flags]` runs the TURN relay alone (the --turn-* flags, --node-ip, --bind-ip, \
+        --turn-secret, --dev apply).\n\n\
         Precedence: command-line flags, then environment variables, then the TOML file given \
         by --config (keys are the long flag names with '_' for '-', e.g. node_ip = \"10.0.0.5\"), \
         then defaults."
@@ -55,13 +57,73 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_API_SECRET", hide_env_values = true)]
     pub api_secret: Option<String>,
 
-    /// Shared secret for TURN REST credentials handed out in `join` (with --turn-url).
+    /// Shared secret for TURN REST credentials handed out in `join` (the embedded relay
+    /// and any --turn-url); default: a random secret per process.
     #[arg(long, env = "STUDYROOM_TURN_SECRET", hide_env_values = true)]
     pub turn_secret: Option<String>,
 
     /// TURN/STUN URLs handed to clients (repeatable), e.g. `turn:host:3478?transport=udp`.
     #[arg(long = "turn-url", env = "STUDYROOM_TURN_URLS", value_delimiter = ',')]
     pub turn_urls: Vec<String>,
+
+    /// Run without the embedded TURN relay.
+    #[arg(long, env = "STUDYROOM_NO_TURN")]
+    pub no_turn: bool,
+
+    /// Embedded TURN: UDP and TCP listen address.
+    #[arg(long, env = "STUDYROOM_TURN_LISTEN", default_value = "0.0.0.0:3478")]
+    pub turn_listen: SocketAddr,
+
+    /// Embedded TURN: TLS listen address (needs --turn-tls-cert/--turn-tls-key, or --dev
+    /// for a self-signed certificate; otherwise TLS is off).
+    #[arg(
+        long,
+        env = "STUDYROOM_TURN_TLS_LISTEN",
+        default_value = "0.0.0.0:5349"
+    )]
+    pub turn_tls_listen: SocketAddr,
+
+    /// Embedded TURN: TLS certificate chain (PEM).
+    #[arg(long, env = "STUDYROOM_TURN_TLS_CERT")]
+    pub turn_tls_cert: Option<PathBuf>,
+
+    /// Embedded TURN: TLS private key (PEM).
+    #[arg(long, env = "STUDYROOM_TURN_TLS_KEY")]
+    pub turn_tls_key: Option<PathBuf>,
+
+    /// Embedded TURN: relay UDP port range, `MIN-MAX`.
+    #[arg(long, env = "STUDYROOM_TURN_RELAY_PORTS", default_value = "49160-49999", value_parser = parse_range)]
+    pub turn_relay_ports: (u16, u16),
+
+    /// Embedded TURN: peer range allowed despite the default deny list (repeatable CIDR,
+    /// e.g. `127.0.0.0/8` for tests).
+    #[arg(
+        long = "turn-allow-peer",
+        env = "STUDYROOM_TURN_ALLOW_PEERS",
+        value_delimiter = ','
+    )]
+    pub turn_allow_peers: Vec<turn::Cidr>,
+
+    /// Embedded TURN: static user `name:password` (repeatable).
+    #[arg(long = "turn-user", env = "STUDYROOM_TURN_USERS", value_delimiter = ',', value_parser = parse_user, hide_env_values = true)]
+    pub turn_users: Vec<(String, String)>,
+
+    /// Embedded TURN: realm.
+    #[arg(long, env = "STUDYROOM_TURN_REALM", default_value = "studyroom")]
+    pub turn_realm: String,
+
+    /// Embedded TURN: most live allocations per username.
+    #[arg(long, env = "STUDYROOM_TURN_USER_QUOTA", default_value_t = 10)]
+    pub turn_user_quota: usize,
+
+    /// Embedded TURN: per-allocation cap in bytes per second (0 = none).
+    #[arg(long, env = "STUDYROOM_TURN_BANDWIDTH", default_value_t = 4_000_000)]
+    pub turn_bandwidth: u64,
+
+    /// Embedded TURN: relay to our own SFU through real sockets instead of the
+    /// in-process hand-over (benchmarks, debugging).
+    #[arg(long, env = "STUDYROOM_TURN_NO_HANDOVER")]
+    pub turn_no_handover: bool,
 
     /// Most participants in one room.
     #[arg(long, env = "STUDYROOM_MAX_ROOM_SIZE", default_value_t = 500)]
@@ -240,6 +302,13 @@ impl Config {
                 Err("STUDYROOM_API_SECRET (--api-secret) is required unless --dev is given".into())
             }
         }
+    }
+}
+
+fn parse_user(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok((u.to_owned(), p.to_owned())),
+        _ => Err("expected NAME:PASSWORD".into()),
     }
 }
 

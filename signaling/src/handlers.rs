@@ -486,16 +486,22 @@ fn after_join_ack(socket: &SocketRef, state: &AppState) {
 }
 
 fn ice_servers(state: &AppState, identity: &str) -> Value {
-    if state.0.turn_urls.is_empty() {
-        return json!([]);
+    let mut servers = Vec::new();
+    // The embedded relay: fresh REST credentials, UDP/TCP/TLS URLs at the node's IP.
+    if let Some(t) = &state.0.turn {
+        let c = turn::rest_credential(t.secret.as_bytes(), identity, unix_now() + 24 * 3600);
+        servers.push(json!({ "urls": t.urls, "username": c.username, "credential": c.password }));
     }
-    match &state.0.turn_secret {
-        Some(secret) => {
-            let c = turn::rest_credential(secret.as_bytes(), identity, unix_now() + 24 * 3600);
-            json!([{ "urls": state.0.turn_urls, "username": c.username, "credential": c.password }])
-        }
-        None => json!([{ "urls": state.0.turn_urls }]),
+    if !state.0.turn_urls.is_empty() {
+        servers.push(match &state.0.turn_secret {
+            Some(secret) => {
+                let c = turn::rest_credential(secret.as_bytes(), identity, unix_now() + 24 * 3600);
+                json!({ "urls": state.0.turn_urls, "username": c.username, "credential": c.password })
+            }
+            None => json!({ "urls": state.0.turn_urls }),
+        });
     }
+    Value::Array(servers)
 }
 
 #[derive(Deserialize)]

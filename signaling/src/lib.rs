@@ -18,6 +18,7 @@ mod http;
 mod metrics;
 mod outbox;
 mod pump;
+pub mod turn_relay;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -69,6 +70,8 @@ struct Inner {
     next_participant: AtomicU64,
     turn_secret: Option<String>,
     turn_urls: Vec<String>,
+    /// The embedded TURN relay (None with --no-turn).
+    turn: Option<turn_relay::EmbeddedTurn>,
     io: OnceLock<SocketIo>,
     draining: AtomicBool,
     /// Set when draining starts: when it must be over, and where clients should go.
@@ -180,6 +183,12 @@ pub async fn run(
         boot,
         cfg.nats_url.is_some(),
     ));
+    let turn = if cfg.no_turn {
+        None
+    } else {
+        let secret = turn_relay::secret(&cfg);
+        Some(turn_relay::start(&cfg, secret, Some(sfu.clone())).await?)
+    };
 
     let state = AppState(Arc::new(Inner {
         sfu: sfu.clone(),
@@ -201,6 +210,7 @@ pub async fn run(
         }),
         turn_secret: cfg.turn_secret.clone(),
         turn_urls: cfg.turn_urls.clone(),
+        turn,
         io: OnceLock::new(),
         draining: AtomicBool::new(false),
         drain: OnceLock::new(),
@@ -285,6 +295,9 @@ pub async fn run(
     axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .await?;
+    if let Some(t) = &state.0.turn {
+        t.relay.shutdown();
+    }
     info!("shutting down media core");
     tokio::task::spawn_blocking(move || sfu.shutdown()).await?;
     Ok(())

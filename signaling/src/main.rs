@@ -8,7 +8,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 fn main() -> std::process::ExitCode {
-    let cfg = match signaling::config::load() {
+    // `studyroom turn [flags]`: the TURN relay alone, same flags.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let turn_only = args.get(1).is_some_and(|a| a == "turn");
+    if turn_only {
+        args.remove(1);
+    }
+    let cfg = match signaling::config::load_from(args) {
         Ok(c) => c,
         Err(e) => {
             // clap's help/version output arrives here too.
@@ -58,7 +64,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let code = rt.block_on(serve(cfg));
+    let code = rt.block_on(serve(cfg, turn_only));
     drop(rt);
     if let Some(p) = traces {
         // Flush the spans still batched.
@@ -67,7 +73,7 @@ fn main() -> std::process::ExitCode {
     code
 }
 
-async fn serve(cfg: signaling::config::Config) -> std::process::ExitCode {
+async fn serve(cfg: signaling::config::Config, turn_only: bool) -> std::process::ExitCode {
     // Installed now, not on first poll: a SIGTERM during start-up must drain, not kill.
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(t) => t,
@@ -83,7 +89,12 @@ async fn serve(cfg: signaling::config::Config) -> std::process::ExitCode {
         }
         tracing::info!("signal received, shutting down");
     };
-    match signaling::run(cfg, shutdown).await {
+    let result = if turn_only {
+        signaling::turn_relay::run_alone(cfg, shutdown).await
+    } else {
+        signaling::run(cfg, shutdown).await
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("studyroom: {e:#}");

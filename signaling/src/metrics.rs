@@ -250,8 +250,31 @@ pub fn render(state: &AppState) -> String {
         &mut o,
         "studyroom_turn_allocations",
         "gauge",
-        "TURN allocations (the embedded relay is not built yet).",
-        0,
+        "Live allocations on the embedded TURN relay.",
+        state
+            .0
+            .turn
+            .as_ref()
+            .map_or(0, |t| t.relay.stats().allocations),
+    );
+    let (to_sfu, from_sfu) = state
+        .0
+        .turn
+        .as_ref()
+        .map_or((0, 0), |t| t.relay.handover_packets());
+    metric(
+        &mut o,
+        "studyroom_turn_handover_to_sfu_total",
+        "counter",
+        "Relayed datagrams handed to the SFU in process (no socket round trip).",
+        to_sfu,
+    );
+    metric(
+        &mut o,
+        "studyroom_turn_handover_from_sfu_total",
+        "counter",
+        "SFU datagrams handed to the TURN relay in process.",
+        from_sfu,
     );
     if state.0.redis_url.is_some() {
         metric(

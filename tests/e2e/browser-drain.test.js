@@ -18,7 +18,7 @@ import { waitFor, waitForMediaFrom, waitForVideoFrom, roomEvents } from './lib/s
 
 const ROOM = 'e2e-drain';
 const DRAIN_TIMEOUT_S = 10;
-const NODE_B = { http: '127.0.0.1:5003', args: ['--media-ports', '40050-40100', '--metrics', '127.0.0.1:9101'] };
+const NODE_B = { http: '127.0.0.1:5003', args: ['--media-ports', '40050-40100', '--metrics', '127.0.0.1:9101', '--no-turn'] }; // TURN ports are node A's
 const NODE_B_URL = `http://${NODE_B.http}`;
 const NODE_B_METRICS = 'http://127.0.0.1:9101/metrics';
 const NODE_A = {

@@ -1,6 +1,21 @@
-//! TURN support. Today: the TURN REST credential scheme (coturn's `use-auth-secret`) so
-//! `join` can hand out credentials that any compatible TURN server accepts. The embedded
-//! relay itself is its own piece of work (see the TURN issue).
+//! studyroom TURN: a relay for learners whose networks block UDP (or everything but 443).
+//!
+//! Layers:
+//! - [`codec`]: STUN/TURN messages parsed in place, written into reused buffers.
+//! - [`server`]: the sans-IO TURN server ([`TurnServer`]): allocations, permissions,
+//!   channels, long-term credentials (static users and TURN REST), peer policy, quotas.
+//! - [`driver`]: tokio listeners (UDP and TCP 3478, TLS 5349) and relay sockets around
+//!   the core, plus the in-process hand-over of datagrams to a co-located SFU.
+//! - [`rest_credential`]: the TURN REST credential scheme (coturn's `use-auth-secret`)
+//!   so `join` can hand out credentials this relay (or any compatible TURN) accepts.
+
+pub mod cidr;
+pub mod codec;
+pub mod driver;
+pub mod server;
+
+pub use cidr::{Cidr, PeerPolicy};
+pub use server::{Client, Io, Proto, ServerConfig, TurnServer, TurnStats};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};

@@ -11,6 +11,11 @@
 //!   timeout is due; read every readable socket in `recvmmsg` batches (bounded per turn so
 //!   one flooded port cannot starve the rest); hand each datagram to the core; `flush`;
 //!   run timers; send everything the core produced with `sendmmsg`, grouped per socket.
+//! - In-process hand-over (the co-located TURN relay): [`Sfu::inject`] puts a datagram on
+//!   a shard's command channel as if it had arrived on one of its sockets, and datagrams
+//!   the core sends to a *virtual remote* ([`Sfu::set_virtual_remote`]) go to that
+//!   remote's channel instead of `sendmmsg`. The table is the shard's own (filled by
+//!   commands), so the send path takes no lock; wake-ups are coalesced with a flag.
 
 pub mod batch;
 
@@ -18,7 +23,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -95,7 +100,30 @@ enum Command {
     Counts {
         reply: oneshot::Sender<Counts>,
     },
+    /// A datagram handed over in process (see [`Sfu::inject`]).
+    Inject {
+        port_idx: usize,
+        from: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// Add (`Some`) or remove a virtual remote.
+    Virtual {
+        addr: SocketAddr,
+        out: Option<VirtualOut>,
+    },
     Shutdown,
+}
+
+/// Where datagrams for a virtual remote go: `(destination, our source address, data)`.
+pub type VirtualOut = tmpsc::Sender<(SocketAddr, SocketAddr, Vec<u8>)>;
+
+/// The lock-free path into one shard for injected datagrams.
+struct InjectPath {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+    /// Set by injectors, cleared by the shard before it drains its commands: one
+    /// wake-up per burst instead of one per datagram.
+    pending: Arc<AtomicBool>,
 }
 
 struct ShardHandle {
@@ -118,6 +146,8 @@ pub struct Sfu {
     participants: Mutex<HashMap<ParticipantId, (usize, String)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     ports: Vec<Vec<u16>>,
+    port_min: u16,
+    inject: Vec<InjectPath>,
 }
 
 impl Sfu {
@@ -144,6 +174,7 @@ impl Sfu {
         let mut shards = Vec::new();
         let mut threads = Vec::new();
         let mut all_ports = Vec::new();
+        let mut inject = Vec::new();
         let bind_ip = match cfg.bind_ip {
             Some(ip) => ip,
             None => {
@@ -175,6 +206,12 @@ impl Sfu {
             let (tx, rx) = mpsc::channel();
             let stats = Arc::new(Mutex::new((ShardStats::default(), None)));
             let core = ShardCore::new(cfg.clone(), ports.clone(), track_ids.clone());
+            let pending = Arc::new(AtomicBool::new(false));
+            inject.push(InjectPath {
+                tx: tx.clone(),
+                waker: waker.clone(),
+                pending: pending.clone(),
+            });
             let shard = ShardThread {
                 index: i,
                 core,
@@ -183,6 +220,10 @@ impl Sfu {
                 rx,
                 events: ev_tx.clone(),
                 stats: stats.clone(),
+                advertise_ip: cfg.advertise_ip,
+                ports: ports.clone(),
+                virtuals: HashMap::new(),
+                pending,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("sfu-shard-{i}"))
@@ -210,6 +251,8 @@ impl Sfu {
                 participants: Mutex::new(HashMap::new()),
                 threads: Mutex::new(threads),
                 ports: all_ports,
+                port_min: cfg.port_min,
+                inject,
             }),
             ev_rx,
         ))
@@ -218,6 +261,50 @@ impl Sfu {
     /// Number of shard threads.
     pub fn shard_count(&self) -> usize {
         self.ports.len()
+    }
+
+    /// Hand a datagram to the shard owning media port `to_port`, as if it had arrived
+    /// there from `from`. False when the port is not ours or the shard is gone.
+    pub fn inject(&self, to_port: u16, from: SocketAddr, data: Vec<u8>) -> bool {
+        let n = self.inject.len();
+        let Some(off) = to_port.checked_sub(self.port_min).map(usize::from) else {
+            return false;
+        };
+        let (shard, port_idx) = (off % n, off / n);
+        let Some(p) = self.inject.get(shard) else {
+            return false;
+        };
+        if port_idx >= self.ports[shard].len() {
+            return false;
+        }
+        if p.tx
+            .send(Command::Inject {
+                port_idx,
+                from,
+                data,
+            })
+            .is_err()
+        {
+            return false;
+        }
+        if !p.pending.swap(true, Ordering::AcqRel) {
+            let _ = p.waker.wake();
+        }
+        true
+    }
+
+    /// Make `addr` a virtual remote on every shard (`Some`): what the SFU sends there
+    /// goes to `out`; `None` removes it.
+    pub fn set_virtual_remote(&self, addr: SocketAddr, out: Option<VirtualOut>) {
+        for p in &self.inject {
+            let _ = p.tx.send(Command::Virtual {
+                addr,
+                out: out.clone(),
+            });
+            if !p.pending.swap(true, Ordering::AcqRel) {
+                let _ = p.waker.wake();
+            }
+        }
     }
 
     /// Summed counters.
@@ -495,6 +582,11 @@ struct ShardThread {
     rx: mpsc::Receiver<Command>,
     events: tmpsc::UnboundedSender<SfuEvent>,
     stats: Arc<Mutex<SharedStats>>,
+    advertise_ip: IpAddr,
+    ports: Vec<u16>,
+    /// Virtual remotes (hand-over to the co-located TURN relay); owned by this thread.
+    virtuals: HashMap<SocketAddr, VirtualOut>,
+    pending: Arc<AtomicBool>,
 }
 
 impl ShardThread {
@@ -547,6 +639,8 @@ impl ShardThread {
             let now = Instant::now();
             let turn_start = now;
             if wake || busy {
+                // Cleared before draining: an injector arriving after this wakes us again.
+                self.pending.store(false, Ordering::Release);
                 for _ in 0..COMMAND_BUDGET {
                     match self.rx.try_recv() {
                         Ok(Command::Shutdown) => {
@@ -607,6 +701,16 @@ impl ShardThread {
             }
             self.core.flush(Instant::now());
             while let Some(tx) = self.core.poll_transmit() {
+                if !self.virtuals.is_empty()
+                    && let Some(v) = self.virtuals.get(&tx.destination)
+                {
+                    let src = SocketAddr::new(self.advertise_ip, self.ports[tx.port_idx]);
+                    if v.try_send((tx.destination, src, tx.data)).is_err() {
+                        send_drops += 1;
+                        total_send_drops += 1;
+                    }
+                    continue;
+                }
                 out[tx.port_idx].push((tx.destination, tx.data));
             }
             for (i, q) in out.iter_mut().enumerate() {
@@ -725,6 +829,19 @@ impl ShardThread {
             Command::Counts { reply } => {
                 let _ = reply.send(core.counts());
             }
+            Command::Inject {
+                port_idx,
+                from,
+                data,
+            } => core.handle_datagram(now, port_idx, from, &data),
+            Command::Virtual { addr, out } => match out {
+                Some(o) => {
+                    self.virtuals.insert(addr, o);
+                }
+                None => {
+                    self.virtuals.remove(&addr);
+                }
+            },
             Command::Shutdown => {}
         }
     }

@@ -10,6 +10,11 @@ export const NODES = {
   a: { id: 'node-a', http: '127.0.0.1:5102', media: '40200-40249', metrics: '127.0.0.1:9110' },
   b: { id: 'node-b', http: '127.0.0.1:5103', media: '40250-40299', metrics: '127.0.0.1:9111' },
 };
+// Each node runs its embedded TURN relay on its own ports (one machine here).
+const TURN_ARGS = {
+  a: [],
+  b: ['--turn-listen', '0.0.0.0:3479', '--turn-tls-listen', '0.0.0.0:5350', '--turn-relay-ports', '48000-48199'],
+};
 export const nodeUrl = (n) => `http://${NODES[n].http}`;
 
 /** One node of the deployment (dev mode: both sign dev tokens with the same secret). */
@@ -17,7 +22,7 @@ export async function startNode(n, redisUrl, { args = [], env = {} } = {}) {
   const c = NODES[n];
   const server = await startServer({
     http: c.http,
-    args: ['--media-ports', c.media, '--metrics', c.metrics, '--node-id', c.id, '--shards', '1', ...args],
+    args: ['--media-ports', c.media, '--metrics', c.metrics, '--node-id', c.id, '--shards', '1', ...TURN_ARGS[n], ...args],
     env: { REDIS_URL: redisUrl, ...env },
   });
   return { ...server, node: c };

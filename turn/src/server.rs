@@ -1,0 +1,871 @@
+//! The sans-IO TURN server (RFC 8656): allocations, permissions, channels, credentials.
+//!
+//! Driving contract:
+//! - Feed every datagram (or TCP frame) a client sends with [`TurnServer::handle_client`],
+//!   every datagram a relay socket receives with [`TurnServer::handle_peer`], and a closed
+//!   TCP/TLS connection with [`TurnServer::client_gone`].
+//! - Call [`TurnServer::handle_timeout`] about once a second: it expires allocations,
+//!   permissions and channel bindings. Time is always an argument; the core reads no clock.
+//! - Output goes through the [`Io`] the caller passes in: replies and relayed data to
+//!   clients, relayed data to peers, and relay sockets to open and close. Nothing is
+//!   queued inside, and the relay hot paths (ChannelData, Send and Data) do not allocate.
+//!
+//! Security model: requests other than Binding need long-term credentials (static users
+//! or TURN REST usernames `EXPIRY:identity`); an unauthenticated request costs one HMAC
+//! and no state (the nonce is stateless: issue time + HMAC over it and the client IP).
+//! Peers must pass the [`PeerPolicy`] (or be one of the node's own media addresses),
+//! each user has an allocation quota, each allocation a byte-rate cap.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use tracing::debug;
+
+use crate::cidr::PeerPolicy;
+use crate::codec::{self, ChannelData, Class, Kind, Message, ParseError, Writer, attr, method};
+
+/// Transport a client reached us over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+}
+
+impl Proto {
+    fn stream(self) -> bool {
+        !matches!(self, Proto::Udp)
+    }
+}
+
+/// A client's transport address (the 5-tuple, with `conn` telling TCP connections apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Client {
+    /// Transport.
+    pub proto: Proto,
+    /// Connection id for TCP/TLS (0 for UDP).
+    pub conn: u64,
+    /// The client's address as we see it.
+    pub addr: SocketAddr,
+}
+
+/// What the core needs from its driver.
+pub trait Io {
+    /// Open a relay socket; returns the relayed transport address clients are told
+    /// (`None`: no port free -> 508).
+    fn bind_relay(&mut self) -> Option<SocketAddr>;
+    /// Close the relay socket of `relayed`.
+    fn release_relay(&mut self, relayed: SocketAddr);
+    /// Send bytes to a client.
+    fn to_client(&mut self, client: &Client, data: &[u8]);
+    /// Send `data` from the relay socket of `relayed` to `peer`.
+    fn to_peer(&mut self, relayed: SocketAddr, peer: SocketAddr, data: &[u8]);
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// REALM.
+    pub realm: String,
+    /// TURN REST shared secret (coturn's `static-auth-secret`), if REST usernames are accepted.
+    pub rest_secret: Option<Vec<u8>>,
+    /// Static users: name -> password.
+    pub users: HashMap<String, String>,
+    /// Which peers may be reached.
+    pub policy: PeerPolicy,
+    /// The node's own media addresses (IP, port range): always reachable, whatever the
+    /// policy says, because relaying into our SFU is the point.
+    pub own_peers: Vec<(IpAddr, RangeInclusive<u16>)>,
+    /// Allocation lifetime when the client asks for less (RFC: 600 s).
+    pub default_lifetime: Duration,
+    /// Longest allocation lifetime granted (3600 s).
+    pub max_lifetime: Duration,
+    /// Permission lifetime (RFC: 300 s).
+    pub permission_lifetime: Duration,
+    /// Channel binding lifetime (RFC: 600 s).
+    pub channel_lifetime: Duration,
+    /// How long a nonce stays fresh (then 438 Stale Nonce).
+    pub nonce_lifetime: Duration,
+    /// Most live allocations per username (486 beyond).
+    pub user_quota: usize,
+    /// Per-allocation cap in bytes per second, both directions summed (0 = none).
+    pub bandwidth: u64,
+    /// Key for the stateless nonces.
+    pub nonce_key: [u8; 32],
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            realm: "studyroom".into(),
+            rest_secret: None,
+            users: HashMap::new(),
+            policy: PeerPolicy::default(),
+            own_peers: Vec::new(),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(600),
+            user_quota: 10,
+            bandwidth: 4_000_000,
+            nonce_key: [0; 32],
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurnStats {
+    /// Live allocations.
+    pub allocations: u64,
+    /// Datagrams relayed client -> peer.
+    pub to_peer_packets: u64,
+    /// Datagrams relayed peer -> client.
+    pub to_client_packets: u64,
+    /// Bytes relayed (payload, both directions).
+    pub relayed_bytes: u64,
+    /// Requests refused for credentials (401/438/441).
+    pub auth_refused: u64,
+    /// Datagrams dropped: not TURN, no allocation, no permission, over the cap.
+    pub dropped: u64,
+}
+
+struct Permission {
+    expires: Instant,
+    /// Allowed only because the IP is one of our own media addresses: check the port too.
+    own_only: bool,
+}
+
+struct Channel {
+    peer: SocketAddr,
+    expires: Instant,
+}
+
+struct Allocation {
+    client: Client,
+    relayed: SocketAddr,
+    username: String,
+    key: [u8; 16],
+    expires: Instant,
+    txid: [u8; 12],
+    lifetime: u32,
+    perms: HashMap<IpAddr, Permission>,
+    channels: HashMap<u16, Channel>,
+    channel_of: HashMap<SocketAddr, u16>,
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// The TURN server state machine.
+pub struct TurnServer {
+    cfg: ServerConfig,
+    start: Instant,
+    start_unix: u64,
+    next_id: u64,
+    allocs: HashMap<u64, Allocation>,
+    by_client: HashMap<Client, u64>,
+    by_relay: HashMap<SocketAddr, u64>,
+    per_user: HashMap<String, usize>,
+    buf: Vec<u8>,
+    stats: TurnStats,
+}
+
+/// An error answer (code, reason).
+type Refusal = (u16, &'static str);
+
+impl TurnServer {
+    /// A server whose clock reads `start_unix` (seconds since 1970) at `start`.
+    pub fn new(cfg: ServerConfig, start: Instant, start_unix: u64) -> Self {
+        TurnServer {
+            cfg,
+            start,
+            start_unix,
+            next_id: 0,
+            allocs: HashMap::new(),
+            by_client: HashMap::new(),
+            by_relay: HashMap::new(),
+            per_user: HashMap::new(),
+            buf: Vec::with_capacity(2048),
+            stats: TurnStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> TurnStats {
+        TurnStats {
+            allocations: self.allocs.len() as u64,
+            ..self.stats
+        }
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.start_unix + now.saturating_duration_since(self.start).as_secs()
+    }
+
+    /// A datagram (or one TCP/TLS frame) from a client.
+    pub fn handle_client(&mut self, now: Instant, client: Client, data: &[u8], io: &mut impl Io) {
+        match codec::kind(data) {
+            Kind::ChannelData => self.client_channel_data(now, client, data, io),
+            Kind::Stun => match Message::parse(data) {
+                Ok(m) => self.handle_stun(now, client, &m, io),
+                Err(ParseError::BadAttributes) => {
+                    // A request with broken attributes gets 400 (header still readable).
+                    self.stats.dropped += 1;
+                    if let Some((m, txid)) = request_header(data) {
+                        self.reply_error(client, m, &txid, (400, "Bad Request"), None, io);
+                    }
+                }
+                Err(_) => self.stats.dropped += 1,
+            },
+            Kind::Other => self.stats.dropped += 1,
+        }
+    }
+
+    /// A datagram from `peer` on the relay socket of `relayed`.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        relayed: SocketAddr,
+        peer: SocketAddr,
+        data: &[u8],
+        io: &mut impl Io,
+    ) {
+        let Some(a) = self
+            .by_relay
+            .get(&relayed)
+            .and_then(|id| self.allocs.get_mut(id))
+        else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if !permitted(a, now, peer, &self.cfg)
+            || !take_tokens(a, now, data.len(), self.cfg.bandwidth)
+        {
+            self.stats.dropped += 1;
+            return;
+        }
+        let live_channel = a
+            .channel_of
+            .get(&peer)
+            .filter(|ch| a.channels.get(ch).is_some_and(|c| c.expires > now))
+            .copied();
+        match live_channel {
+            Some(ch) => ChannelData::write(&mut self.buf, ch, data, a.client.proto.stream()),
+            None => {
+                let txid: [u8; 12] = std::array::from_fn(|_| fastrand::u8(..));
+                Writer::new(&mut self.buf, method::DATA, Class::Indication, &txid)
+                    .xor_addr(attr::XOR_PEER_ADDRESS, peer)
+                    .attr(attr::DATA, data);
+            }
+        }
+        self.stats.to_client_packets += 1;
+        self.stats.relayed_bytes += data.len() as u64;
+        io.to_client(&a.client, &self.buf);
+    }
+
+    /// A TCP/TLS client connection closed: its allocation ends with it.
+    pub fn client_gone(&mut self, client: Client, io: &mut impl Io) {
+        if let Some(id) = self.by_client.get(&client).copied() {
+            self.remove(id, io);
+        }
+    }
+
+    /// Expire allocations, permissions and channel bindings.
+    pub fn handle_timeout(&mut self, now: Instant, io: &mut impl Io) {
+        let dead: Vec<u64> = self
+            .allocs
+            .iter()
+            .filter(|(_, a)| a.expires <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            debug!("allocation expired");
+            self.remove(id, io);
+        }
+        for a in self.allocs.values_mut() {
+            a.perms.retain(|_, p| p.expires > now);
+            let expired: Vec<u16> = a
+                .channels
+                .iter()
+                .filter(|(_, c)| c.expires <= now)
+                .map(|(n, _)| *n)
+                .collect();
+            for n in expired {
+                if let Some(c) = a.channels.remove(&n) {
+                    a.channel_of.remove(&c.peer);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64, io: &mut impl Io) {
+        let Some(a) = self.allocs.remove(&id) else {
+            return;
+        };
+        self.by_client.remove(&a.client);
+        self.by_relay.remove(&a.relayed);
+        if let Some(n) = self.per_user.get_mut(&a.username) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&a.username);
+            }
+        }
+        io.release_relay(a.relayed);
+    }
+
+    fn client_channel_data(&mut self, now: Instant, client: Client, data: &[u8], io: &mut impl Io) {
+        let Some(cd) = ChannelData::parse(data) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some(a) = self
+            .by_client
+            .get(&client)
+            .and_then(|id| self.allocs.get_mut(id))
+        else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some(peer) = a
+            .channels
+            .get(&cd.channel)
+            .filter(|c| c.expires > now)
+            .map(|c| c.peer)
+        else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if !permitted(a, now, peer, &self.cfg)
+            || !take_tokens(a, now, cd.data.len(), self.cfg.bandwidth)
+        {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.stats.to_peer_packets += 1;
+        self.stats.relayed_bytes += cd.data.len() as u64;
+        io.to_peer(a.relayed, peer, cd.data);
+    }
+
+    fn handle_stun(&mut self, now: Instant, client: Client, m: &Message<'_>, io: &mut impl Io) {
+        match m.class {
+            Class::Indication if m.method == method::SEND => {
+                self.send_indication(now, client, m, io)
+            }
+            Class::Request => {
+                let unknown: Vec<u16> = m.unknown_required().collect();
+                if !unknown.is_empty() {
+                    let mut v = Vec::new();
+                    for t in unknown {
+                        v.extend_from_slice(&t.to_be_bytes());
+                    }
+                    Writer::new(&mut self.buf, m.method, Class::Error, &m.txid)
+                        .error(420, "Unknown Attribute")
+                        .attr(attr::UNKNOWN_ATTRIBUTES, &v)
+                        .fingerprint();
+                    io.to_client(&client, &self.buf);
+                    return;
+                }
+                if m.method == method::BINDING {
+                    Writer::new(&mut self.buf, method::BINDING, Class::Success, &m.txid)
+                        .xor_addr(attr::XOR_MAPPED_ADDRESS, client.addr)
+                        .fingerprint();
+                    io.to_client(&client, &self.buf);
+                    return;
+                }
+                if !matches!(
+                    m.method,
+                    method::ALLOCATE
+                        | method::REFRESH
+                        | method::CREATE_PERMISSION
+                        | method::CHANNEL_BIND
+                ) {
+                    self.reply_error(client, m.method, &m.txid, (400, "Bad Request"), None, io);
+                    return;
+                }
+                let Some((username, key)) = self.authenticate(now, client, m, io) else {
+                    return;
+                };
+                let r = match m.method {
+                    method::ALLOCATE => self.allocate(now, client, m, username, key, io),
+                    method::REFRESH => self.refresh(now, client, m, &username, io),
+                    method::CREATE_PERMISSION => self.create_permission(now, client, m, &username),
+                    _ => self.channel_bind(now, client, m, &username),
+                };
+                match r {
+                    // Allocate and Refresh answered themselves (their success carries
+                    // attributes); the other two get a bare success.
+                    Ok(())
+                        if matches!(m.method, method::CREATE_PERMISSION | method::CHANNEL_BIND) =>
+                    {
+                        Writer::new(&mut self.buf, m.method, Class::Success, &m.txid)
+                            .integrity(&key)
+                            .fingerprint();
+                        io.to_client(&client, &self.buf);
+                    }
+                    Ok(()) => {}
+                    Err(refusal) => {
+                        self.reply_error(client, m.method, &m.txid, refusal, Some(&key), io)
+                    }
+                }
+            }
+            _ => self.stats.dropped += 1,
+        }
+    }
+
+    /// Long-term credential check (RFC 8489 §9.2). On failure the answer is sent.
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        client: Client,
+        m: &Message<'_>,
+        io: &mut impl Io,
+    ) -> Option<(String, [u8; 16])> {
+        let unauthorized = (401, "Unauthorized");
+        if !m.has_integrity() {
+            self.stats.auth_refused += 1;
+            self.reply_challenge(now, client, m, unauthorized, io);
+            return None;
+        }
+        let (Some(user), Some(realm), Some(nonce)) = (
+            m.text(attr::USERNAME),
+            m.text(attr::REALM),
+            m.text(attr::NONCE),
+        ) else {
+            self.reply_error(client, m.method, &m.txid, (400, "Bad Request"), None, io);
+            return None;
+        };
+        if !self.nonce_fresh(now, client, nonce) {
+            self.stats.auth_refused += 1;
+            self.reply_challenge(now, client, m, (438, "Stale Nonce"), io);
+            return None;
+        }
+        let key = match self.password(now, user) {
+            Some(pass) if realm == self.cfg.realm => codec::long_term_key(user, realm, &pass),
+            _ => {
+                self.stats.auth_refused += 1;
+                self.reply_challenge(now, client, m, unauthorized, io);
+                return None;
+            }
+        };
+        if !m.check_integrity(&key) {
+            self.stats.auth_refused += 1;
+            self.reply_challenge(now, client, m, unauthorized, io);
+            return None;
+        }
+        Some((user.to_owned(), key))
+    }
+
+    /// The password of `user`: a static user, or a TURN REST username that has not expired.
+    fn password(&self, now: Instant, user: &str) -> Option<String> {
+        if let Some(p) = self.cfg.users.get(user) {
+            return Some(p.clone());
+        }
+        let secret = self.cfg.rest_secret.as_ref()?;
+        let expiry: u64 = user.split(':').next()?.parse().ok()?;
+        if expiry < self.unix(now) {
+            return None;
+        }
+        Some(crate::rest_password(secret, user))
+    }
+
+    fn nonce(&self, now: Instant, ip: IpAddr) -> String {
+        let issued = self.unix(now) as u32;
+        format!("{issued:08x}{}", hex(&self.nonce_mac(issued, ip)))
+    }
+
+    fn nonce_mac(&self, issued: u32, ip: IpAddr) -> [u8; 8] {
+        // Invariant: HMAC accepts keys of any length.
+        let mut mac = Hmac::<Sha1>::new_from_slice(&self.cfg.nonce_key).expect("any key length");
+        mac.update(&issued.to_be_bytes());
+        match ip {
+            IpAddr::V4(a) => mac.update(&a.octets()),
+            IpAddr::V6(a) => mac.update(&a.octets()),
+        }
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&full[..8]);
+        out
+    }
+
+    fn nonce_fresh(&self, now: Instant, client: Client, nonce: &str) -> bool {
+        if nonce.len() != 24 || !nonce.is_ascii() {
+            return false;
+        }
+        let Ok(issued) = u32::from_str_radix(&nonce[..8], 16) else {
+            return false;
+        };
+        if hex(&self.nonce_mac(issued, client.addr.ip())) != nonce[8..] {
+            return false;
+        }
+        let age = (self.unix(now) as u32).wrapping_sub(issued);
+        u64::from(age) <= self.cfg.nonce_lifetime.as_secs()
+    }
+
+    fn reply_challenge(
+        &mut self,
+        now: Instant,
+        client: Client,
+        m: &Message<'_>,
+        (code, reason): Refusal,
+        io: &mut impl Io,
+    ) {
+        let nonce = self.nonce(now, client.addr.ip());
+        Writer::new(&mut self.buf, m.method, Class::Error, &m.txid)
+            .error(code, reason)
+            .attr(attr::REALM, self.cfg.realm.as_bytes())
+            .attr(attr::NONCE, nonce.as_bytes())
+            .fingerprint();
+        io.to_client(&client, &self.buf);
+    }
+
+    fn reply_error(
+        &mut self,
+        client: Client,
+        method: u16,
+        txid: &[u8; 12],
+        (code, reason): Refusal,
+        key: Option<&[u8; 16]>,
+        io: &mut impl Io,
+    ) {
+        let mut w = Writer::new(&mut self.buf, method, Class::Error, txid);
+        w.error(code, reason);
+        if let Some(k) = key {
+            w.integrity(k);
+        }
+        w.fingerprint();
+        io.to_client(&client, &self.buf);
+    }
+
+    fn lifetime(&self, requested: Option<u32>) -> u32 {
+        let max = self.cfg.max_lifetime.as_secs() as u32;
+        let default = self.cfg.default_lifetime.as_secs() as u32;
+        requested
+            .map(|r| r.min(max))
+            .unwrap_or(default)
+            .max(default)
+    }
+
+    fn allocate(
+        &mut self,
+        now: Instant,
+        client: Client,
+        m: &Message<'_>,
+        username: String,
+        key: [u8; 16],
+        io: &mut impl Io,
+    ) -> Result<(), Refusal> {
+        if let Some(a) = self
+            .by_client
+            .get(&client)
+            .and_then(|id| self.allocs.get(id))
+        {
+            if a.txid != m.txid {
+                return Err((437, "Allocation Mismatch"));
+            }
+            // A retransmission: answer the same again.
+            let (relayed, lifetime) = (a.relayed, a.lifetime);
+            self.allocate_success(client, m, relayed, lifetime, &key, io);
+            return Ok(());
+        }
+        match m.get(attr::REQUESTED_TRANSPORT) {
+            None => return Err((400, "Bad Request")),
+            Some(v) if v.first() != Some(&17) => {
+                return Err((442, "Unsupported Transport Protocol"));
+            }
+            Some(_) => {}
+        }
+        if let Some(v) = m.get(attr::REQUESTED_ADDRESS_FAMILY)
+            && v.first() != Some(&1)
+        {
+            return Err((440, "Address Family not Supported"));
+        }
+        if m.get(attr::RESERVATION_TOKEN).is_some()
+            || m.get(attr::EVEN_PORT)
+                .is_some_and(|v| v.first().is_some_and(|b| b & 0x80 != 0))
+        {
+            return Err((508, "Insufficient Capacity"));
+        }
+        if self.per_user.get(&username).copied().unwrap_or(0) >= self.cfg.user_quota {
+            return Err((486, "Allocation Quota Reached"));
+        }
+        let Some(relayed) = io.bind_relay() else {
+            return Err((508, "Insufficient Capacity"));
+        };
+        let lifetime = self.lifetime(m.u32(attr::LIFETIME));
+        let id = self.next_id;
+        self.next_id += 1;
+        *self.per_user.entry(username.clone()).or_default() += 1;
+        self.by_client.insert(client, id);
+        self.by_relay.insert(relayed, id);
+        self.allocs.insert(
+            id,
+            Allocation {
+                client,
+                relayed,
+                username,
+                key,
+                expires: now + Duration::from_secs(u64::from(lifetime)),
+                txid: m.txid,
+                lifetime,
+                perms: HashMap::new(),
+                channels: HashMap::new(),
+                channel_of: HashMap::new(),
+                tokens: self.cfg.bandwidth as f64,
+                refilled: now,
+            },
+        );
+        self.allocate_success(client, m, relayed, lifetime, &key, io);
+        Ok(())
+    }
+
+    fn allocate_success(
+        &mut self,
+        client: Client,
+        m: &Message<'_>,
+        relayed: SocketAddr,
+        lifetime: u32,
+        key: &[u8; 16],
+        io: &mut impl Io,
+    ) {
+        Writer::new(&mut self.buf, method::ALLOCATE, Class::Success, &m.txid)
+            .xor_addr(attr::XOR_RELAYED_ADDRESS, relayed)
+            .u32(attr::LIFETIME, lifetime)
+            .xor_addr(attr::XOR_MAPPED_ADDRESS, client.addr)
+            .integrity(key)
+            .fingerprint();
+        io.to_client(&client, &self.buf);
+    }
+
+    fn owned_allocation(&mut self, client: Client, username: &str) -> Result<u64, Refusal> {
+        let id = *self
+            .by_client
+            .get(&client)
+            .ok_or((437, "Allocation Mismatch"))?;
+        // Invariant: by_client only holds live ids.
+        if self.allocs[&id].username != username {
+            self.stats.auth_refused += 1;
+            return Err((441, "Wrong Credentials"));
+        }
+        Ok(id)
+    }
+
+    fn refresh(
+        &mut self,
+        now: Instant,
+        client: Client,
+        m: &Message<'_>,
+        username: &str,
+        io: &mut impl Io,
+    ) -> Result<(), Refusal> {
+        let id = self.owned_allocation(client, username)?;
+        let requested = m.u32(attr::LIFETIME);
+        let lifetime = if requested == Some(0) {
+            let key = self.allocs[&id].key;
+            self.remove(id, io);
+            Writer::new(&mut self.buf, method::REFRESH, Class::Success, &m.txid)
+                .u32(attr::LIFETIME, 0)
+                .integrity(&key)
+                .fingerprint();
+            io.to_client(&client, &self.buf);
+            return Ok(());
+        } else {
+            self.lifetime(requested)
+        };
+        let Some(a) = self.allocs.get_mut(&id) else {
+            return Err((437, "Allocation Mismatch"));
+        };
+        a.expires = now + Duration::from_secs(u64::from(lifetime));
+        a.lifetime = lifetime;
+        let key = a.key;
+        Writer::new(&mut self.buf, method::REFRESH, Class::Success, &m.txid)
+            .u32(attr::LIFETIME, lifetime)
+            .integrity(&key)
+            .fingerprint();
+        io.to_client(&client, &self.buf);
+        Ok(())
+    }
+
+    /// Whether a relay may reach `peer`; `Some(true)` when only because it is our own
+    /// media address (so the port matters).
+    fn peer_check(&self, relayed: SocketAddr, peer: SocketAddr) -> Result<bool, Refusal> {
+        if relayed.is_ipv4() != peer.is_ipv4() {
+            return Err((443, "Peer Address Family Mismatch"));
+        }
+        if self.cfg.policy.permits(peer.ip()) {
+            return Ok(false);
+        }
+        if is_own(&self.cfg, peer) {
+            return Ok(true);
+        }
+        Err((403, "Forbidden"))
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        client: Client,
+        m: &Message<'_>,
+        username: &str,
+    ) -> Result<(), Refusal> {
+        let id = self.owned_allocation(client, username)?;
+        let relayed = self.allocs[&id].relayed;
+        let mut peers = Vec::new();
+        for p in m.xor_addrs(attr::XOR_PEER_ADDRESS) {
+            let p = p.ok_or((400, "Bad Request"))?;
+            peers.push((p.ip(), self.peer_check(relayed, p)?));
+        }
+        if peers.is_empty() {
+            return Err((400, "Bad Request"));
+        }
+        let expires = now + self.cfg.permission_lifetime;
+        let a = self
+            .allocs
+            .get_mut(&id)
+            .ok_or((437, "Allocation Mismatch"))?;
+        for (ip, own_only) in peers {
+            let p = a
+                .perms
+                .entry(ip)
+                .or_insert(Permission { expires, own_only });
+            p.expires = expires;
+            p.own_only &= own_only;
+        }
+        Ok(())
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        client: Client,
+        m: &Message<'_>,
+        username: &str,
+    ) -> Result<(), Refusal> {
+        let id = self.owned_allocation(client, username)?;
+        let relayed = self.allocs[&id].relayed;
+        let channel = match m.get(attr::CHANNEL_NUMBER) {
+            Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
+            _ => return Err((400, "Bad Request")),
+        };
+        // RFC 8656 narrowed the range to 0x4FFF; RFC 5766 clients (coturn's uclient
+        // among them) still use up to 0x7FFF, which ChannelData framing can carry.
+        if !(0x4000..=0x7FFF).contains(&channel) {
+            return Err((400, "Bad Request"));
+        }
+        let peer = m
+            .xor_addr(attr::XOR_PEER_ADDRESS)
+            .flatten()
+            .ok_or((400, "Bad Request"))?;
+        let own_only = self.peer_check(relayed, peer)?;
+        let (clife, plife) = (self.cfg.channel_lifetime, self.cfg.permission_lifetime);
+        let a = self
+            .allocs
+            .get_mut(&id)
+            .ok_or((437, "Allocation Mismatch"))?;
+        if a.channels.get(&channel).is_some_and(|c| c.peer != peer)
+            || a.channel_of.get(&peer).is_some_and(|c| *c != channel)
+        {
+            return Err((400, "Bad Request"));
+        }
+        a.channels.insert(
+            channel,
+            Channel {
+                peer,
+                expires: now + clife,
+            },
+        );
+        a.channel_of.insert(peer, channel);
+        let p = a.perms.entry(peer.ip()).or_insert(Permission {
+            expires: now + plife,
+            own_only,
+        });
+        p.expires = now + plife;
+        p.own_only &= own_only;
+        Ok(())
+    }
+
+    fn send_indication(&mut self, now: Instant, client: Client, m: &Message<'_>, io: &mut impl Io) {
+        let Some(a) = self
+            .by_client
+            .get(&client)
+            .and_then(|id| self.allocs.get_mut(id))
+        else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let (Some(Some(peer)), Some(data)) =
+            (m.xor_addr(attr::XOR_PEER_ADDRESS), m.get(attr::DATA))
+        else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if !permitted(a, now, peer, &self.cfg)
+            || !take_tokens(a, now, data.len(), self.cfg.bandwidth)
+        {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.stats.to_peer_packets += 1;
+        self.stats.relayed_bytes += data.len() as u64;
+        io.to_peer(a.relayed, peer, data);
+    }
+}
+
+fn is_own(cfg: &ServerConfig, peer: SocketAddr) -> bool {
+    cfg.own_peers
+        .iter()
+        .any(|(ip, ports)| *ip == peer.ip() && ports.contains(&peer.port()))
+}
+
+/// A live permission for `peer` (and, for own-only permissions, one of our media ports).
+fn permitted(a: &Allocation, now: Instant, peer: SocketAddr, cfg: &ServerConfig) -> bool {
+    a.perms
+        .get(&peer.ip())
+        .is_some_and(|p| p.expires > now && (!p.own_only || is_own(cfg, peer)))
+}
+
+/// Token bucket: `rate` bytes/s, one second of burst.
+fn take_tokens(a: &mut Allocation, now: Instant, n: usize, rate: u64) -> bool {
+    if rate == 0 {
+        return true;
+    }
+    let dt = now.saturating_duration_since(a.refilled).as_secs_f64();
+    a.refilled = now;
+    a.tokens = (a.tokens + dt * rate as f64).min(rate as f64);
+    if a.tokens < n as f64 {
+        return false;
+    }
+    a.tokens -= n as f64;
+    true
+}
+
+/// Method and transaction id of a request whose attributes failed to parse.
+fn request_header(data: &[u8]) -> Option<(u16, [u8; 12])> {
+    if data.len() < 20 || data[4..8] != codec::MAGIC.to_be_bytes() {
+        return None;
+    }
+    let t = u16::from_be_bytes([data[0], data[1]]);
+    if t & 0x0110 != 0 {
+        return None; // not a request
+    }
+    let method = (t & 0x000F) | ((t & 0x00E0) >> 1) | ((t & 0x3E00) >> 2);
+    let mut txid = [0u8; 12];
+    txid.copy_from_slice(&data[8..20]);
+    Some((method, txid))
+}
+
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+}
