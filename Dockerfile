@@ -93,9 +93,9 @@ COPY --chmod=0755 deploy/docker/healthcheck.sh /usr/local/bin/studyroom-healthch
 ENV STUDYROOM_HTTP=0.0.0.0:5002 \
     STUDYROOM_METRICS=0.0.0.0:9100
 USER 10001:10001
-# 5002 HTTP + Socket.IO; 40000-40100 media; 3478 and 5349 TURN/STUN (TURN relay issue);
+# 5002 HTTP + Socket.IO; 40000-40100 media; 3478 and 5349 TURN (embedded relay), 49160-49999 its relay ports;
 # 9100 metrics (operations issue). Ports above 1024 only: no capability is needed.
-EXPOSE 5002/tcp 40000-40100/udp 3478/udp 3478/tcp 5349/tcp 9100/tcp
+EXPOSE 5002/tcp 40000-40100/udp 3478/udp 3478/tcp 5349/tcp 49160-49999/udp 9100/tcp
 # bash /dev/tcp probe, see deploy/docker/healthcheck.sh for why not curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/studyroom-healthcheck", "/healthz"]

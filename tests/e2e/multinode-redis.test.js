@@ -141,7 +141,8 @@ test('rooms started on two nodes while Redis was away end up on one node once it
 });
 
 test('startup with an unreachable Redis: exit 1 with a clear message, or wait for it', { timeout: 60000 }, async () => {
-  const args = ['--dev', '--http', '127.0.0.1:5104', '--media-ports', '40300-40310', '--metrics', '127.0.0.1:9112', '--shards', '1'];
+  // --no-turn: the deployment's nodes of the tests above hold the TURN ports.
+  const args = ['--dev', '--http', '127.0.0.1:5104', '--media-ports', '40300-40310', '--metrics', '127.0.0.1:9112', '--shards', '1', '--no-turn'];
   const port = REDIS_PORT + 1;
   const failing = spawnLogged('studyroom (no redis)', studyroomBin(), args, { env: { REDIS_URL: `redis://127.0.0.1:${port}` } });
   procs.failing = failing;
