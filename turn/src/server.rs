@@ -343,15 +343,7 @@ impl TurnServer {
             self.stats.dropped += 1;
             return;
         };
-        if !permitted(a, now, peer, &self.cfg)
-            || !take_tokens(a, now, cd.data.len(), self.cfg.bandwidth)
-        {
-            self.stats.dropped += 1;
-            return;
-        }
-        self.stats.to_peer_packets += 1;
-        self.stats.relayed_bytes += cd.data.len() as u64;
-        io.to_peer(a.relayed, peer, cd.data);
+        relay_to_peer(&mut self.stats, &self.cfg, a, now, peer, cd.data, io);
     }
 
     fn handle_stun(&mut self, now: Instant, client: Client, m: &Message<'_>, io: &mut impl Io) {
@@ -806,16 +798,28 @@ impl TurnServer {
             self.stats.dropped += 1;
             return;
         };
-        if !permitted(a, now, peer, &self.cfg)
-            || !take_tokens(a, now, data.len(), self.cfg.bandwidth)
-        {
-            self.stats.dropped += 1;
-            return;
-        }
-        self.stats.to_peer_packets += 1;
-        self.stats.relayed_bytes += data.len() as u64;
-        io.to_peer(a.relayed, peer, data);
+        relay_to_peer(&mut self.stats, &self.cfg, a, now, peer, data, io);
     }
+}
+
+/// Client -> peer data (ChannelData or a Send indication): relayed only with a live
+/// permission for the peer and within the allocation's byte budget, else dropped and counted.
+fn relay_to_peer(
+    stats: &mut TurnStats,
+    cfg: &ServerConfig,
+    a: &mut Allocation,
+    now: Instant,
+    peer: SocketAddr,
+    data: &[u8],
+    io: &mut impl Io,
+) {
+    if !permitted(a, now, peer, cfg) || !take_tokens(a, now, data.len(), cfg.bandwidth) {
+        stats.dropped += 1;
+        return;
+    }
+    stats.to_peer_packets += 1;
+    stats.relayed_bytes += data.len() as u64;
+    io.to_peer(a.relayed, peer, data);
 }
 
 fn is_own(cfg: &ServerConfig, peer: SocketAddr) -> bool {
