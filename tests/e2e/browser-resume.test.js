@@ -2,7 +2,8 @@
 // signaling socket dies (closed under it, no `leave`) while it cannot reconnect at once comes
 // back as the same participant. Nobody sees it leave or join, its peer connections are the
 // same objects (nothing re-published), what happened meanwhile (a participant joined and
-// published) reaches it after the resume, and everyone keeps decoding everyone.
+// published) reaches it after the resume, ICE restarts on both of its peer connections, and
+// everyone keeps decoding everyone.
 // Why a browser: the client library must do this by itself, with the real WebSocket and
 // real peer connections that outlive the socket.
 import { test } from 'node:test';
@@ -59,6 +60,13 @@ test('a page whose socket dies resumes the same participant; pushes made meanwhi
     });
     assert.deepEqual(after, { id: a.id, state: 'joined', bodyState: 'joined', samePcs: true });
 
+    // The drop may have been a network change: ICE restarts on both PCs (docs/protocol.md,
+    // "ICE restart"), the transports stay.
+    await waitFor(async () => {
+      const restarts = (await eventsSince(a, 'iceRestart', droppedAt)).map((e) => e.data[0]);
+      return ['publisher', 'subscriber'].every((w) => restarts.some((r) => r.target === w && r.reason === 'resume'));
+    }, { what: 'Ahn to restart ICE on both PCs after the resume', progress: () => eventsSince(a, 'iceRestart', droppedAt) });
+
     // Ahn gets Choi (from the queue) and still Bae, on the same peer connections; they get Ahn.
     await waitForMediaFrom(a, [b.id, c.id]);
     await waitForMediaFrom(b, [a.id]);
@@ -78,5 +86,7 @@ test('a page whose socket dies resumes the same participant; pushes made meanwhi
     const metrics = await (await fetch('http://127.0.0.1:9100/metrics')).text();
     assert.match(metrics, /^studyroom_session_resumes_total 1$/m);
     assert.match(metrics, /^studyroom_participant_removals_total\{reason="disconnected"\} 0$/m);
+    const restarts = Number(/^studyroom_ice_restarts_total (\d+)$/m.exec(metrics)?.[1]);
+    assert.ok(restarts >= 2, `the server restarted ICE on Ahn's two transports (studyroom_ice_restarts_total ${restarts})`);
   });
 });
