@@ -343,7 +343,7 @@ pub(crate) async fn resume(
                 None => return Err(failed("participant no longer exists")),
             },
             (None, Some(d)) => (d.identity.clone(), d.room.clone()),
-            (None, None) => return Err(failed("participant is joining elsewhere")),
+            (None, None) => return Err(failed("the participant is still joining")),
         };
         if identity != claims.sub || room != claims.room {
             // Not burnt: the rightful owner may still resume with it.
