@@ -367,6 +367,7 @@ export class StudyRoom {
     }
     this.state = 'joined';
     this._resolveJoined();
+    this._leaveOnPageHide();
     for (const p of this.participants.values()) this._emit('participantJoined', p);
     if (Array.isArray(res.focusHistory)) this._emit('focusHistory', res.focusHistory);
     if (this.participant.role === 'learner') this._startFocusReports();
@@ -727,6 +728,18 @@ export class StudyRoom {
     }
     const res = await this._request('focusHistory', participantId === undefined ? {} : { participantId });
     return Array.isArray(res && res.events) ? res.events : [];
+  }
+
+  // A closed tab (or a navigation away) is a departure, not a lost network: say `leave` so
+  // the others see it at once instead of after the resume window. Fire and forget: the page
+  // is going. A page kept in the back/forward cache (persisted) is not gone.
+  _leaveOnPageHide() {
+    if (this._pageHideWatch || !globalThis.addEventListener) return;
+    this._pageHideWatch = true;
+    globalThis.addEventListener('pagehide', (ev) => {
+      if (ev.persisted || this.state !== 'joined' || !this.socket || !this.socket.connected) return;
+      try { this.socket.emit('leave', {}); } catch { /* the page is going anyway */ }
+    });
   }
 
   // ---- learners: focus reports ----------------------------------------------------------
