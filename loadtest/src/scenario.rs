@@ -951,6 +951,7 @@ fn summarize(
             "rtp_received_pps": metric_delta(s0, s1, "rtp_received_total").map(|f| f / window),
             "nacks_received": metric_delta(s0, s1, "nacks_received_total"),
             "keyframe_requests": metric_delta(s0, s1, "keyframe_requests_total"),
+            "ice_restarts": metric_delta(s0, s1, "ice_restarts_total"),
             "send_drops": metric_delta(s0, s1, "send_drops_total"),
             "datagrams_sent_pps": metric_delta(s0, s1, "datagrams_sent_total").map(|f| f / window),
         },
