@@ -673,12 +673,17 @@ impl Engine {
             .sdp_api()
             .accept_answer(pending, answer)
             .context("accept answer")?;
-        pc.remote_ufrag = ice_ufrag(sdp);
-        if let Some(c) = pc.switch.as_mut().and_then(|s| s.candidate.take()) {
-            // The answer restarted the session without local candidates: the new
-            // socket's address is its only one.
+        let ufrag = ice_ufrag(sdp);
+        if ufrag != pc.remote_ufrag
+            && let Some(c) = pc.switch.as_mut().and_then(|s| s.candidate.take())
+        {
+            // New remote credentials: the answer restarted the session without local
+            // candidates, the new socket's address is its only one. (An answer with the
+            // old credentials restarted nothing; the candidate then stays out of the
+            // old session, see the module docs.)
             pc.rtc.add_local_candidate(c);
         }
+        pc.remote_ufrag = ufrag;
         let params = pc.rtc.codec_config().params().to_vec();
         let vpt = params.iter().find(|p| p.spec().codec == Codec::Vp8);
         let apt = params.iter().find(|p| p.spec().codec == Codec::Opus);
