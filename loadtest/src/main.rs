@@ -136,6 +136,11 @@ enum Cmd {
         /// Who switches: the n-th participant to join (1 = the first).
         #[arg(long, default_value_t = 1)]
         switcher: u64,
+        /// Milliseconds between the new sockets and the ICE restart (0: the client hears
+        /// of the network change at once; a client that waits for ICE `disconnected`
+        /// restarts later).
+        #[arg(long, default_value_t = 0)]
+        restart_after_ms: u64,
     },
     /// One publisher to N subscribers through an in-process SFU; SFU CPU per forwarded packet.
     Fanout {
@@ -262,6 +267,7 @@ fn main() -> anyhow::Result<()> {
             switch_at,
             switch_pc,
             switcher,
+            restart_after_ms,
         } => {
             let mut cfg = run_cfg(scenario::Kind::Switch, common, 0.0, 0.0)?;
             if !(switch_at > 0.0 && switch_at < cfg.seconds) {
@@ -274,6 +280,7 @@ fn main() -> anyhow::Result<()> {
                 at: switch_at,
                 pc: switch_pc,
                 switcher,
+                restart_after: Duration::from_millis(restart_after_ms),
             });
             scenario_main(cfg)
         }

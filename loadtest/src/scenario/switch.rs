@@ -12,6 +12,11 @@
 //! - subscriber PC: `restartIce` `{}`, then the server's next `offer` (new credentials)
 //!   is answered as usual.
 //!
+//! The restart starts at once by default, as when the client hears of the network change
+//! (the OS's event) and restarts before ICE even notices; `--restart-after-ms` delays it to
+//! model a client that waits for ICE to report `disconnected` first. The participant's
+//! signaling loop waits with it.
+//!
 //! `restartIce` is sent first and the publisher's `publish` right after (one Socket.IO
 //! request at a time on our client); the server's restart offer is answered once that
 //! `publish` is done, so the subscriber's figure includes one publish round trip.
@@ -66,6 +71,8 @@ pub struct SwitchCfg {
     pub pc: SwitchPc,
     /// The switching participant's number (1 = the first to join).
     pub switcher: u64,
+    /// Delay between the rebind and the start of the ICE restart.
+    pub restart_after: std::time::Duration,
 }
 
 /// What the switching participant did and saw.
@@ -123,7 +130,16 @@ pub(super) async fn perform(
         at: Some(at),
         ..SwitchOutcome::default()
     };
-    if let Err(e) = restart(engine, sio, o, &mut sw, publisher, subscriber).await {
+    if let Err(e) = restart(
+        engine,
+        sio,
+        o,
+        &mut sw,
+        (publisher, subscriber),
+        cfg.restart_after,
+    )
+    .await
+    {
         sw.error = Some(format!("{e:#}"));
     }
     o.switch = Some(sw);
@@ -134,11 +150,12 @@ async fn restart(
     sio: &mut SioClient,
     o: &Outcome,
     sw: &mut SwitchOutcome,
-    publisher: bool,
-    subscriber: bool,
+    (publisher, subscriber): (bool, bool),
+    restart_after: std::time::Duration,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let offer = engine.rebind(o.pid, publisher, subscriber).await?;
+    tokio::time::sleep(restart_after).await;
     if subscriber {
         let sent = Instant::now();
         match sio
@@ -244,6 +261,7 @@ pub(super) fn summarize(
             "connections": cfg.pc.name(),
         },
         "at_s_into_window": cfg.at,
+        "restart_after_ms": cfg.restart_after.as_secs_f64() * 1000.0,
         "window_after_switch_s": window_end.saturating_duration_since(switched_at).as_secs_f64(),
         "performed": sw.is_some_and(|s| s.at.is_some()),
         "error": sw.and_then(|s| s.error.clone()),
