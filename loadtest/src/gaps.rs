@@ -1,20 +1,30 @@
-//! Video gaps: how long a receiver went without a video packet on one m-line, split at a
+//! Video gaps: how long a receiver went without a video packet on one m-line, around a
 //! mark.
 //!
-//! A network switch (a peer rebinding its socket and restarting ICE, see
-//! [`crate::switch`]) is judged by what the others see: the longest stretch without video
-//! from the participant that switched. A loss ratio cannot say that (a 2 s freeze and 2 s
-//! of scattered drops can lose the same packets), and a fixed "gap longer than X" counter
-//! hides how long the freeze was. So each received video m-line keeps the longest
-//! interarrival interval before the mark (the normal jitter of this machine, the baseline)
-//! and the longest one ending after it (the switch), with how many packets followed that
-//! longest gap: a gap that is still open when the report is taken means the media did not
-//! come back.
+//! A network switch (a peer rebinding its socket and restarting ICE, see the `switch`
+//! scenario) is judged by what the others see: how long the video from the participant
+//! that switched froze. A loss ratio cannot say that (a 2 s freeze and 2 s of scattered
+//! drops can lose the same packets), and a fixed "gap longer than X" counter hides how
+//! long the freeze was. So each received video m-line keeps:
+//!
+//! - the baseline: the longest interarrival interval before the mark (this machine's
+//!   normal jitter and stalls);
+//! - the switch gap: the longest interval that ends after the mark and *begins* no later
+//!   than [`SWITCH_GAP_START_WITHIN`] after it. The old path dies at the mark, so the
+//!   freeze it causes begins with the last packet that made it through, at most a little
+//!   after the mark; a stall that begins seconds later (a busy machine descheduling the
+//!   generator) is not the switch's doing and must not be charged to it;
+//! - how many packets followed the switch gap (none: it is still open, media never came
+//!   back);
+//! - the longest interval anywhere after the mark, so a later stall is visible too.
 //!
 //! Time is an argument everywhere (no clock read here), so the tracker is tested with
 //! made-up instants.
 
 use std::time::{Duration, Instant};
+
+/// A gap that begins later than this after the mark is not the switch's.
+pub const SWITCH_GAP_START_WITHIN: Duration = Duration::from_secs(1);
 
 /// Interarrival tracking of one received video m-line.
 #[derive(Debug, Clone, Default)]
@@ -25,10 +35,12 @@ pub struct GapTracker {
     mark: Option<Instant>,
     /// Longest interval that ended before the mark.
     longest_before: Duration,
-    /// Longest interval that ended after the mark, and when it ended.
-    longest_after: Option<(Duration, Instant)>,
-    /// Packets received after the end of `longest_after`.
-    packets_after_longest: u64,
+    /// Longest interval that ended after the mark.
+    longest_after: Duration,
+    /// The switch gap so far, and when it ended.
+    switch_gap: Option<(Duration, Instant)>,
+    /// Packets received after the end of `switch_gap`.
+    packets_after_switch_gap: u64,
 }
 
 /// What [`GapTracker::report`] says.
@@ -36,18 +48,19 @@ pub struct GapTracker {
 pub struct GapReport {
     /// Longest interval without a packet before the mark, ms (the baseline).
     pub baseline_ms: f64,
-    /// Longest interval without a packet that ended after the mark, or the open interval
-    /// since the last packet if that is longer, ms. None before the mark.
+    /// The switch gap, ms (still open: up to the report); None before the mark.
     pub gap_ms: Option<f64>,
     /// Where that gap began relative to the mark, ms (negative: before the mark).
     pub gap_start_from_mark_ms: Option<f64>,
-    /// Packets received after the gap (0 when the gap is still open: no media came back).
+    /// Packets received after the switch gap (0 when it is still open).
     pub packets_after_gap: u64,
+    /// Longest interval (or open one) anywhere after the mark, ms.
+    pub longest_after_mark_ms: Option<f64>,
 }
 
 impl GapTracker {
     /// A tracker for an m-line whose first packet may arrive after the mark was set
-    /// (then the gap is counted from the mark).
+    /// (then its first interval is counted from the mark).
     pub fn new(mark: Option<Instant>) -> Self {
         GapTracker {
             mark,
@@ -63,24 +76,26 @@ impl GapTracker {
         let d = at.saturating_duration_since(since);
         match self.mark {
             Some(m) if at >= m => {
-                if self.longest_after.is_none_or(|(l, _)| d > l) {
-                    self.longest_after = Some((d, at));
-                    self.packets_after_longest = 0;
-                } else {
-                    self.packets_after_longest += 1;
+                self.longest_after = self.longest_after.max(d);
+                let switch_made = since <= m + SWITCH_GAP_START_WITHIN;
+                if switch_made && self.switch_gap.is_none_or(|(l, _)| d > l) {
+                    self.switch_gap = Some((d, at));
+                    self.packets_after_switch_gap = 0;
+                } else if self.switch_gap.is_some() {
+                    self.packets_after_switch_gap += 1;
                 }
             }
             _ => self.longest_before = self.longest_before.max(d),
         }
     }
 
-    /// Set the mark at `at` (the switch). A second mark starts a new "after" period and
-    /// folds the previous one into the baseline.
+    /// Set the mark at `at` (the switch). A second mark starts over and folds what came
+    /// after the first into the baseline.
     pub fn mark(&mut self, at: Instant) {
-        if let Some((l, _)) = self.longest_after.take() {
-            self.longest_before = self.longest_before.max(l);
-        }
-        self.packets_after_longest = 0;
+        self.longest_before = self.longest_before.max(self.longest_after);
+        self.longest_after = Duration::ZERO;
+        self.switch_gap = None;
+        self.packets_after_switch_gap = 0;
         self.mark = Some(at);
     }
 
@@ -94,9 +109,10 @@ impl GapTracker {
                 gap_ms: None,
                 gap_start_from_mark_ms: None,
                 packets_after_gap: 0,
+                longest_after_mark_ms: None,
             };
         };
-        let since = |start: Instant| {
+        let from_mark = |start: Instant| {
             if start >= mark {
                 ms(start - mark)
             } else {
@@ -105,18 +121,23 @@ impl GapTracker {
         };
         let open_from = self.last.unwrap_or(mark);
         let open = now.saturating_duration_since(open_from);
-        match self.longest_after {
-            Some((d, end)) if d >= open => GapReport {
+        let longest_after_mark_ms = Some(ms(self.longest_after.max(open)));
+        let open_is_switch_gap = open_from <= mark + SWITCH_GAP_START_WITHIN
+            && self.switch_gap.is_none_or(|(d, _)| open > d);
+        match self.switch_gap {
+            Some((d, end)) if !open_is_switch_gap => GapReport {
                 baseline_ms,
                 gap_ms: Some(ms(d)),
-                gap_start_from_mark_ms: Some(since(end - d)),
-                packets_after_gap: self.packets_after_longest,
+                gap_start_from_mark_ms: Some(from_mark(end - d)),
+                packets_after_gap: self.packets_after_switch_gap,
+                longest_after_mark_ms,
             },
             _ => GapReport {
                 baseline_ms,
                 gap_ms: Some(ms(open)),
-                gap_start_from_mark_ms: Some(since(open_from)),
+                gap_start_from_mark_ms: Some(from_mark(open_from)),
                 packets_after_gap: 0,
+                longest_after_mark_ms,
             },
         }
     }
@@ -174,6 +195,27 @@ mod tests {
         assert_eq!(r.gap_ms, Some(300.0));
         assert_eq!(r.packets_after_gap, 1);
         assert_eq!(r.baseline_ms, 0.0);
+    }
+
+    #[test]
+    fn a_later_stall_is_not_the_switch_gap() {
+        let t0 = Instant::now();
+        let mut g = GapTracker::new(None);
+        g.packet(at(t0, 0));
+        g.mark(at(t0, 10));
+        // The switch: 100 ms without packets, then steady.
+        for t in (100..3000).step_by(33) {
+            g.packet(at(t0, t));
+        }
+        // A 400 ms stall of the machine two seconds later.
+        for t in (3400..4000).step_by(33) {
+            g.packet(at(t0, t));
+        }
+        let r = g.report(at(t0, 4000));
+        assert_eq!(r.gap_ms, Some(100.0));
+        assert_eq!(r.gap_start_from_mark_ms, Some(-10.0));
+        assert_eq!(r.longest_after_mark_ms, Some(429.0));
+        assert_eq!(r.packets_after_gap, 87 + 19);
     }
 
     #[test]

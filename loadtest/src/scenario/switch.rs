@@ -22,8 +22,10 @@
 //! `publish` is done, so the subscriber's figure includes one publish round trip.
 //!
 //! What it measures, from the gap trackers marked at the switch ([`crate::gaps`]): for
-//! every other participant, the longest time without a video packet from the one that
-//! switched; for the switcher, the longest time without video from each of the others;
+//! every other participant, the freeze of the video from the one that switched (the
+//! longest interval without a packet that begins by 1 s after the switch; later stalls
+//! of a busy machine are reported apart); for the switcher, the same for the video of
+//! each of the others;
 //! whether media came back after that gap; and the protocol facts that make it "the same
 //! call": no `participantLeft` in the window, the others' offers still map its video to
 //! the same participant id, and the restart `publish` kept its track ids.
@@ -200,6 +202,7 @@ fn gap_json(pid: u64, from: &str, mid: &str, rep: &EngineReport) -> Value {
         "baseline_gap_ms": g.map(|g| g.baseline_ms),
         "gap_start_from_switch_ms": g.and_then(|g| g.gap_start_from_mark_ms),
         "packets_after_gap": g.map_or(0, |g| g.packets_after_gap),
+        "longest_gap_after_switch_ms": g.and_then(|g| g.longest_after_mark_ms),
         "resumed": g.is_some_and(|g| g.packets_after_gap > 0),
     })
 }
