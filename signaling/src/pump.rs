@@ -189,7 +189,6 @@ async fn handle(state: &AppState, ev: SfuEvent) {
             participant,
             reason,
         } => {
-            state.0.sfu.forget(participant);
             let sid = {
                 let mut sessions = state.0.sessions.lock().expect("sessions lock");
                 let sid = sessions.by_participant.remove(&participant);
