@@ -428,7 +428,8 @@ async fn remove_participant(
             format!("no participant '{who}' in room '{room}'"),
         ));
     };
-    info!(room, participant = %p, identity = %identity, reason, "removing participant (NATS command)");
+    info!(room, participant = %p, reason, "removing participant (NATS command)");
+    tracing::debug!(participant = %p, identity = %identity, "removed identity");
     send_away(
         state,
         p,
