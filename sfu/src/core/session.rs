@@ -620,6 +620,7 @@ impl ShardCore {
                 },
                 egress: HashMap::new(),
                 loss: None,
+                ice_interrupted: false,
             },
         );
         // Drive once so the instance reports its first timeout.
