@@ -21,6 +21,13 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
+/// A learner's grants: publishes and subscribes.
+pub const BOTH: Grants = Grants {
+    publish: true,
+    subscribe: true,
+    proctor: false,
+};
+
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const PORTS: [u16; 2] = [40000, 40001];
 
