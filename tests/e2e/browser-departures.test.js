@@ -95,7 +95,7 @@ test('five learners: tab closed (first joiner), reload, SIGKILL, Leave, 10 s net
       return latest;
     }
 
-    await h.run(async () => {
+    await h.run(async () => { try {
       const ahn = await join('Ahn'); // the first joiner: its m-lines lead every offer (the BUNDLE tag)
       const bae = await join('Bae');
       const choi = await join('Choi', { browser: killable.browser });
@@ -251,6 +251,7 @@ test('five learners: tab closed (first joiner), reload, SIGKILL, Leave, 10 s net
       assert.ok(othersRows[0].worst <= MAX_GAP_MS, `the others decoded each other throughout Eun's outage: ${JSON.stringify(othersRows.slice(0, 4))}`);
       await resetGaps(group);
       await expectUndisturbed('5. after the network came back', group);
-      console.log('departures figures:', JSON.stringify(figures));
-    });
+    } finally {
+      console.log('departures figures:', JSON.stringify(figures)); // also after a failure: what was measured so far
+    } });
   });

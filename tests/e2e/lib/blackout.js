@@ -90,6 +90,39 @@ export function startBlackout(keepPorts) {
   };
 }
 
+/**
+ * Drops UDP from or to `ports` only (a network that one participant's current sockets lose,
+ * while any new socket it opens works: a network switch when combined with an ICE restart).
+ * Same handle as startBlackout.
+ */
+export function blockPorts(ports) {
+  assertInTestNamespace();
+  if (ports.length === 0) throw new Error('blockPorts: no ports');
+  try { tc('qdisc', 'del', 'dev', DEV, 'root'); } catch { /* none yet */ }
+  tc('qdisc', 'add', 'dev', DEV, 'root', 'handle', '1:', 'htb');
+  tc('class', 'add', 'dev', DEV, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', '8bit', 'ceil', '8bit', 'burst', '1', 'cburst', '1');
+  tc('qdisc', 'add', 'dev', DEV, 'parent', '1:10', 'handle', '10:', 'pfifo', 'limit', '1');
+  for (const port of new Set(ports)) {
+    for (const dir of ['sport', 'dport']) {
+      tc('filter', 'add', 'dev', DEV, 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32',
+        'match', 'ip', 'protocol', '17', '0xff', 'match', 'ip', dir, String(port), '0xffff', 'flowid', '1:10');
+    }
+  }
+  const startedAt = Date.now();
+  let lifted = null;
+  return {
+    startedAt,
+    counters: () => blackoutCounters(),
+    lift() {
+      if (lifted) return lifted;
+      const counters = blackoutCounters();
+      tc('qdisc', 'del', 'dev', DEV, 'root');
+      lifted = { ...counters, liftedAt: Date.now(), startedAt };
+      return lifted;
+    },
+  };
+}
+
 function blackoutCounters() {
   const out = tc('-s', 'class', 'show', 'dev', DEV);
   const counters = {};
