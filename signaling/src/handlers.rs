@@ -193,6 +193,7 @@ fn register_handlers(socket: &SocketRef) {
     );
     request!(socket, "publish", publish);
     request!(socket, "answer", answer);
+    request!(socket, "restartIce", restart_ice);
     request!(socket, "ice", ice);
     request!(socket, "mute", mute);
     request!(socket, "unpublish", unpublish);
@@ -570,6 +571,20 @@ async fn answer(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Resul
     let (p, _) = participant_of(state, socket)?;
     check_sdp(&req.sdp)?;
     state.0.sfu.answer(p, req.sdp).await?;
+    Ok(json!({ "ok": true }))
+}
+
+/// The client's subscriber PC lost ICE (or its network changed): the server restarts ICE
+/// on that transport and pushes a new `offer` (new ufrag/pwd, same m-lines).
+#[tracing::instrument(name = "restartIce", level = "info", skip_all, fields(sid = %socket.id))]
+async fn restart_ice(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
+    object(d)?;
+    let (p, _) = participant_of(state, socket)?;
+    state.0.sfu.restart_ice(p).await?;
     Ok(json!({ "ok": true }))
 }
 

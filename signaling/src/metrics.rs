@@ -150,6 +150,13 @@ pub fn render(state: &AppState) -> String {
     );
     metric(
         &mut o,
+        "studyroom_ice_restarts_total",
+        "counter",
+        "ICE restarts of media transports (the client's network changed or ICE failed).",
+        s.ice_restarts,
+    );
+    metric(
+        &mut o,
         "studyroom_unroutable_datagrams_total",
         "counter",
         "Datagrams no transport claimed.",

@@ -28,8 +28,12 @@
 // nodes' URLs: when the socket drops (the node died) while joined, we move the same way,
 // trying the other nodes first, then ours again; the node that takes us re-homes the room.
 // A node that stops answering without closing the socket (frozen, or its machine gone) is
-// noticed by ICE instead: a peer connection not connected for MEDIA_LOST_MS starts the
-// same move.
+// noticed by ICE instead: a peer connection whose ICE restart the server does not answer
+// within ICE_RESTART_ACK_MS starts the same move.
+// ICE restart: a peer connection disconnected for ICE_RESTART_AFTER_MS, or failed, restarts
+// ICE (publisher: an offer with new credentials through `publish`; subscriber: `restartIce`,
+// the server's next offer has new credentials) and retries while not connected. Nothing else
+// changes: same participant, tracks, m-lines. Event iceRestart({target, reason, attempt}).
 // Events (room.on(name, fn)): participantJoined(p), participantLeft({id, reason}),
 //   trackPublished(track), trackUnpublished({id, participantId}),
 //   trackMuted({id, participantId, muted}), remoteTrack(participantId, trackId, kind, source,
@@ -70,7 +74,11 @@ const FATAL_CONNECT_CODES = new Set(['missing_token', 'invalid_token', 'token_ex
 // Focus and visibility changes this close together are one change (see the header).
 const FOCUS_SETTLE_MS = 150;
 // Several nodes: a peer connection disconnected or failed this long means our node is lost.
-const MEDIA_LOST_MS = 1000;
+// ICE restart: after this long `disconnected` (or at once on `failed`); again every
+// ICE_RETRY_MS while not connected; a server silent for ICE_RESTART_ACK_MS is taken as gone.
+const ICE_RESTART_AFTER_MS = 1000;
+const ICE_RETRY_MS = 3000;
+const ICE_RESTART_ACK_MS = 2500;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const retryDelay = (attempt) => RETRY_BASE_MS * attempt + Math.floor(Math.random() * RETRY_JITTER_MS);
@@ -150,6 +158,7 @@ export class StudyRoom {
     this._focusWatch = null; // learners: AbortController of the page focus listeners
     this._focusSent = 'regained'; // the last focus state sent (a new participant starts focused)
     this.nodes = []; // live nodes' URLs from the last join ack (several-node deployments)
+    this._iceWatch = {}; // which -> { timer, running, attempts } (ICE restart, see _watchIce)
   }
 
   on(event, fn) {
@@ -389,6 +398,7 @@ export class StudyRoom {
 
   // Forgets the media session with the old node; local tracks keep running.
   _dropSession(reason) {
+    for (const w of Object.values(this._iceWatch)) clearTimeout(w.timer);
     for (const pc of [this.publisherPc, this.subscriberPc]) if (pc) pc.close();
     this.publisherPc = null;
     this.subscriberPc = null;
@@ -669,6 +679,7 @@ export class StudyRoom {
     this._focusWatch = null;
     for (const lt of this.localTracks.values()) lt.track.stop();
     this.localTracks.clear();
+    for (const w of Object.values(this._iceWatch)) clearTimeout(w.timer);
     for (const pc of [this.publisherPc, this.subscriberPc]) if (pc) pc.close();
     this.publisherPc = null;
     this.subscriberPc = null;
@@ -686,21 +697,74 @@ export class StudyRoom {
 
   _newPc(which) {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
-    const current = () => pc === (which === 'publisher' ? this.publisherPc : this.subscriberPc);
+    const current = () => pc === this._pc(which);
     pc.addEventListener('icecandidate', (ev) => { if (current()) this._onLocalCandidate(which, ev.candidate); });
-    let lostTimer = null;
     pc.addEventListener('connectionstatechange', () => {
-      if (!current()) return;
-      this._emit('connectionState', which, pc.connectionState);
-      clearTimeout(lostTimer);
-      if (!['disconnected', 'failed'].includes(pc.connectionState) || this.nodes.length === 0) return;
-      lostTimer = setTimeout(() => {
-        if (current() && pc.connectionState !== 'connected' && this.state === 'joined' && !this._migrating) {
-          this._failover('media_lost');
-        }
-      }, MEDIA_LOST_MS);
+      if (current()) this._emit('connectionState', which, pc.connectionState);
     });
+    if (this._iceWatch[which]) clearTimeout(this._iceWatch[which].timer);
+    this._iceWatch[which] = { timer: null, running: false, attempts: 0 };
+    pc.addEventListener('iceconnectionstatechange', () => { if (current()) this._watchIce(which, pc); });
     return pc;
+  }
+
+  _pc(which) {
+    return which === 'publisher' ? this.publisherPc : this.subscriberPc;
+  }
+
+  // ICE restart (docs/protocol.md, "ICE restart"): a peer connection whose ICE state stays
+  // `disconnected` for ICE_RESTART_AFTER_MS, or goes `failed`, restarts ICE, and again every
+  // ICE_RETRY_MS while it is not connected (the network may still be gone). The participant,
+  // its tracks and everyone's view of it stay as they are. When the server does not answer a
+  // restart within ICE_RESTART_ACK_MS and other nodes are known, the node itself is gone
+  // (frozen): move to another node ('media_lost').
+  _watchIce(which, pc) {
+    const w = this._iceWatch[which];
+    clearTimeout(w.timer);
+    const s = pc.iceConnectionState;
+    if (s === 'connected' || s === 'completed') {
+      w.attempts = 0;
+    } else if (s === 'failed') {
+      this._restartIce(which, 'failed');
+    } else if (s === 'disconnected') {
+      w.timer = setTimeout(() => this._restartIce(which, 'disconnected'), ICE_RESTART_AFTER_MS);
+    }
+  }
+
+  /** Restarts ICE on both peer connections now (e.g. the app knows the network changed). */
+  restartIce(reason = 'manual') {
+    return Promise.all(['publisher', 'subscriber'].map((w) => this._restartIce(w, reason)));
+  }
+
+  async _restartIce(which, reason) {
+    const pc = this._pc(which);
+    const w = this._iceWatch[which];
+    if (!pc || !w || this.state !== 'joined' || this._migrating || pc.signalingState === 'closed') return;
+    clearTimeout(w.timer);
+    if (w.running) return;
+    w.running = true;
+    w.attempts += 1;
+    this._emit('iceRestart', { target: which, reason, attempt: w.attempts });
+    const epoch = this._epoch;
+    try {
+      if (which === 'publisher') await this._negotiatePublisher({ iceRestart: true, timeoutMs: ICE_RESTART_ACK_MS });
+      else await this._request('restartIce', {}, ICE_RESTART_ACK_MS);
+    } catch (e) {
+      if (epoch !== this._epoch || this.state !== 'joined') return;
+      if (e.code === 'transport' && this.nodes.length > 0 && !this._migrating) {
+        this._failover('media_lost');
+        return;
+      }
+      this._fail(`restartIce(${which})`, e);
+    } finally {
+      w.running = false;
+    }
+    if (epoch !== this._epoch) return;
+    w.timer = setTimeout(() => {
+      if (this._pc(which) === pc && !['connected', 'completed'].includes(pc.iceConnectionState)) {
+        this._restartIce(which, 'retry');
+      }
+    }, ICE_RETRY_MS);
   }
 
   _ensurePublisherPc() {
@@ -733,10 +797,10 @@ export class StudyRoom {
   }
 
   // Publisher negotiations run one after another: offer -> `publish` -> answer.
-  _negotiatePublisher() {
+  _negotiatePublisher({ iceRestart = false, timeoutMs = REQUEST_TIMEOUT_MS } = {}) {
     const run = async () => {
       const pc = this.publisherPc;
-      const offer = await pc.createOffer();
+      const offer = await pc.createOffer({ iceRestart });
       await pc.setLocalDescription(offer);
       const tracks = [];
       for (const lt of this.localTracks.values()) {
@@ -745,7 +809,7 @@ export class StudyRoom {
       }
       let res;
       try {
-        res = await this._request('publish', { sdp: pc.localDescription.sdp, tracks });
+        res = await this._request('publish', { sdp: pc.localDescription.sdp, tracks }, timeoutMs);
       } catch (e) {
         if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
         throw e;

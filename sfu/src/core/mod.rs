@@ -236,6 +236,8 @@ pub struct ShardStats {
     pub keyframe_requests_throttled: u64,
     /// Datagrams dropped by test impairment.
     pub impaired_drops: u64,
+    /// ICE restarts (a transport got new local credentials).
+    pub ice_restarts: u64,
     /// Bytes received on the media ports.
     pub bytes_in: u64,
     /// Bytes handed to the sockets.
@@ -266,6 +268,7 @@ impl ShardStats {
         self.keyframe_requests += x.keyframe_requests;
         self.keyframe_requests_throttled += x.keyframe_requests_throttled;
         self.impaired_drops += x.impaired_drops;
+        self.ice_restarts += x.ice_restarts;
         self.bytes_in += x.bytes_in;
         self.bytes_out += x.bytes_out;
         self.nacks_received += x.nacks_received;
@@ -362,6 +365,8 @@ struct Consumer {
     warned_codec: bool,
     /// Simulcast layer wanted and forwarded.
     sel: Selection,
+    /// The msid stream of its m-line (see [`Slot::group`]).
+    group: ParticipantId,
 }
 
 enum TransportKind {
@@ -373,9 +378,34 @@ enum TransportKind {
         by_mid: HashMap<Mid, (ParticipantId, Source)>,
         pending_offer: Option<SdpPendingOffer>,
         renegotiate: bool,
-        /// Consumers to stop at the next negotiation (publisher left).
-        to_stop: Vec<Mid>,
+        /// M-lines of departed publishers' consumers, to go `inactive` at the next
+        /// negotiation.
+        to_stop: Vec<Slot>,
+        /// M-lines that went `inactive` in the offer now outstanding: free once answered.
+        stopping: Vec<Slot>,
+        /// Inactive m-lines (answered) that a new consumer of the same kind can take over.
+        free: Vec<Slot>,
+        /// The next offer restarts ICE (new ufrag/pwd), asked for by the client.
+        ice_restart: bool,
     },
+}
+
+/// An m-line of a subscriber transport that no consumer uses, kept for reuse.
+///
+/// Why not reject it (port 0): the first m-line of the offer is the BUNDLE tag, and a
+/// browser that sees its tag rejected moves the whole bundle to a new transport (Chromium
+/// does; the old one's DTLS is closed). Rejected m-lines also stay in every later SDP,
+/// so a long-lived subscriber's SDP grows with every departure. An `inactive` m-line stays
+/// in the bundle and is taken over by the next consumer of the same kind (RFC 8829 lets
+/// a transceiver whose direction went inactive be reused).
+struct Slot {
+    mid: Mid,
+    kind: MediaKind,
+    /// The m-line's msid stream (its first publisher): slots of one stream are handed to
+    /// one publisher together, so the browser's audio/video sync pairs the right tracks.
+    group: ParticipantId,
+    /// Sequence/timestamp continuity on the m-line's SSRC carries over to the next source.
+    rewriter: Rewriter,
 }
 
 struct Transport {
@@ -383,6 +413,8 @@ struct Transport {
     rtc: Rtc,
     port_idx: usize,
     ufrag: String,
+    /// The ufrag of an ICE restart we offered, routed already, taken when answered.
+    next_ufrag: Option<String>,
     addrs: Vec<(u16, SocketAddr)>,
     created: Instant,
     connected: bool,
@@ -621,6 +653,13 @@ impl ShardCore {
             Ok(a) => a,
             Err(e) => return Err(SfuError::BadSdp(e.to_string())),
         };
+        // An offer with new ICE credentials is the client's ICE restart (its network
+        // changed): str0m answers with new credentials of ours; route them.
+        self.reindex_ufrag(tid);
+        let t = self
+            .transports
+            .get_mut(&tid)
+            .expect("publisher transport exists");
         // Which tracks does this offer carry now?
         let mut wanted: Vec<(Mid, Source, bool, MediaKind, String, u32)> = Vec::new();
         for req in tracks {
@@ -758,7 +797,8 @@ impl ShardCore {
             .expect("subscriber transport exists");
         let TransportKind::Subscriber {
             pending_offer,
-            consumers,
+            stopping,
+            free,
             ..
         } = &mut t.kind
         else {
@@ -771,10 +811,20 @@ impl ShardCore {
             SdpAnswer::from_sdp_string(answer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         // Invariant: checked just above.
         let pending = pending_offer.take().expect("pending offer");
+        // The m-lines this offer made inactive are ours to reuse either way: their direction
+        // is already inactive locally, and the next offer restates every m-line.
+        free.append(stopping);
         if let Err(e) = t.rtc.sdp_api().accept_answer(pending, parsed) {
             // The offer is spent either way; the next change makes a fresh one.
             return Err(SfuError::BadSdp(e.to_string()));
         }
+        self.reindex_ufrag(tid);
+        let Some(t) = self.transports.get_mut(&tid) else {
+            return Ok(());
+        };
+        let TransportKind::Subscriber { consumers, .. } = &mut t.kind else {
+            unreachable!()
+        };
         let mut wake = Vec::new();
         for c in consumers.values_mut() {
             if !c.active {
@@ -816,6 +866,33 @@ impl ShardCore {
         let t = self.transports.get_mut(&tid).expect("transport exists");
         t.rtc.add_remote_candidate(c);
         self.drive(tid, now);
+        Ok(())
+    }
+
+    /// The client asks for an ICE restart of its subscriber transport (its network changed
+    /// or its ICE state went `disconnected`/`failed`): the next offer carries new ICE
+    /// credentials and otherwise the same m-lines, consumers and SSRCs. With an offer
+    /// outstanding, the restart rides on the next one (sent when the answer arrives).
+    pub fn restart_ice(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .participants
+            .get(&participant)
+            .ok_or(SfuError::NotJoined)?;
+        let tid = p.subscriber.ok_or(SfuError::Forbidden("subscribe"))?;
+        let t = self
+            .transports
+            .get_mut(&tid)
+            .expect("subscriber transport exists");
+        let TransportKind::Subscriber { ice_restart, .. } = &mut t.kind else {
+            unreachable!("subscriber transport has subscriber kind")
+        };
+        *ice_restart = true;
+        self.negotiate(tid);
+        self.kick(tid, now);
         Ok(())
     }
 
@@ -969,8 +1046,28 @@ impl ShardCore {
         if new_addr && t.addrs.len() < MAX_ADDRS_PER_TRANSPORT {
             t.addrs.push((port, remote));
             self.index.learn(port, remote, tid);
+            self.drive(tid, now);
+            return;
         }
+        let queued = self.transmits.len();
         self.drive(tid, now);
+        if new_addr {
+            // Table full: a client that keeps changing networks (Wi-Fi, LTE, Wi-Fi...) still
+            // gets its new address routed, replacing the oldest one, but only once str0m
+            // answered the check (valid MESSAGE-INTEGRITY), so a stranger who guessed the
+            // ufrag cannot push the peer's working address out.
+            let answered = self
+                .transmits
+                .iter()
+                .skip(queued)
+                .any(|x| x.destination == remote);
+            if answered && let Some(t) = self.transports.get_mut(&tid) {
+                let (p, a) = t.addrs.remove(0);
+                self.index.forget(p, a);
+                t.addrs.push((port, remote));
+                self.index.learn(port, remote, tid);
+            }
+        }
     }
 
     /// Let every transport that was written to since the last flush emit its packets.
@@ -1082,6 +1179,9 @@ impl ShardCore {
                 pending_offer: None,
                 renegotiate: false,
                 to_stop: Vec::new(),
+                stopping: Vec::new(),
+                free: Vec::new(),
+                ice_restart: false,
             },
         };
         self.transports.insert(
@@ -1091,6 +1191,7 @@ impl ShardCore {
                 rtc,
                 port_idx,
                 ufrag,
+                next_ufrag: None,
                 addrs: Vec::new(),
                 created: now,
                 connected: false,
@@ -1119,6 +1220,9 @@ impl ShardCore {
     fn remove_transport(&mut self, tid: TransportId) {
         if let Some(t) = self.transports.remove(&tid) {
             self.index.remove(&t.ufrag, &t.addrs);
+            if let Some(next) = &t.next_ufrag {
+                self.index.remove_ufrag(next);
+            }
             self.port_load[t.port_idx] -= 1;
         }
         // Heap entries for this transport go stale and are skipped; purge them now so
@@ -1150,6 +1254,7 @@ impl ShardCore {
             pt_map: Vec::new(),
             warned_codec: false,
             sel: Selection::default(),
+            group: p.info.participant,
         });
         c.producer = Some(producer);
         c.pt_map.clear();
@@ -1187,7 +1292,12 @@ impl ShardCore {
             if let Some(c) = consumers.remove(&k)
                 && by_mid.remove(&c.mid).is_some()
             {
-                to_stop.push(c.mid);
+                to_stop.push(Slot {
+                    mid: c.mid,
+                    kind: c.kind,
+                    group: c.group,
+                    rewriter: c.rewriter,
+                });
             }
         }
     }
@@ -1222,6 +1332,11 @@ impl ShardCore {
 
     /// Make a new server offer for subscriber transport `tid` if something changed and
     /// no offer is outstanding.
+    ///
+    /// New consumers take over free (inactive, answered) m-lines of their kind before new
+    /// m-lines are added; departed publishers' m-lines go `inactive` and become free once
+    /// this offer is answered, so one offer never both retires and reuses an m-line (the
+    /// client sees the old track end before a new one starts on that mid).
     fn negotiate(&mut self, tid: TransportId) {
         let Some(t) = self.transports.get_mut(&tid) else {
             return;
@@ -1233,6 +1348,9 @@ impl ShardCore {
             pending_offer,
             renegotiate,
             to_stop,
+            stopping,
+            free,
+            ice_restart,
         } = &mut t.kind
         else {
             return;
@@ -1243,9 +1361,6 @@ impl ShardCore {
         }
         *renegotiate = false;
         let mut api = t.rtc.sdp_api();
-        for mid in to_stop.drain(..) {
-            api.stop_media(mid);
-        }
         let mut keys: Vec<_> = consumers
             .iter()
             .filter(|(_, c)| c.mid.is_empty())
@@ -1253,16 +1368,45 @@ impl ShardCore {
             .collect();
         keys.sort();
         for k in keys {
+            let (own, busy): (Vec<_>, Vec<_>) = {
+                let placed = consumers.iter().filter(|(_, c)| !c.mid.is_empty());
+                let own = placed
+                    .clone()
+                    .filter(|(ck, _)| ck.0 == k.0)
+                    .map(|(_, c)| c.group)
+                    .collect();
+                (own, placed.map(|(_, c)| c.group).collect())
+            };
             let c = consumers.get_mut(&k).expect("key from the map");
-            let stream = format!("{}", c.publisher);
-            let track = format!("{}-{}", c.publisher, c.source.as_str());
-            c.mid = api.add_media(c.kind, Direction::SendOnly, Some(stream), Some(track), None);
+            match take_slot(free, c.kind, &own, &busy) {
+                Some(slot) => {
+                    c.mid = slot.mid;
+                    c.group = slot.group;
+                    c.rewriter = slot.rewriter;
+                    c.rewriter.switch_source();
+                    api.set_direction(slot.mid, Direction::SendOnly);
+                }
+                None => {
+                    let stream = format!("{}", c.publisher);
+                    let track = format!("{}-{}", c.publisher, c.source.as_str());
+                    c.mid =
+                        api.add_media(c.kind, Direction::SendOnly, Some(stream), Some(track), None);
+                }
+            }
             by_mid.insert(c.mid, k);
         }
+        for slot in to_stop.drain(..) {
+            api.set_direction(slot.mid, Direction::Inactive);
+            stopping.push(slot);
+        }
+        let restart_ufrag = std::mem::take(ice_restart).then(|| api.ice_restart(true).ufrag);
         if !api.has_changes() {
+            // Nothing to tell the client: what was to stop is free already.
+            free.append(stopping);
             return;
         }
         let Some((offer, pending)) = api.apply() else {
+            free.append(stopping);
             return;
         };
         *pending_offer = Some(pending);
@@ -1282,6 +1426,38 @@ impl ShardCore {
             sdp: offer.to_sdp_string(),
             tracks,
         });
+        if let Some(ufrag) = restart_ufrag {
+            // str0m takes the new credentials when the answer arrives, but the browser
+            // checks with them as soon as it has applied the offer: route them now.
+            self.index.add_ufrag(&ufrag, tid);
+            if let Some(t) = self.transports.get_mut(&tid)
+                && let Some(old) = t.next_ufrag.replace(ufrag)
+            {
+                self.index.remove_ufrag(&old);
+            }
+        }
+    }
+
+    /// After an ICE restart (ours or the client's) the transport has a new local ufrag:
+    /// route STUN naming it to the transport. Learned addresses stay valid.
+    fn reindex_ufrag(&mut self, tid: TransportId) {
+        let Some(t) = self.transports.get_mut(&tid) else {
+            return;
+        };
+        let ufrag = t.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag == t.ufrag {
+            return;
+        }
+        self.index.remove_ufrag(&t.ufrag);
+        if let Some(next) = t.next_ufrag.take()
+            && next != ufrag
+        {
+            self.index.remove_ufrag(&next);
+        }
+        self.index.add_ufrag(&ufrag, tid);
+        info!(transport = tid.0, participant = %t.participant, "ICE restarted");
+        t.ufrag = ufrag;
+        self.stats.ice_restarts += 1;
     }
 
     /// Ask the publisher of `producer` for a keyframe, at most once per interval.
@@ -1475,7 +1651,10 @@ impl ShardCore {
                             t.connected = true;
                             info!(transport = tid.0, participant = %t.participant, "media connected");
                         }
-                        Event::Closed => failed = true,
+                        Event::Closed => {
+                            warn!(transport = tid.0, participant = %t.participant, "transport closed by its peer (DTLS close_notify)");
+                            failed = true;
+                        }
                         Event::MediaEgressStats(st) => {
                             let last = t.egress.entry(st.mid).or_insert(0);
                             self.stats.nacks_received += st.nacks.saturating_sub(*last);
@@ -1669,7 +1848,7 @@ impl ShardCore {
         let Some(room) = self.participants.get(&participant).map(|p| p.room.clone()) else {
             return;
         };
-        info!(%participant, ?reason, "removing participant");
+        warn!(%participant, ?reason, "removing participant: its own transport failed");
         let _ = self.leave(participant);
         self.events.push_back(SfuEvent::ParticipantRemoved {
             room,
@@ -1755,4 +1934,24 @@ impl ShardCore {
 
 fn codec_name(p: &PayloadParams) -> String {
     format!("{}", p.spec().codec)
+}
+
+/// Take a free m-line of `kind` for a new consumer. Preferred: one of the msid stream the
+/// publisher's other consumers already use (`own`), then one of a stream no live consumer
+/// uses (`busy` lists the streams in use), then the oldest free one.
+fn take_slot(
+    free: &mut Vec<Slot>,
+    kind: MediaKind,
+    own: &[ParticipantId],
+    busy: &[ParticipantId],
+) -> Option<Slot> {
+    let pos = free
+        .iter()
+        .position(|s| s.kind == kind && own.contains(&s.group))
+        .or_else(|| {
+            free.iter()
+                .position(|s| s.kind == kind && !busy.contains(&s.group))
+        })
+        .or_else(|| free.iter().position(|s| s.kind == kind))?;
+    Some(free.remove(pos))
 }

@@ -69,6 +69,16 @@ impl RouteIndex {
         self.by_ufrag.insert(ufrag.to_owned(), t);
     }
 
+    /// Forget one ufrag (replaced by an ICE restart).
+    pub fn remove_ufrag(&mut self, ufrag: &str) {
+        self.by_ufrag.remove(ufrag);
+    }
+
+    /// Forget one 4-tuple (an address a transport stopped using).
+    pub fn forget(&mut self, local_port: u16, remote: SocketAddr) {
+        self.by_addr.remove(&(local_port, remote));
+    }
+
     /// Remember a 4-tuple for a transport.
     pub fn learn(&mut self, local_port: u16, remote: SocketAddr, t: TransportId) {
         self.by_addr.insert((local_port, remote), t);

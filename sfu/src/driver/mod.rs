@@ -69,6 +69,10 @@ enum Command {
         answer: String,
         reply: Reply<()>,
     },
+    RestartIce {
+        participant: ParticipantId,
+        reply: Reply<()>,
+    },
     Candidate {
         participant: ParticipantId,
         role: Role,
@@ -423,6 +427,13 @@ impl Sfu {
             reply,
         })
         .await
+    }
+
+    /// Restart ICE on the participant's subscriber transport (a new offer follows).
+    pub async fn restart_ice(&self, participant: ParticipantId) -> Result<(), SfuError> {
+        let shard = self.shard_of(participant)?;
+        self.call(shard, |reply| Command::RestartIce { participant, reply })
+            .await
     }
 
     /// Add a trickled remote candidate.
@@ -790,6 +801,9 @@ impl ShardThread {
                 reply,
             } => {
                 let _ = reply.send(core.subscriber_answer(now, participant, &answer));
+            }
+            Command::RestartIce { participant, reply } => {
+                let _ = reply.send(core.restart_ice(now, participant));
             }
             Command::Candidate {
                 participant,

@@ -66,6 +66,13 @@ pub struct Client {
     pub h264_only: bool,
     pub pub_mids: Vec<(Mid, MediaKind, Source)>,
     pub seq: HashMap<Mid, u64>,
+    /// Leave server offers unanswered (a client whose answer never arrives).
+    pub hold_answers: bool,
+    /// Every subscriber offer received, in order (SDP text).
+    pub offer_sdps: Vec<String>,
+    /// Local ports that no longer work (the client moved to another network): datagrams
+    /// to or from them are lost.
+    pub dead_ports: Vec<u16>,
 }
 
 struct InFlight {
@@ -168,6 +175,9 @@ impl Sim {
             h264_only: false,
             pub_mids: Vec::new(),
             seq: HashMap::new(),
+            hold_answers: false,
+            offer_sdps: Vec::new(),
+            dead_ports: Vec::new(),
         });
         if self.pending_h264_only.take() == Some(idx) {
             self.clients[idx].h264_only = true;
@@ -275,6 +285,11 @@ impl Sim {
                 let c = &mut self.clients[idx];
                 c.offers += 1;
                 c.offer_tracks = tracks.clone();
+                c.offer_sdps.push(sdp.clone());
+                if c.hold_answers || c.silent {
+                    self.events.push(ev);
+                    continue;
+                }
                 let h264_only = c.h264_only;
                 let rtc = c.sub_rtc.get_or_insert_with(|| {
                     if h264_only {
@@ -362,7 +377,9 @@ impl Sim {
                             Ok(Output::Transmit(t)) => {
                                 let (src, dst) = (t.source, t.destination);
                                 let data: Vec<u8> = t.contents.into();
-                                self.schedule(true, i, src, dst, data);
+                                if !c.dead_ports.contains(&src.port()) {
+                                    self.schedule(true, i, src, dst, data);
+                                }
                                 progressed = true;
                             }
                             Ok(Output::Event(e)) => {
@@ -470,10 +487,10 @@ impl Sim {
                         .handle_datagram(self.now, port_idx, p.from, &p.data);
                 } else {
                     let c = &mut self.clients[p.client];
-                    if c.silent {
+                    if c.silent || c.dead_ports.contains(&p.to.port()) {
                         continue;
                     }
-                    let rtc = if p.to.port() == c.addr.port() {
+                    let rtc = if p.to.port() == c.addr.port() || p.to.port() == c.addr.port() + 2 {
                         c.sub_rtc.as_mut()
                     } else {
                         c.pub_rtc.as_mut()
@@ -638,5 +655,113 @@ impl Sim {
             self.run_until(step, |_| {});
         }
         (nv * 3, na)
+    }
+
+    /// Send `dur` of synthetic media from every publisher in `idxs` at once (m-line 0:
+    /// video, 1: audio, as `publish(.., &[(Video, Camera), (Audio, Microphone)])` made them).
+    /// Payloads carry (publisher, m-line, counter) as in `stream`.
+    pub fn stream_all(&mut self, idxs: &[usize], dur: Duration) -> HashMap<usize, (u32, u32)> {
+        let until = self.now + dur;
+        let base = self.now;
+        let mut next_v = self.now;
+        let mut next_a = self.now;
+        let mut sent: HashMap<usize, (u32, u32)> = idxs.iter().map(|i| (*i, (0, 0))).collect();
+        while self.now < until {
+            if self.now >= next_v {
+                let ts = ((self.now - base).as_micros() as u64 * 90 / 1000) as u32;
+                for &i in idxs {
+                    let nv = sent[&i].0;
+                    for k in 0..3u32 {
+                        let mut payload = vec![i as u8, 0];
+                        payload.extend_from_slice(&(nv + k).to_be_bytes());
+                        payload.resize(1000, 0xAB);
+                        self.send_rtp(i, 0, ts, k == 2, payload);
+                    }
+                    sent.get_mut(&i).expect("present").0 += 3;
+                }
+                next_v += Duration::from_millis(33);
+            }
+            if self.now >= next_a {
+                let ts = ((self.now - base).as_micros() as u64 * 48 / 1000) as u32;
+                for &i in idxs {
+                    let na = sent[&i].1;
+                    let mut payload = vec![i as u8, 1];
+                    payload.extend_from_slice(&na.to_be_bytes());
+                    payload.resize(120, 0xCD);
+                    self.send_rtp(i, 1, ts, false, payload);
+                    sent.get_mut(&i).expect("present").1 += 1;
+                }
+                next_a += Duration::from_millis(20);
+            }
+            let step = self.now + Duration::from_millis(1);
+            self.run_until(step, |_| {});
+        }
+        sent
+    }
+
+    /// Answer the last held offer of client `idx` now (its answer was late).
+    pub fn answer_held_offer(&mut self, idx: usize) {
+        let now = self.now;
+        let c = &mut self.clients[idx];
+        c.hold_answers = false;
+        let sdp = c.offer_sdps.last().expect("an offer").clone();
+        let rtc = c.sub_rtc.get_or_insert_with(|| client_rtc(now, c.addr));
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(SdpOffer::from_sdp_string(&sdp).expect("offer parses"))
+            .expect("accept offer");
+        rtc.handle_input(Input::Timeout(now)).expect("timeout");
+        let id = c.id;
+        self.core
+            .subscriber_answer(now, id, &answer.to_sdp_string())
+            .expect("answer accepted");
+        self.pump_events();
+    }
+
+    /// Client `idx` moves to another network: its old ports stop working, its peer
+    /// connections get host candidates on new ports (old port + 2), the publisher PC
+    /// restarts ICE with a new offer (same m-lines and tracks) and the subscriber PC asks
+    /// the server for an ICE restart, as the browser library does.
+    pub fn switch_network(&mut self, idx: usize) {
+        let now = self.now;
+        let c = &mut self.clients[idx];
+        let (sub_port, pub_port) = (c.addr.port(), c.addr.port() + 1);
+        c.dead_ports.extend([sub_port, pub_port]);
+        let ip = c.addr.ip();
+        if let Some(rtc) = c.sub_rtc.as_mut() {
+            rtc.add_local_candidate(
+                Candidate::host(SocketAddr::new(ip, sub_port + 2), "udp").expect("candidate"),
+            );
+        }
+        let id = c.id;
+        if let Some(rtc) = c.pub_rtc.as_mut() {
+            // A restart without the old candidates (they are gone with the old network);
+            // the new one is added after, as a browser gathers anew.
+            let mut api = rtc.sdp_api();
+            api.ice_restart(false);
+            let (offer, pending) = api.apply().expect("restart offer");
+            let reqs: Vec<TrackRequest> = c
+                .pub_mids
+                .iter()
+                .map(|(mid, _, source)| TrackRequest {
+                    mid: mid.to_string(),
+                    source: *source,
+                    muted: false,
+                })
+                .collect();
+            let answer = self
+                .core
+                .publish(now, id, &offer.to_sdp_string(), &reqs)
+                .expect("publish with ICE restart");
+            self.accept_publish_answer(idx, pending, &answer.sdp);
+            // str0m drops the old local candidates when the answer completes the restart.
+            let rtc = self.clients[idx].pub_rtc.as_mut().expect("pub rtc");
+            rtc.add_local_candidate(
+                Candidate::host(SocketAddr::new(ip, pub_port + 2), "udp").expect("candidate"),
+            );
+            rtc.handle_input(Input::Timeout(now)).expect("timeout");
+        }
+        self.core.restart_ice(now, id).expect("restart_ice");
+        self.pump_events();
     }
 }
