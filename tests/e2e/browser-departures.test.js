@@ -42,10 +42,10 @@ async function metric(name) {
   return sum;
 }
 
-/** Server log lines saying a participant in `ids` was removed by the media core. */
+/** Server log lines saying a participant in `ids` was removed (media core) or left (signaling). */
 function removalsOf(server, ids) {
   return stripAnsi(server.logs()).split('\n')
-    .filter((l) => /removing participant/.test(l) && ids.some((id) => new RegExp(`participant=${id}(\\s|$|,|")`).test(l)));
+    .filter((l) => /removing participant|participant left/.test(l) && ids.some((id) => new RegExp(`participant=${id}(\\s|$|,|")`).test(l)));
 }
 
 function ufrags(page) {
@@ -236,6 +236,8 @@ test('five learners: tab closed (first joiner), reload, SIGKILL, Leave, 10 s net
           .filter((e) => e.at >= t5 && ['participantLeft', 'participantJoined'].includes(e.event) && e.data[0] && e.data[0].id === eunId);
         assert.deepEqual(flicker, [], `${o.name} saw no participantLeft/participantJoined for Eun`);
       }
+      figures.eunIceRestarts = (await roomEvents(eun.page, 'iceRestart')).filter((e) => e.at >= t5)
+        .map((e) => `${e.at - t5}ms ${e.data[0].target} ${e.data[0].reason} #${e.data[0].attempt}`);
       const ufragsAfter = await ufrags(eun.page);
       figures.eunUfrags = { before: ufragsBefore, after: ufragsAfter };
       assert.ok(ufragsAfter[0] !== ufragsBefore[0] && ufragsAfter[1] !== ufragsBefore[1],
