@@ -19,8 +19,6 @@ pub mod driver;
 pub mod dtls;
 pub mod error;
 pub mod ids;
-pub mod rewrite;
-pub mod stun;
 
 pub use config::SfuConfig;
 pub use core::simulcast::Quality;

@@ -33,8 +33,8 @@ use room_state::{NodeRecord, RedisStore, RoomStore};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use crate::AppState;
 use crate::config::Config;
-use crate::{AppState, NAMESPACE};
 
 /// Redis key prefix of the deployment.
 pub const KEY_PREFIX: &str = "studyroom:";
@@ -494,15 +494,13 @@ async fn hand_over(state: &AppState, cluster: &Cluster, room: &str, host: &str) 
         h.insert(room.to_owned(), Instant::now());
     }
     info!(room, host, %url, "room hosted by another node: moving this node's clients there");
-    if let Some(op) = state.io().of(NAMESPACE) {
-        let _ = op
-            .to(format!("room:{room}"))
-            .emit(
-                "reconnect",
-                &json!({ "reason": "moved", "url": url, "deadlineMs": 0 }),
-            )
-            .await;
-    }
+    crate::delivery::to_room(
+        state,
+        crate::delivery::Audience::Room(room),
+        "reconnect",
+        &json!({ "reason": "moved", "url": url, "deadlineMs": 0 }),
+        None,
+    );
 }
 
 /// `GET /cluster` (metrics listener, for operators and tests): this node, the live nodes,

@@ -18,6 +18,7 @@ use sfu::{ParticipantId, TrackId};
 use socketioxide::socket::Sid;
 use tracing::{info, warn};
 
+use crate::departure::Departure;
 use crate::outbox::subject_token;
 use crate::{AppState, NAMESPACE, handlers};
 
@@ -303,6 +304,7 @@ fn hosts_room(state: &AppState, room: &str) -> bool {
         .by_sid
         .values()
         .any(|s| s.room == room && s.participant.is_some())
+        || sessions.parked.detached_in(room, false).next().is_some()
 }
 
 /// Every room of the deployment: from Redis when this node is part of one (each room with
@@ -330,24 +332,43 @@ async fn list_rooms(state: &AppState) -> Result<Value, CmdError> {
     Ok(json!({ "rooms": rooms }))
 }
 
-/// Joined sockets of a room: (sid, participant, identity).
-fn members(state: &AppState, room: &str) -> Vec<(Sid, ParticipantId, String)> {
+/// Participants of a room on this node: (participant, identity), those waiting for a
+/// resume (no socket) included.
+fn members(state: &AppState, room: &str) -> Vec<(ParticipantId, String)> {
     let sessions = state.0.sessions.lock().expect("sessions lock");
-    sessions
+    let mut all: Vec<(ParticipantId, String)> = sessions
         .by_sid
-        .iter()
-        .filter(|(_, s)| s.room == room)
-        .filter_map(|(sid, s)| s.participant.map(|p| (*sid, p, s.claims.sub.clone())))
-        .collect()
+        .values()
+        .filter(|s| s.room == room)
+        .filter_map(|s| s.participant.map(|p| (p, s.claims.sub.clone())))
+        .collect();
+    for (p, identity) in sessions.parked.detached_in(room, false) {
+        if !all.iter().any(|(q, _)| *q == p) {
+            all.push((p, identity.to_owned()));
+        }
+    }
+    all
 }
 
-/// Tell a client why it is being sent away, take it out of the room, disconnect it.
-async fn send_away(state: &AppState, sid: Sid, event: &str, payload: &Value, reason: &str) {
-    let socket = state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid));
+/// Tell a client why it is being sent away, take it out of the room, disconnect it (a
+/// participant waiting for a resume is just removed: it has no socket to tell).
+async fn send_away(
+    state: &AppState,
+    p: ParticipantId,
+    event: &str,
+    payload: &Value,
+    why: Departure,
+) {
+    let sid: Option<Sid> = {
+        let sessions = state.0.sessions.lock().expect("sessions lock");
+        sessions.by_participant.get(&p).copied()
+    };
+    let socket = sid.and_then(|sid| state.io().of(NAMESPACE)?.get_socket(sid));
     if let Some(s) = &socket {
         let _ = s.emit(event, payload);
     }
-    handlers::depart(state, sid, reason).await;
+    let bound = handlers::depart_participant(state, p, why).await;
+    let socket = socket.or_else(|| bound.and_then(|sid| state.io().of(NAMESPACE)?.get_socket(sid)));
     if let Some(s) = socket {
         let _ = s.disconnect();
     }
@@ -365,8 +386,8 @@ async fn close_room(state: &AppState, room: &str, reason: &str) -> Result<Value,
         "closing room (NATS command)"
     );
     let payload = json!({ "room": room, "reason": reason });
-    for (sid, _, _) in &who {
-        send_away(state, *sid, "roomClosed", &payload, "room_closed").await;
+    for (p, _) in &who {
+        send_away(state, *p, "roomClosed", &payload, Departure::RoomClosed).await;
     }
     Ok(json!({ "room": room, "removed": who.len() }))
 }
@@ -379,8 +400,8 @@ async fn remove_participant(
 ) -> Result<Value, CmdError> {
     let target = members(state, room)
         .into_iter()
-        .find(|(_, p, identity)| p.to_string() == who || identity == who);
-    let Some((sid, p, identity)) = target else {
+        .find(|(p, identity)| p.to_string() == who || identity == who);
+    let Some((p, identity)) = target else {
         return Err(err(
             "participant_not_found",
             format!("no participant '{who}' in room '{room}'"),
@@ -389,10 +410,10 @@ async fn remove_participant(
     info!(room, participant = %p, identity = %identity, reason, "removing participant (NATS command)");
     send_away(
         state,
-        sid,
+        p,
         "removed",
         &json!({ "room": room, "reason": reason }),
-        "removed",
+        Departure::Removed,
     )
     .await;
     Ok(json!({ "room": room, "participant": p.to_string(), "identity": identity }))

@@ -133,6 +133,11 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_CONSENT_TIMEOUT", default_value_t = 15)]
     pub consent_timeout_secs: u64,
 
+    /// Seconds a participant whose socket dropped without `leave` is kept (media flowing,
+    /// pushes queued) for the client to `resume` on a new socket; 0 removes it at once.
+    #[arg(long, env = "STUDYROOM_RESUME_WINDOW_SECS", default_value_t = 15)]
+    pub resume_window_secs: u64,
+
     /// Tests only: honour `loss` impairment in dev tokens.
     #[arg(long, env = "STUDYROOM_ALLOW_IMPAIRMENT")]
     pub allow_impairment: bool,

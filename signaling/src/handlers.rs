@@ -21,9 +21,11 @@ use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::{DisconnectReason, Socket};
 use tracing::{debug, info, warn};
 
-use crate::auth::{AuthError, RoleClaim, unix_now};
+use crate::auth::{AuthError, Claims, RoleClaim, unix_now};
+use crate::delivery::{self, Audience};
+use crate::departure::Departure;
 use crate::events::{Kind, participant_fields};
-use crate::{AppState, NAMESPACE, Session};
+use crate::{AppState, NAMESPACE, Session, resume};
 
 /// A protocol error: `{code, message}`.
 #[derive(Debug)]
@@ -35,14 +37,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             code,
             message: message.into(),
             url: None,
         }
     }
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self::new("bad_request", message)
     }
     fn json(&self) -> Value {
@@ -191,6 +193,21 @@ fn register_handlers(socket: &SocketRef) {
             }
         },
     );
+    socket.on(
+        "resume",
+        async |socket: SocketRef,
+               State(s): State<AppState>,
+               ack: AckSender,
+               h: HasAck,
+               TryData(d): TryData<Value>| {
+            let r = resume::resume(&socket, &s, d.ok()).await;
+            let resumed = r.is_ok();
+            respond(&socket, "resume", ack, h, r);
+            if resumed {
+                resume::after_resume_ack(&socket, &s);
+            }
+        },
+    );
     request!(socket, "publish", publish);
     request!(socket, "answer", answer);
     request!(socket, "restartIce", restart_ice);
@@ -204,7 +221,7 @@ fn register_handlers(socket: &SocketRef) {
             let was_joined = participant_of(&s, &socket).is_ok();
             respond(&socket, "leave", ack, h, Ok(json!({ "ok": true })));
             if was_joined {
-                depart(&s, socket.id, "left").await;
+                depart(&s, socket.id, Departure::Left).await;
             }
             let _ = socket.disconnect();
         },
@@ -236,7 +253,10 @@ fn register_handlers(socket: &SocketRef) {
     socket.on_disconnect(
         async |socket: SocketRef, State(s): State<AppState>, reason: DisconnectReason| {
             debug!(sid = %socket.id, ?reason, "disconnected");
-            depart(&s, socket.id, "disconnected").await;
+            // Dropped without `leave`: kept for a resume; otherwise it leaves now.
+            if !resume::detach(&s, socket.id, &reason) {
+                depart(&s, socket.id, Departure::Disconnected).await;
+            }
             s.0.sessions
                 .lock()
                 .expect("sessions lock")
@@ -261,7 +281,7 @@ fn participant_of(
     Ok((p, s.room.clone()))
 }
 
-fn room_key(room: &str) -> String {
+pub(crate) fn room_key(room: &str) -> String {
     format!("room:{room}")
 }
 
@@ -310,7 +330,7 @@ fn object(d: Option<Value>) -> Result<Value, ApiError> {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(d: Option<Value>) -> Result<T, ApiError> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(d: Option<Value>) -> Result<T, ApiError> {
     let v = object(d)?;
     serde_json::from_value(v).map_err(|e| ApiError::bad(format!("payload: {e}")))
 }
@@ -366,22 +386,12 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     if let Some(old) = old
         && let Ok(pid) = old.id.parse::<ParticipantId>()
     {
-        let old_sid = state
-            .0
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .by_participant
-            .get(&pid)
-            .copied();
-        if let Some(sid) = old_sid {
-            info!(identity = %claims.sub, "identity re-joined: replacing the older session");
-            depart(state, sid, "replaced").await;
-            if let Some(op) = state.io().of(NAMESPACE)
-                && let Some(s) = op.get_socket(sid)
-            {
-                let _ = s.disconnect();
-            }
+        info!(identity = %claims.sub, "identity re-joined: replacing the older session");
+        if let Some(sid) = depart_participant(state, pid, Departure::Replaced).await
+            && let Some(op) = state.io().of(NAMESPACE)
+            && let Some(s) = op.get_socket(sid)
+        {
+            let _ = s.disconnect();
         }
     }
     let id = ParticipantId(state.0.next_participant.fetch_add(1, Ordering::Relaxed) + 1);
@@ -409,8 +419,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     // Join the broadcast room *before* reading who is already there: a participant joining
     // at the same moment is then either in our list or announced to us (or both; clients
     // de-duplicate by id), never neither.
-    let key = room_key(&room);
-    socket.join(key.clone());
+    socket.join(room_key(&room));
     if proctor {
         socket.join(proctors_key(&room));
     }
@@ -436,41 +445,61 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         }
         others
     };
-    let still_connected = {
+    let resume_token = {
         let mut sessions = state.0.sessions.lock().expect("sessions lock");
         match sessions.by_sid.get_mut(&socket.id) {
             Some(s) => {
                 s.participant = Some(id);
-                true
+                Some(sessions.parked.issue_token(id))
             }
-            None => false,
+            None => None,
         }
     };
-    if !still_connected {
+    let Some(resume_token) = resume_token else {
         // Disconnected while joining: undo.
         socket.leave(room_key(&room));
         socket.leave(proctors_key(&room));
         let _ = state.0.sfu.leave(id).await;
-        announce_left(state, id, &room, "disconnected").await;
+        announce_left(state, id, &room, Departure::Disconnected).await;
         return Err(ApiError::new("not_joined", "disconnected during join"));
-    }
+    };
     // Only proctors hear about a proctor.
-    let audience = if proctor { proctors_key(&room) } else { key };
-    let _ = socket.to(audience).emit("participantJoined", &record).await;
+    let audience = if proctor {
+        Audience::Proctors(&room)
+    } else {
+        Audience::Room(&room)
+    };
+    let joined = serde_json::to_value(&record).unwrap_or_default();
+    delivery::to_room(state, audience, "participantJoined", &joined, Some(socket));
     info!(participant = %id, room = %room, role = claims.role.as_str(), "participant joined");
+    let mut ack = session_ack(state, &claims, &record, others);
+    ack["resumeToken"] = json!(resume_token);
+    Ok(ack)
+}
+
+/// What `join` and `resume` acknowledge: the participant, the others it may see, ICE
+/// servers with fresh credentials, the live nodes (several nodes), the focus history
+/// (proctors), and how long a dropped socket may be resumed.
+pub(crate) fn session_ack(
+    state: &AppState,
+    claims: &Claims,
+    record: &ParticipantRecord,
+    others: Vec<ParticipantRecord>,
+) -> Value {
     let mut ack = json!({
         "participant": record,
         "participants": others,
         "iceServers": ice_servers(state, &claims.sub),
+        "resumeWindowMs": resume::window_ms(state),
     });
     if let Some(c) = &state.0.cluster {
         ack["nodes"] = json!(c.live_urls());
     }
-    if proctor {
+    if claims.role == RoleClaim::Proctor {
         ack["focusHistory"] =
-            serde_json::to_value(state.0.focus.history(&room, None)).unwrap_or_default();
+            serde_json::to_value(state.0.focus.history(&claims.room, None)).unwrap_or_default();
     }
-    Ok(ack)
+    ack
 }
 
 /// After the join ack is on the wire: route subscriber offers to this socket, sending
@@ -570,7 +599,22 @@ async fn answer(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Resul
     let req: AnswerReq = parse(d)?;
     let (p, _) = participant_of(state, socket)?;
     check_sdp(&req.sdp)?;
+    let seq = state
+        .0
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .parked
+        .offer_seq(p);
     state.0.sfu.answer(p, req.sdp).await?;
+    // Answered: nothing to send again on a resume (unless a newer offer went out meanwhile).
+    state
+        .0
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .parked
+        .answered(p, seq);
     Ok(json!({ "ok": true }))
 }
 
@@ -704,9 +748,9 @@ async fn set_quality(
     Ok(json!({ "ok": true }))
 }
 
-/// A participant leaves (leave, disconnect, replaced): free media state, update the
-/// store, tell the room. Idempotent.
-pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, reason: &str) {
+/// The participant on socket `sid` leaves (leave, disconnect, replaced, sent away): free
+/// media state, update the store, tell the room. Idempotent.
+pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, why: Departure) {
     let (p, room) = {
         let mut sessions = state.0.sessions.lock().expect("sessions lock");
         let Some(s) = sessions.by_sid.get_mut(&sid) else {
@@ -716,23 +760,66 @@ pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, rea
             return;
         };
         let room = s.room.clone();
-        sessions.by_participant.remove(&p);
-        sessions.early_offers.remove(&p);
+        sessions.unbind(p);
         (p, room)
     };
-    if let Err(e) = state.0.sfu.leave(p).await {
-        debug!(participant = %p, "leave: {e}");
-    }
     // The leaver is not told about itself.
     if let Some(s) = state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid)) {
         s.leave(room_key(&room));
         s.leave(proctors_key(&room));
     }
-    announce_left(state, p, &room, reason).await;
+    remove_participant(state, p, &room, why).await;
+}
+
+/// Participant `p` leaves, whether it has a socket or is detached (waiting for a resume).
+/// Returns the socket it had, for the caller to disconnect.
+pub(crate) async fn depart_participant(
+    state: &AppState,
+    p: ParticipantId,
+    why: Departure,
+) -> Option<socketioxide::socket::Sid> {
+    let (sid, detached_room) = {
+        let mut sessions = state.0.sessions.lock().expect("sessions lock");
+        let sid = sessions
+            .by_participant
+            .get(&p)
+            .copied()
+            .or_else(|| sessions.parked.claimed_by(p));
+        match sid {
+            Some(sid) => (Some(sid), None),
+            None => match sessions.parked.detached(p).map(|d| d.room.clone()) {
+                Some(room) => {
+                    sessions.unbind(p);
+                    (None, Some(room))
+                }
+                None => return None,
+            },
+        }
+    };
+    if let Some(sid) = sid {
+        depart(state, sid, why).await;
+    } else if let Some(room) = detached_room {
+        remove_participant(state, p, &room, why).await;
+    }
+    sid
+}
+
+/// Frees `p`'s media state and announces it gone (the session table is already done).
+pub(crate) async fn remove_participant(
+    state: &AppState,
+    p: ParticipantId,
+    room: &str,
+    why: Departure,
+) {
+    if let Err(e) = state.0.sfu.leave(p).await {
+        debug!(participant = %p, "leave: {e}");
+    }
+    announce_left(state, p, room, why).await;
 }
 
 /// Remove a participant from the store and tell its room.
-pub(crate) async fn announce_left(state: &AppState, p: ParticipantId, room: &str, reason: &str) {
+pub(crate) async fn announce_left(state: &AppState, p: ParticipantId, room: &str, why: Departure) {
+    let reason = why.reason();
     // Store change and lifecycle events under one lock: see `pump::change_track`.
     let removed = {
         let mut store = state.0.store.lock().expect("store lock");
@@ -761,23 +848,24 @@ pub(crate) async fn announce_left(state: &AppState, p: ParticipantId, room: &str
         }
         removed
     };
+    if removed.is_some() {
+        state.0.departures.removed(why);
+    }
     state.0.focus.forget(room, &p.to_string());
-    info!(participant = %p, room, reason, "participant left");
+    info!(participant = %p, room, reason, removal = why.label(), "participant left");
     let proctor = removed.is_some_and(|r| r.role == "proctor");
     let audience = if proctor {
-        proctors_key(room)
+        Audience::Proctors(room)
     } else {
-        room_key(room)
+        Audience::Room(room)
     };
-    if let Some(op) = state.io().of(NAMESPACE) {
-        let _ = op
-            .to(audience)
-            .emit(
-                "participantLeft",
-                &json!({ "id": p.to_string(), "reason": reason }),
-            )
-            .await;
-    }
+    delivery::to_room(
+        state,
+        audience,
+        "participantLeft",
+        &json!({ "id": p.to_string(), "reason": reason }),
+        None,
+    );
 }
 
 #[derive(Deserialize)]
@@ -841,8 +929,8 @@ async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result
         }
     };
     info!(participant = %p, room = %room, state = ev.state, reason = %ev.reason, lost_ms = ?ev.lost_ms, "focus");
-    if let Some(op) = state.io().of(NAMESPACE) {
-        let _ = op.to(proctors_key(&room)).emit("focus", &ev).await;
+    if let Ok(ev) = serde_json::to_value(&ev) {
+        delivery::to_room(state, Audience::Proctors(&room), "focus", &ev, None);
     }
     if state.0.nats_url.is_some() {
         state.0.focus.enqueue(ev.clone());

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod cluster;
 mod commands;
 pub mod config;
+mod delivery;
+mod departure;
 mod events;
 mod focus;
 mod handlers;
@@ -18,6 +20,7 @@ mod http;
 mod metrics;
 mod outbox;
 mod pump;
+mod resume;
 pub mod turn_relay;
 
 use std::collections::HashMap;
@@ -54,6 +57,8 @@ struct Sessions {
     /// A subscriber offer produced before the participant's join ack went out; sent
     /// right after the ack so the client always sees the ack first.
     early_offers: HashMap<ParticipantId, Value>,
+    /// Participants whose socket dropped, waiting for `resume`; resume tokens.
+    parked: resume::Parked,
 }
 
 /// Shared server state.
@@ -86,6 +91,10 @@ struct Inner {
     cluster: Option<Arc<cluster::Cluster>>,
     lifecycle: Arc<events::Lifecycle>,
     commands: commands::Counters,
+    /// How long a participant whose socket dropped is kept for `resume` (zero: not kept).
+    resume_window: Duration,
+    /// Removals by reason and resumes, for the metrics.
+    departures: departure::Counters,
 }
 
 impl AppState {
@@ -222,6 +231,8 @@ pub async fn run(
         cluster: cluster.clone(),
         lifecycle,
         commands: commands::Counters::default(),
+        resume_window: Duration::from_secs(cfg.resume_window_secs),
+        departures: departure::Counters::default(),
     }));
     let (layer, io) = SocketIo::builder()
         .max_payload(1 << 20)
@@ -320,6 +331,8 @@ async fn drain(state: &AppState, timeout: Duration, redirect: Option<String>) {
     if let Some(c) = &state.0.cluster {
         let _ = tokio::time::timeout(Duration::from_secs(2), c.leave()).await;
     }
+    // Participants waiting for a resume cannot come back here: they leave now.
+    resume::drop_all(state).await;
     info!(timeout_secs = timeout.as_secs(), redirect = ?redirect, "draining: telling clients to reconnect elsewhere");
     if let (Some(op), Some(payload)) = (state.io().of(NAMESPACE), state.reconnect_payload()) {
         let _ = op.emit("reconnect", &payload).await;

@@ -253,6 +253,27 @@ pub fn render(state: &AppState) -> String {
         c.ok.load(relaxed),
         c.failed.load(relaxed)
     );
+    let d = &state.0.departures;
+    let _ = writeln!(
+        o,
+        "# HELP studyroom_participant_removals_total Participants removed from their room, by reason.\n\
+         # TYPE studyroom_participant_removals_total counter"
+    );
+    for why in crate::departure::Departure::ALL {
+        let _ = writeln!(
+            o,
+            "studyroom_participant_removals_total{{reason=\"{}\"}} {}",
+            why.label(),
+            d.removals(why)
+        );
+    }
+    metric(
+        &mut o,
+        "studyroom_session_resumes_total",
+        "counter",
+        "Participants that continued on a new socket with `resume` after theirs dropped.",
+        d.resumes(),
+    );
     metric(
         &mut o,
         "studyroom_turn_allocations",

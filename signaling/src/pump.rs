@@ -5,6 +5,8 @@ use sfu::{RemovalReason, SfuEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, info};
 
+use crate::delivery::{self, Audience};
+use crate::departure::Departure;
 use crate::events::Kind;
 use crate::handlers::{announce_left, kind_str, now_ms, track_json, track_record};
 use crate::{AppState, NAMESPACE};
@@ -17,15 +19,9 @@ pub async fn run(state: AppState, mut events: UnboundedReceiver<SfuEvent>) {
     debug!("event pump finished");
 }
 
-async fn to_room(state: &AppState, room: &str, event: &str, data: &Value) {
-    if let Some(op) = state.io().of(NAMESPACE) {
-        let _ = op.to(format!("room:{room}")).emit(event, data).await;
-    }
-}
-
 /// Events about a participant's tracks: a proctor's go to proctors only (invisible to
 /// learners).
-async fn about(state: &AppState, room: &str, participant: &str, event: &str, data: &Value) {
+fn about(state: &AppState, room: &str, participant: &str, event: &'static str, data: &Value) {
     let proctor = state
         .0
         .store
@@ -34,16 +30,12 @@ async fn about(state: &AppState, room: &str, participant: &str, event: &str, dat
         .participants(room)
         .iter()
         .any(|p| p.id == participant && p.role == "proctor");
-    if proctor {
-        if let Some(op) = state.io().of(NAMESPACE) {
-            let _ = op
-                .to(crate::handlers::proctors_key(room))
-                .emit(event, data)
-                .await;
-        }
+    let to = if proctor {
+        Audience::Proctors(room)
     } else {
-        to_room(state, room, event, data).await;
-    }
+        Audience::Room(room)
+    };
+    delivery::to_room(state, to, event, data, None);
 }
 
 /// Change a participant's track in the store and stamp the lifecycle event (`track.*`)
@@ -91,21 +83,7 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                     "source": t.source.as_str(),
                 })).collect::<Vec<_>>(),
             });
-            let sid = {
-                let mut sessions = state.0.sessions.lock().expect("sessions lock");
-                match sessions.by_participant.get(&participant) {
-                    Some(sid) => Some(*sid),
-                    None => {
-                        sessions.early_offers.insert(participant, payload.clone());
-                        None
-                    }
-                }
-            };
-            if let Some(sid) = sid
-                && let Some(s) = state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid))
-            {
-                let _ = s.emit("offer", &payload);
-            }
+            delivery::offer(state, participant, payload);
         }
         SfuEvent::TrackPublished { room, track } => {
             info!(track = %track.id, participant = %track.participant, source = track.source.as_str(), codec = %track.codec, "track published");
@@ -125,8 +103,7 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 &track.participant.to_string(),
                 "trackPublished",
                 &track_json(&track),
-            )
-            .await;
+            );
         }
         SfuEvent::TrackUnpublished {
             room,
@@ -151,8 +128,7 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 &participant.to_string(),
                 "trackUnpublished",
                 &json!({ "id": track.to_string(), "participantId": participant.to_string() }),
-            )
-            .await;
+            );
         }
         SfuEvent::TrackMuted {
             room,
@@ -181,29 +157,30 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 &participant.to_string(),
                 "trackMuted",
                 &json!({ "id": track.to_string(), "participantId": participant.to_string(), "muted": muted }),
-            )
-            .await;
+            );
         }
         SfuEvent::ParticipantRemoved {
             room,
             participant,
             reason,
         } => {
-            state.0.sfu.forget(participant);
-            let sid = {
-                let mut sessions = state.0.sessions.lock().expect("sessions lock");
-                let sid = sessions.by_participant.remove(&participant);
-                if let Some(s) = sid.and_then(|sid| sessions.by_sid.get_mut(&sid)) {
-                    s.participant = None;
-                }
-                sid
-            };
+            // Attached, resuming or detached: its session goes (a detached one has no
+            // socket to tell).
+            let sid = state
+                .0
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .unbind(participant)
+                .and_then(|(sid, _)| sid);
             let (why, code, message) = match reason {
-                RemovalReason::ConsentTimeout | RemovalReason::ConnectTimeout => {
-                    ("timeout", "media_timeout", "media connection lost; rejoin")
-                }
+                RemovalReason::ConsentTimeout | RemovalReason::ConnectTimeout => (
+                    Departure::Timeout,
+                    "media_timeout",
+                    "media connection lost; rejoin",
+                ),
                 RemovalReason::TransportFailed => (
-                    "disconnected",
+                    Departure::TransportFailed,
                     "media_closed",
                     "the media connection was closed; rejoin",
                 ),
@@ -221,7 +198,13 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 .iter()
                 .map(|(p, l)| json!({ "id": p.to_string(), "level": (*l * 100.0).round() / 100.0 }))
                 .collect();
-            to_room(state, &room, "activeSpeakers", &json!({ "speakers": list })).await;
+            delivery::to_room(
+                state,
+                Audience::Room(&room),
+                "activeSpeakers",
+                &json!({ "speakers": list }),
+                None,
+            );
         }
     }
 }

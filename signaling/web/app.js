@@ -336,6 +336,8 @@ function wireRoom(room) {
   room.on('reconnecting', () => {
     setState('reconnecting', '다른 서버로 이동 중… / Moving to another server…');
   });
+  room.on('resuming', () => setState('reconnecting', '다시 연결 중… / Reconnecting…'));
+  room.on('resumed', () => setState('joined', '다시 연결되었습니다 / Reconnected'));
   room.on('migrated', ({ url }) => {
     document.body.dataset.server = url;
     setState('joined', '다른 서버로 이동했습니다 / Moved to another server');

@@ -34,6 +34,15 @@
 // ICE (publisher: an offer with new credentials through `publish`; subscriber: `restartIce`,
 // the server's next offer has new credentials) and retries while not connected. Nothing else
 // changes: same participant, tracks, m-lines. Event iceRestart({target, reason, attempt}).
+// Resume (docs/protocol.md, "Resuming a session"): the join ack carries a single-use
+// `resumeToken`. When the socket drops under a joined session (not for leave, removed,
+// roomClosed, a server-side disconnect or a `reconnect` move), we connect to the same URL
+// with the same token and send `resume`: the server kept our participant, so both peer
+// connections, tracks and state stay as they are, the page sees only resuming({reason}) and
+// resumed({participant}), and the pushes we missed arrive after the ack; then ICE restarts
+// on both PCs (_afterResume). If the node cannot be reached in time (with several nodes:
+// RESUME_FAILOVER_MS, else until the resume window ends) we do what a drop did before
+// (move to another node, or `disconnected`); if it refuses (`resume_failed`) we join afresh.
 // Events (room.on(name, fn)): participantJoined(p), participantLeft({id, reason}),
 //   trackPublished(track), trackUnpublished({id, participantId}),
 //   trackMuted({id, participantId, muted}), remoteTrack(participantId, trackId, kind, source,
@@ -42,6 +51,8 @@
 //   connectionState(which, state), error(err), disconnected(reason), left(),
 //   roomClosed({room, reason}) / removed({room, reason}) when the platform closed the room or
 //   removed us (followed by left(); no rejoin),
+//   resuming({reason}) when the socket dropped and we resume, resumed({participant}) when
+//   the same participant continues on a new socket (see Resume above),
 //   reconnecting({reason, url, deadlineMs, attempt}) when a move to another node starts (the
 //   old node's participants are first announced gone with participantLeft reason
 //   'reconnecting'), migrated({url, participant}) when joined and published there again.
@@ -79,6 +90,12 @@ const FOCUS_SETTLE_MS = 150;
 const ICE_RESTART_AFTER_MS = 1000;
 const ICE_RETRY_MS = 3000;
 const ICE_RESTART_ACK_MS = 2500;
+// Resume: how long we try to reach our node again after the socket dropped. With other nodes
+// to move to, briefly (a dead node must not delay the move); alone, until the server's resume
+// window is nearly over. Each attempt's connect gives up after RESUME_CONNECT_TIMEOUT_MS.
+const RESUME_FAILOVER_MS = 1000;
+const RESUME_MARGIN_MS = 1000;
+const RESUME_CONNECT_TIMEOUT_MS = 3000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const retryDelay = (attempt) => RETRY_BASE_MS * attempt + Math.floor(Math.random() * RETRY_JITTER_MS);
@@ -159,6 +176,7 @@ export class StudyRoom {
     this._focusSent = 'regained'; // the last focus state sent (a new participant starts focused)
     this.nodes = []; // live nodes' URLs from the last join ack (several-node deployments)
     this._iceWatch = {}; // which -> { timer, running, attempts } (ICE restart, see _watchIce)
+    this._resume = { token: null, windowMs: 0 }; // from the last join/resume ack
   }
 
   on(event, fn) {
@@ -215,17 +233,20 @@ export class StudyRoom {
     );
   }
 
-  // A new socket to `url` with our token; everything tied to the previous socket is reset.
+  // A new socket to `url` with our token; everything tied to the previous socket is reset
+  // (`keepSession`, for a resume: the peer connections' negotiation state is kept).
   // Resolves once the namespace is connected.
-  _openSocket(url) {
+  _openSocket(url, { keepSession = false } = {}) {
     const s = sioConnect(url, '/study', { token: this._token });
     this.socket = s;
     this._epoch += 1;
     this._redirect = null;
-    this._ready = { publisher: false, subscriber: false };
-    this._pending = { publisher: [], subscriber: [] };
-    this._pubChain = Promise.resolve();
-    this._subChain = Promise.resolve();
+    if (!keepSession) {
+      this._ready = { publisher: false, subscriber: false };
+      this._pending = { publisher: [], subscriber: [] };
+      this._pubChain = Promise.resolve();
+      this._subChain = Promise.resolve();
+    }
     this._joined = new Promise((resolve) => { this._resolveJoined = resolve; });
     // Pushes from a socket we already left behind are ignored.
     const on = (event, fn) => s.on(event, (...args) => { if (this.socket === s) fn(...args); });
@@ -245,6 +266,11 @@ export class StudyRoom {
     on('disconnect', (reason) => {
       // During a move the migration itself reports failure.
       if (this.state === 'left' || this._migrating) return;
+      // Dropped, not sent away: continue the same participant on a new socket.
+      if (this.state === 'joined' && reason !== 'io server disconnect' && this._resume.token) {
+        this._resumeSession(reason);
+        return;
+      }
       // The node went away under us (not a server-side disconnect: those are on purpose,
       // e.g. our identity joined elsewhere): rejoin on another live node.
       if (this.state === 'joined' && this.nodes.length > 0 && reason !== 'io server disconnect') {
@@ -330,6 +356,7 @@ export class StudyRoom {
   }
 
   _applyJoin(res) {
+    this._keepResumeToken(res);
     this.participant = res.participant;
     this.iceServers = Array.isArray(res.iceServers) ? res.iceServers : [];
     this.nodes = Array.isArray(res.nodes) ? res.nodes.map(redirectUrl).filter(Boolean) : [];
@@ -343,6 +370,116 @@ export class StudyRoom {
     for (const p of this.participants.values()) this._emit('participantJoined', p);
     if (Array.isArray(res.focusHistory)) this._emit('focusHistory', res.focusHistory);
     if (this.participant.role === 'learner') this._startFocusReports();
+  }
+
+  _keepResumeToken(res) {
+    this._resume = {
+      token: typeof res.resumeToken === 'string' ? res.resumeToken : null,
+      windowMs: Number.isFinite(res.resumeWindowMs) ? res.resumeWindowMs : 0,
+    };
+  }
+
+  // The socket dropped under a joined session: resume it (see the header). Runs as
+  // `_migrating`, so requests wait for it and no other move starts meanwhile.
+  _resumeSession(reason) {
+    const { token, windowMs } = this._resume;
+    this._resume = { token: null, windowMs }; // single-use: the ack brings the next one
+    this.state = 'reconnecting';
+    this._emit('resuming', { reason });
+    const resuming = this._tryResume(token, windowMs).then((outcome) => {
+      if (this._migrating === resuming) this._migrating = null;
+      if (this.state === 'left') return;
+      if (outcome === 'resumed') {
+        this._afterResume(); // once no longer `_migrating`: ICE restarts wait for that
+        return;
+      }
+      // What a dropped socket did before resume existed.
+      if (outcome === 'refused') {
+        // (To the node a `reconnect` push named meanwhile, if any.)
+        this._migrate({ reason: 'resume_failed', url: (this._redirect && this._redirect.url) || this.url, deadlineMs: null });
+      } else if (this.nodes.length > 0) {
+        this._failover('node_lost');
+      } else {
+        this.state = 'disconnected';
+        const s = this.socket;
+        this.socket = null;
+        if (s) s.close();
+        this._emit('disconnected', reason);
+      }
+    });
+    this._migrating = resuming;
+  }
+
+  // Connects to our node again and sends `resume`, retrying a failed connection until the
+  // deadline. Resolves 'resumed', 'refused' (the server said no: join afresh) or
+  // 'unreachable'.
+  async _tryResume(token, windowMs) {
+    const budget = this.nodes.length > 0 ? RESUME_FAILOVER_MS : Math.max(0, windowMs - RESUME_MARGIN_MS);
+    const deadline = Date.now() + budget;
+    for (let attempt = 1; ; attempt++) {
+      if (this.state === 'left') return 'refused';
+      let res = null;
+      try {
+        await this._openSocketWithin(this.url, RESUME_CONNECT_TIMEOUT_MS);
+        res = await this._request('resume', { resumeToken: token });
+      } catch (e) {
+        if (this.state === 'left') return 'refused';
+        if (FATAL_CONNECT_CODES.has(e.code)) return 'refused';
+        // A refusal from the server (resume_failed, token_expired, ...): no point retrying.
+        if (!['transport', 'transport_error', 'transport_close', 'connect_timeout', 'ping_timeout'].includes(e.code)) {
+          console.warn(`studyroom: resume refused (${e.code}); joining afresh`);
+          return 'refused';
+        }
+      }
+      if (res) {
+        this._applyResume(res);
+        return 'resumed';
+      }
+      if (Date.now() + retryDelay(attempt) > deadline) return 'unreachable';
+      await sleep(retryDelay(attempt));
+    }
+  }
+
+  // _openSocket for a resume, given up (and closed) after `ms`.
+  _openSocketWithin(url, ms) {
+    let timer;
+    const opened = this._openSocket(url, { keepSession: true });
+    const s = this.socket;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => {
+        if (this.socket === s) { this.socket = null; s.close(); }
+        reject(new StudyRoomError('connect_timeout', `no connection to ${url} within ${ms} ms`));
+      }, ms);
+    });
+    return Promise.race([opened, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  // The resume ack: the same participant, fresh ICE servers and token; the pushes we
+  // missed follow on the socket and are handled as usual.
+  _applyResume(res) {
+    this._keepResumeToken(res);
+    this.participant = res.participant;
+    this.iceServers = Array.isArray(res.iceServers) ? res.iceServers : this.iceServers;
+    if (Array.isArray(res.nodes)) this.nodes = res.nodes.map(redirectUrl).filter(Boolean);
+    for (const pc of [this.publisherPc, this.subscriberPc]) {
+      if (pc) pc.setConfiguration({ ...pc.getConfiguration(), iceServers: this.iceServers });
+    }
+    this.state = 'joined';
+    this._resolveJoined();
+    this._emit('resumed', { participant: this.participant });
+    // Focus may have changed while we had no socket.
+    const doc = globalThis.document;
+    if (doc && this.participant.role === 'learner') {
+      if (doc.visibilityState === 'hidden') this._reportFocus('lost', 'hidden');
+      else if (!doc.hasFocus()) this._reportFocus('lost', 'blur');
+      else this._reportFocus('regained', 'focus');
+    }
+  }
+
+  // After a resume: restart ICE on both peer connections (a dropped socket often means a
+  // changed network; docs/protocol.md, "ICE restart").
+  _afterResume() {
+    this.restartIce('resume').catch((e) => this._fail('restartIce', e));
   }
 
   // The node is draining (`reconnect` push). Joined: move now. Not joined yet: the join in

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use super::stun;
 use crate::ids::TransportId;
-use crate::stun;
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

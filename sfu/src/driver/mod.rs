@@ -48,62 +48,14 @@ const READ_BUDGET: usize = 256;
 /// Most commands handled per loop turn.
 const COMMAND_BUDGET: usize = 64;
 
-type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
+/// Work for a shard: run on its thread with its core and the current time. Every call
+/// from signaling is one of these (the reply channel is inside), so a new command is its
+/// `ShardCore` method plus one `Sfu` method, nothing else.
+type ShardJob = Box<dyn FnOnce(&mut ShardCore, Instant) + Send>;
 
 enum Command {
-    Join {
-        participant: ParticipantId,
-        room: String,
-        grants: Grants,
-        impair_loss: f32,
-        reply: Reply<()>,
-    },
-    Publish {
-        participant: ParticipantId,
-        offer: String,
-        tracks: Vec<TrackRequest>,
-        reply: Reply<PublishAnswer>,
-    },
-    Answer {
-        participant: ParticipantId,
-        answer: String,
-        reply: Reply<()>,
-    },
-    RestartIce {
-        participant: ParticipantId,
-        reply: Reply<()>,
-    },
-    Candidate {
-        participant: ParticipantId,
-        role: Role,
-        candidate: String,
-        reply: Reply<()>,
-    },
-    Mute {
-        participant: ParticipantId,
-        track: TrackId,
-        muted: bool,
-        reply: Reply<()>,
-    },
-    SetQuality {
-        subscriber: ParticipantId,
-        publisher: ParticipantId,
-        source: Source,
-        quality: Quality,
-        reply: Reply<()>,
-    },
-    Unpublish {
-        participant: ParticipantId,
-        track: TrackId,
-        reply: Reply<()>,
-    },
-    Leave {
-        participant: ParticipantId,
-        reply: Reply<()>,
-    },
-    Counts {
-        reply: oneshot::Sender<Counts>,
-    },
+    /// A call from signaling.
+    Run(ShardJob),
     /// A datagram handed over in process (see [`Sfu::inject`]).
     Inject {
         port_idx: usize,
@@ -134,7 +86,70 @@ struct ShardHandle {
     tx: mpsc::Sender<Command>,
     waker: Arc<Waker>,
     stats: Arc<Mutex<SharedStats>>,
-    rooms: usize,
+}
+
+/// Where rooms and participants live. Shared with the shard threads: a shard that removes
+/// a participant by itself (consent timeout, transport failure) updates it before the
+/// event leaves, so signaling never keeps the driver's counts right by hand.
+#[derive(Default)]
+struct Placement {
+    rooms: HashMap<String, RoomPlacement>,
+    participants: HashMap<ParticipantId, ParticipantPlacement>,
+    /// Rooms per shard (new rooms go to the shard with fewest).
+    rooms_per_shard: Vec<usize>,
+}
+
+struct RoomPlacement {
+    shard: usize,
+    participants: usize,
+}
+
+struct ParticipantPlacement {
+    shard: usize,
+    room: String,
+}
+
+impl Placement {
+    /// The shard for a new participant of `room` (placing the room if new).
+    fn place(&mut self, participant: ParticipantId, room: &str) -> usize {
+        let per_shard = &mut self.rooms_per_shard;
+        let entry = self.rooms.entry(room.to_owned()).or_insert_with(|| {
+            let (shard, _) = per_shard
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, n)| (**n, *i))
+                .expect("at least one shard");
+            per_shard[shard] += 1;
+            RoomPlacement {
+                shard,
+                participants: 0,
+            }
+        });
+        entry.participants += 1;
+        let shard = entry.shard;
+        self.participants.insert(
+            participant,
+            ParticipantPlacement {
+                shard,
+                room: room.to_owned(),
+            },
+        );
+        shard
+    }
+
+    /// The participant is gone; its room too when it was the last.
+    fn forget(&mut self, participant: ParticipantId) {
+        let Some(p) = self.participants.remove(&participant) else {
+            return;
+        };
+        if let Some(r) = self.rooms.get_mut(&p.room) {
+            r.participants -= 1;
+            if r.participants == 0 {
+                self.rooms.remove(&p.room);
+                self.rooms_per_shard[p.shard] -= 1;
+            }
+        }
+    }
 }
 
 /// Summed counters of all shards (refreshed by each shard every ~100 ms).
@@ -146,8 +161,7 @@ type SharedStats = (ShardStats, Option<(f32, usize)>);
 /// The running SFU: shard threads plus the routing of commands to them.
 pub struct Sfu {
     shards: Mutex<Vec<ShardHandle>>,
-    rooms: Mutex<HashMap<String, (usize, usize)>>,
-    participants: Mutex<HashMap<ParticipantId, (usize, String)>>,
+    placement: Arc<Mutex<Placement>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     ports: Vec<Vec<u16>>,
     port_min: u16,
@@ -173,6 +187,10 @@ impl Sfu {
             cfg.shards
         };
         let nshards = want.clamp(1, nports);
+        let placement = Arc::new(Mutex::new(Placement {
+            rooms_per_shard: vec![0; nshards],
+            ..Placement::default()
+        }));
         let (ev_tx, ev_rx) = tmpsc::unbounded_channel();
         let track_ids = Arc::new(AtomicU64::new(0));
         let mut shards = Vec::new();
@@ -223,6 +241,7 @@ impl Sfu {
                 sockets,
                 rx,
                 events: ev_tx.clone(),
+                placement: placement.clone(),
                 stats: stats.clone(),
                 advertise_ip: cfg.advertise_ip,
                 ports: ports.clone(),
@@ -234,12 +253,7 @@ impl Sfu {
                 .spawn(move || shard.run())?;
             threads.push(handle);
             all_ports.push(ports);
-            shards.push(ShardHandle {
-                tx,
-                waker,
-                stats,
-                rooms: 0,
-            });
+            shards.push(ShardHandle { tx, waker, stats });
         }
         info!(
             shards = nshards,
@@ -251,8 +265,7 @@ impl Sfu {
         Ok((
             Arc::new(Sfu {
                 shards: Mutex::new(shards),
-                rooms: Mutex::new(HashMap::new()),
-                participants: Mutex::new(HashMap::new()),
+                placement,
                 threads: Mutex::new(threads),
                 ports: all_ports,
                 port_min: cfg.port_min,
@@ -333,20 +346,9 @@ impl Sfu {
 
     /// Live object counts summed over shards.
     pub async fn counts(&self) -> Counts {
-        let mut waits = Vec::new();
-        {
-            let shards = self.shards.lock().expect("shards lock");
-            for h in shards.iter() {
-                let (tx, rx) = oneshot::channel();
-                if h.tx.send(Command::Counts { reply: tx }).is_ok() {
-                    let _ = h.waker.wake();
-                    waits.push(rx);
-                }
-            }
-        }
         let mut c = Counts::default();
-        for w in waits {
-            if let Ok(x) = w.await {
+        for shard in 0..self.shard_count() {
+            if let Ok(x) = self.on_shard(shard, |core, _| Ok(core.counts())).await {
                 c.rooms += x.rooms;
                 c.participants += x.participants;
                 c.transports += x.transports;
@@ -359,7 +361,7 @@ impl Sfu {
         c
     }
 
-    /// Join `participant` to `room` (placing the room on the least-loaded shard if new).
+    /// Join `participant` to `room` (placing the room on the shard with fewest rooms if new).
     pub async fn join(
         &self,
         participant: ParticipantId,
@@ -367,36 +369,15 @@ impl Sfu {
         grants: Grants,
         impair_loss: f32,
     ) -> Result<(), SfuError> {
-        let shard = {
-            let mut rooms = self.rooms.lock().expect("rooms lock");
-            let mut shards = self.shards.lock().expect("shards lock");
-            let entry = rooms.entry(room.to_owned()).or_insert_with(|| {
-                let (i, _) = shards
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(i, h)| (h.rooms, *i))
-                    .expect("at least one shard");
-                shards[i].rooms += 1;
-                (i, 0)
-            });
-            entry.1 += 1;
-            entry.0
-        };
-        self.participants
-            .lock()
-            .expect("participants lock")
-            .insert(participant, (shard, room.to_owned()));
+        let shard = self.placement().place(participant, room);
+        let room = room.to_owned();
         let r = self
-            .call(shard, |reply| Command::Join {
-                participant,
-                room: room.to_owned(),
-                grants,
-                impair_loss,
-                reply,
+            .on_shard(shard, move |core, now| {
+                core.join(now, participant, &room, grants, impair_loss)
             })
             .await;
         if r.is_err() {
-            self.forget(participant);
+            self.placement().forget(participant);
         }
         r
     }
@@ -408,32 +389,26 @@ impl Sfu {
         offer: String,
         tracks: Vec<TrackRequest>,
     ) -> Result<PublishAnswer, SfuError> {
-        let shard = self.shard_of(participant)?;
-        self.call(shard, |reply| Command::Publish {
-            participant,
-            offer,
-            tracks,
-            reply,
+        self.on_participant(participant, move |core, now| {
+            core.publish(now, participant, &offer, &tracks)
         })
         .await
     }
 
     /// Apply the subscriber PC's answer.
     pub async fn answer(&self, participant: ParticipantId, answer: String) -> Result<(), SfuError> {
-        let shard = self.shard_of(participant)?;
-        self.call(shard, |reply| Command::Answer {
-            participant,
-            answer,
-            reply,
+        self.on_participant(participant, move |core, now| {
+            core.subscriber_answer(now, participant, &answer)
         })
         .await
     }
 
     /// Restart ICE on the participant's subscriber transport (a new offer follows).
     pub async fn restart_ice(&self, participant: ParticipantId) -> Result<(), SfuError> {
-        let shard = self.shard_of(participant)?;
-        self.call(shard, |reply| Command::RestartIce { participant, reply })
-            .await
+        self.on_participant(participant, move |core, now| {
+            core.restart_ice(now, participant)
+        })
+        .await
     }
 
     /// Add a trickled remote candidate.
@@ -443,12 +418,8 @@ impl Sfu {
         role: Role,
         candidate: String,
     ) -> Result<(), SfuError> {
-        let shard = self.shard_of(participant)?;
-        self.call(shard, |reply| Command::Candidate {
-            participant,
-            role,
-            candidate,
-            reply,
+        self.on_participant(participant, move |core, now| {
+            core.remote_candidate(now, participant, role, &candidate)
         })
         .await
     }
@@ -460,12 +431,8 @@ impl Sfu {
         track: TrackId,
         muted: bool,
     ) -> Result<(), SfuError> {
-        let shard = self.shard_of(participant)?;
-        self.call(shard, |reply| Command::Mute {
-            participant,
-            track,
-            muted,
-            reply,
+        self.on_participant(participant, move |core, _| {
+            core.mute(participant, track, muted)
         })
         .await
     }
@@ -478,13 +445,8 @@ impl Sfu {
         source: Source,
         quality: Quality,
     ) -> Result<(), SfuError> {
-        let shard = self.shard_of(subscriber)?;
-        self.call(shard, |reply| Command::SetQuality {
-            subscriber,
-            publisher,
-            source,
-            quality,
-            reply,
+        self.on_participant(subscriber, move |core, now| {
+            core.set_quality(now, subscriber, publisher, source, quality)
         })
         .await
     }
@@ -495,43 +457,19 @@ impl Sfu {
         participant: ParticipantId,
         track: TrackId,
     ) -> Result<(), SfuError> {
-        let shard = self.shard_of(participant)?;
-        self.call(shard, |reply| Command::Unpublish {
-            participant,
-            track,
-            reply,
+        self.on_participant(participant, move |core, _| {
+            core.unpublish(participant, track)
         })
         .await
     }
 
     /// Remove a participant and everything it owns.
     pub async fn leave(&self, participant: ParticipantId) -> Result<(), SfuError> {
-        let shard = self.shard_of(participant)?;
         let r = self
-            .call(shard, |reply| Command::Leave { participant, reply })
+            .on_participant(participant, move |core, _| core.leave(participant))
             .await;
-        self.forget(participant);
+        self.placement().forget(participant);
         r
-    }
-
-    /// The core removed a participant by itself (consent timeout): forget our mapping.
-    pub fn forget(&self, participant: ParticipantId) {
-        let Some((shard, room)) = self
-            .participants
-            .lock()
-            .expect("participants lock")
-            .remove(&participant)
-        else {
-            return;
-        };
-        let mut rooms = self.rooms.lock().expect("rooms lock");
-        if let Some(e) = rooms.get_mut(&room) {
-            e.1 -= 1;
-            if e.1 == 0 {
-                rooms.remove(&room);
-                self.shards.lock().expect("shards lock")[shard].rooms -= 1;
-            }
-        }
     }
 
     /// Stop all shard threads and wait for them.
@@ -549,25 +487,40 @@ impl Sfu {
         }
     }
 
-    fn shard_of(&self, participant: ParticipantId) -> Result<usize, SfuError> {
-        self.participants
-            .lock()
-            .expect("participants lock")
-            .get(&participant)
-            .map(|(s, _)| *s)
-            .ok_or(SfuError::NotJoined)
+    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
+        self.placement.lock().expect("placement lock")
     }
 
-    async fn call<T>(
+    /// Run `job` on the shard hosting `participant` and wait for its result.
+    async fn on_participant<T: Send + 'static>(
+        &self,
+        participant: ParticipantId,
+        job: impl FnOnce(&mut ShardCore, Instant) -> Result<T, SfuError> + Send + 'static,
+    ) -> Result<T, SfuError> {
+        let shard = self
+            .placement()
+            .participants
+            .get(&participant)
+            .map(|p| p.shard)
+            .ok_or(SfuError::NotJoined)?;
+        self.on_shard(shard, job).await
+    }
+
+    /// Run `job` on shard `shard` and wait for its result.
+    async fn on_shard<T: Send + 'static>(
         &self,
         shard: usize,
-        make: impl FnOnce(Reply<T>) -> Command,
+        job: impl FnOnce(&mut ShardCore, Instant) -> Result<T, SfuError> + Send + 'static,
     ) -> Result<T, SfuError> {
         let (tx, rx) = oneshot::channel();
+        let run: ShardJob = Box::new(move |core, now| {
+            let _ = tx.send(job(core, now));
+        });
         {
             let shards = self.shards.lock().expect("shards lock");
-            let h = &shards[shard];
-            h.tx.send(make(tx)).map_err(|_| SfuError::ShardGone)?;
+            let h = shards.get(shard).ok_or(SfuError::ShardGone)?;
+            h.tx.send(Command::Run(run))
+                .map_err(|_| SfuError::ShardGone)?;
             let _ = h.waker.wake();
         }
         rx.await.map_err(|_| SfuError::ShardGone)?
@@ -592,6 +545,7 @@ struct ShardThread {
     sockets: Vec<UdpSocket>,
     rx: mpsc::Receiver<Command>,
     events: tmpsc::UnboundedSender<SfuEvent>,
+    placement: Arc<Mutex<Placement>>,
     stats: Arc<Mutex<SharedStats>>,
     advertise_ip: IpAddr,
     ports: Vec<u16>,
@@ -622,9 +576,11 @@ impl ShardThread {
         let mut total_send_drops: u64 = 0;
         let mut latency = ShardStats::default();
         let mut forwarded_before = 0u64;
+        // Commands left over from the last turn (more than COMMAND_BUDGET were queued).
+        let mut commands_left = false;
         loop {
             let now = Instant::now();
-            let busy = readable.iter().any(|r| *r);
+            let busy = commands_left || readable.iter().any(|r| *r);
             let timeout = if busy {
                 Duration::ZERO
             } else {
@@ -652,15 +608,9 @@ impl ShardThread {
             if wake || busy {
                 // Cleared before draining: an injector arriving after this wakes us again.
                 self.pending.store(false, Ordering::Release);
-                for _ in 0..COMMAND_BUDGET {
-                    match self.rx.try_recv() {
-                        Ok(Command::Shutdown) => {
-                            info!(shard = self.index, "shard stopping");
-                            return;
-                        }
-                        Ok(cmd) => self.command(now, cmd),
-                        Err(_) => break,
-                    }
+                match self.drain_commands(COMMAND_BUDGET) {
+                    Ok(left) => commands_left = left,
+                    Err(()) => return,
                 }
             }
             #[allow(clippy::needless_range_loop)] // `i` indexes sockets, flags and the core's ports
@@ -702,13 +652,13 @@ impl ShardThread {
             }
             self.core.flush(now);
             self.core.handle_timeout(Instant::now());
-            // Commands arriving while busy are picked up above; drain the rest cheaply.
-            while let Ok(cmd) = self.rx.try_recv() {
-                if matches!(cmd, Command::Shutdown) {
-                    info!(shard = self.index, "shard stopping");
-                    return;
+            // Commands that arrived while we read: a second budgeted helping, so joins are
+            // not delayed by a turn under load; whatever is left waits for the next turn.
+            if !commands_left {
+                match self.drain_commands(COMMAND_BUDGET) {
+                    Ok(left) => commands_left = left,
+                    Err(()) => return,
                 }
-                self.command(Instant::now(), cmd);
             }
             self.core.flush(Instant::now());
             while let Some(tx) = self.core.poll_transmit() {
@@ -752,6 +702,12 @@ impl ShardThread {
                 forwarded_before = forwarded;
             }
             while let Some(ev) = self.core.poll_event() {
+                if let SfuEvent::ParticipantRemoved { participant, .. } = &ev {
+                    self.placement
+                        .lock()
+                        .expect("placement lock")
+                        .forget(*participant);
+                }
                 let _ = self.events.send(ev);
             }
             if last_stats.elapsed() >= Duration::from_millis(100) {
@@ -776,78 +732,13 @@ impl ShardThread {
     }
 
     fn command(&mut self, now: Instant, cmd: Command) {
-        let core = &mut self.core;
         match cmd {
-            Command::Join {
-                participant,
-                room,
-                grants,
-                impair_loss,
-                reply,
-            } => {
-                let _ = reply.send(core.join(now, participant, &room, grants, impair_loss));
-            }
-            Command::Publish {
-                participant,
-                offer,
-                tracks,
-                reply,
-            } => {
-                let _ = reply.send(core.publish(now, participant, &offer, &tracks));
-            }
-            Command::Answer {
-                participant,
-                answer,
-                reply,
-            } => {
-                let _ = reply.send(core.subscriber_answer(now, participant, &answer));
-            }
-            Command::RestartIce { participant, reply } => {
-                let _ = reply.send(core.restart_ice(now, participant));
-            }
-            Command::Candidate {
-                participant,
-                role,
-                candidate,
-                reply,
-            } => {
-                let _ = reply.send(core.remote_candidate(now, participant, role, &candidate));
-            }
-            Command::Mute {
-                participant,
-                track,
-                muted,
-                reply,
-            } => {
-                let _ = reply.send(core.mute(participant, track, muted));
-            }
-            Command::SetQuality {
-                subscriber,
-                publisher,
-                source,
-                quality,
-                reply,
-            } => {
-                let _ = reply.send(core.set_quality(now, subscriber, publisher, source, quality));
-            }
-            Command::Unpublish {
-                participant,
-                track,
-                reply,
-            } => {
-                let _ = reply.send(core.unpublish(participant, track));
-            }
-            Command::Leave { participant, reply } => {
-                let _ = reply.send(core.leave(participant));
-            }
-            Command::Counts { reply } => {
-                let _ = reply.send(core.counts());
-            }
+            Command::Run(job) => job(&mut self.core, now),
             Command::Inject {
                 port_idx,
                 from,
                 data,
-            } => core.handle_datagram(now, port_idx, from, &data),
+            } => self.core.handle_datagram(now, port_idx, from, &data),
             Command::Virtual { addr, out } => match out {
                 Some(o) => {
                     self.virtuals.insert(addr, o);
@@ -858,5 +749,21 @@ impl ShardThread {
             },
             Command::Shutdown => {}
         }
+    }
+
+    /// Handle up to `budget` queued commands. `Err(())` on shutdown; `Ok(true)` when
+    /// commands are left for the next loop turn.
+    fn drain_commands(&mut self, budget: usize) -> Result<bool, ()> {
+        for _ in 0..budget {
+            match self.rx.try_recv() {
+                Ok(Command::Shutdown) => {
+                    info!(shard = self.index, "shard stopping");
+                    return Err(());
+                }
+                Ok(cmd) => self.command(Instant::now(), cmd),
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }

@@ -103,7 +103,7 @@ export async function openParticipant(browser, baseUrl, { room, name, role, publ
   // Signaling frames (Socket.IO over WebSocket), without pings, so a failure shows the exchange.
   page.on('websocket', (ws) => {
     const log = (dir) => ({ payload }) => {
-      const text = String(payload).replace(/"token":"[^"]*"/g, '"token":"<redacted>"');
+      const text = String(payload).replace(/"(token|resumeToken)":"[^"]*"/g, '"$1":"<redacted>"');
       if (text === '2' || text === '3') return;
       consoleLines.push(`[${name} ws ${dir} ${new Date().toISOString().slice(11, 23)}] ${text.slice(0, 300)}`);
     };

@@ -1,0 +1,162 @@
+//! The core's public vocabulary: grants, tracks, offers, events and transmits, as
+//! signaling and the driver see them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use str0m::media::MediaKind;
+
+use crate::ids::{ParticipantId, Source, TrackId};
+
+/// What a participant may do (from its token's grants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grants {
+    /// May publish tracks.
+    pub publish: bool,
+    /// May receive others' tracks.
+    pub subscribe: bool,
+    /// A proctor: receives learners' cameras and screens (no microphones) and is invisible
+    /// to learners, who never receive its tracks.
+    pub proctor: bool,
+}
+
+/// Whether a subscriber with `sub` grants gets a track of `source` published by someone
+/// whose grants are `publisher`.
+pub fn may_consume(sub: Grants, publisher: Grants, source: Source) -> bool {
+    if sub.proctor {
+        source != Source::Microphone
+    } else {
+        !publisher.proctor
+    }
+}
+
+/// A track the client says it is sending in its offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRequest {
+    /// The m-line's mid in the client's offer.
+    pub mid: String,
+    /// What it carries.
+    pub source: Source,
+    /// Starts muted.
+    pub muted: bool,
+}
+
+/// Description of a published track (for signaling and the room state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// Track id.
+    pub id: TrackId,
+    /// Publisher.
+    pub participant: ParticipantId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Camera, microphone or screen.
+    pub source: Source,
+    /// Muted by its publisher.
+    pub muted: bool,
+    /// Negotiated codec name (e.g. `VP8`, `opus`).
+    pub codec: String,
+}
+
+/// The answer to a `publish`.
+#[derive(Debug, Clone)]
+pub struct PublishAnswer {
+    /// SDP answer for the client's publisher PC.
+    pub sdp: String,
+    /// Tracks now published from this offer.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// One m-line of a server offer and what it will carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedTrack {
+    /// The mid in our offer.
+    pub mid: String,
+    /// The producer currently feeding it (None when the publisher unpublished it).
+    pub track: Option<TrackId>,
+    /// Whose track it is.
+    pub publisher: ParticipantId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Camera, microphone or screen.
+    pub source: Source,
+}
+
+/// Why a participant was removed by the core itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    /// ICE consent lost (abrupt disconnect).
+    ConsentTimeout,
+    /// A transport never connected.
+    ConnectTimeout,
+    /// A transport failed (str0m error).
+    TransportFailed,
+}
+
+/// Events for signaling.
+#[derive(Debug, Clone)]
+pub enum SfuEvent {
+    /// Send this offer to the participant's subscriber PC.
+    SubscriberOffer {
+        /// To whom.
+        participant: ParticipantId,
+        /// The SDP offer.
+        sdp: String,
+        /// Mapping of every active m-line.
+        tracks: Vec<OfferedTrack>,
+    },
+    /// A track was published.
+    TrackPublished {
+        /// Room name.
+        room: Arc<str>,
+        /// The track.
+        track: TrackInfo,
+    },
+    /// A track was unpublished.
+    TrackUnpublished {
+        /// Room name.
+        room: Arc<str>,
+        /// Publisher.
+        participant: ParticipantId,
+        /// The track.
+        track: TrackId,
+    },
+    /// A track was muted or unmuted.
+    TrackMuted {
+        /// Room name.
+        room: Arc<str>,
+        /// Publisher.
+        participant: ParticipantId,
+        /// The track.
+        track: TrackId,
+        /// New state.
+        muted: bool,
+    },
+    /// The core removed a participant on its own (its state is already freed).
+    ParticipantRemoved {
+        /// Room name.
+        room: Arc<str>,
+        /// Who.
+        participant: ParticipantId,
+        /// Why.
+        reason: RemovalReason,
+    },
+    /// The set of active speakers in a room changed (loudest first, level 0..1).
+    ActiveSpeakers {
+        /// Room name.
+        room: Arc<str>,
+        /// Speakers.
+        speakers: Vec<(ParticipantId, f32)>,
+    },
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Index of the local port (into the shard's port list) to send from.
+    pub port_idx: usize,
+    /// Destination.
+    pub destination: SocketAddr,
+    /// Bytes.
+    pub data: Vec<u8>,
+}

@@ -1,0 +1,198 @@
+//! Forwarding one RTP packet from a producer to its consumers, and key-frame requests
+//! going the other way (subscriber PLI/FIR to the publisher, throttled and coalesced).
+
+use std::time::Instant;
+
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::rtp::RtpPacket;
+
+use super::consumer::{Incoming, Verdict};
+use super::speakers::SPEAKING_DBOV;
+use super::*;
+use crate::ids::{TrackId, TransportId};
+
+impl ShardCore {
+    /// Forward one RTP packet from publisher transport `from` to every consumer.
+    pub(super) fn forward(&mut self, from: TransportId, pkt: RtpPacket, now: Instant) {
+        let Some(t) = self.transports.get_mut(&from) else {
+            return;
+        };
+        let TransportKind::Publisher { by_mid } = &t.kind else {
+            return;
+        };
+        let ssrc = pkt.header.ssrc;
+        let Some((mid, rid)) = t
+            .rtc
+            .direct_api()
+            .stream_rx(&ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
+            return;
+        };
+        let Some(&track) = by_mid.get(&mid) else {
+            return; // an m-line the client did not name as a track
+        };
+        let in_pt = pkt.header.payload_type;
+        let in_params: Option<PayloadParams> = t
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.pt() == in_pt)
+            .copied();
+        let Some(in_params) = in_params else {
+            return;
+        };
+        let Some(p) = self.producers.get_mut(&track) else {
+            return;
+        };
+        if let Some(level) = pkt.header.ext_vals.audio_level {
+            // dBov (0 loudest, -127 silence); decided over the whole window, not sampled.
+            let dbov = f32::from(level.min(0));
+            let lin = 10f32.powf(dbov / 20.0);
+            p.peak = p.peak.max(lin);
+            if dbov >= SPEAKING_DBOV {
+                p.last_loud_at = Some(now);
+            }
+        }
+        let is_video = p.info.kind == MediaKind::Video;
+        let clock_rate = p.clock_rate;
+        // Simulcast: account the layer; whether this packet starts a key frame decides
+        // where consumers may switch layers.
+        let keyframe = match rid {
+            Some(r) => {
+                p.layers.observe(r, pkt.payload.len(), now);
+                is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload)
+            }
+            None => false,
+        };
+        let mut ext = pkt.header.ext_vals.clone();
+        ext.mid = None;
+        ext.rid = None;
+        ext.rid_repair = None;
+        ext.transport_cc = None;
+        let incoming = Incoming {
+            track,
+            rid,
+            keyframe,
+            in_pt,
+            in_params,
+            is_video,
+            clock_rate,
+            ext,
+        };
+        let key = (p.info.participant, p.info.source);
+        let mut want_keyframe = false;
+        for &sub in &p.consumers {
+            let Some(st) = self.transports.get_mut(&sub) else {
+                continue;
+            };
+            let TransportKind::Subscriber { consumers, .. } = &mut st.kind else {
+                continue;
+            };
+            let Some(c) = consumers.get_mut(&key) else {
+                continue;
+            };
+            // Decide: does this consumer get this packet? (The allocator's side.)
+            match c.decide(&incoming, &p.layers) {
+                Verdict::Send => {}
+                Verdict::Skip => continue,
+                Verdict::SkipWantKeyframe => {
+                    want_keyframe = true;
+                    continue;
+                }
+            }
+            // Apply: translate (payload type, sequence, timestamp) and write.
+            if c.write(&mut st.rtc, st.participant, &incoming, &pkt, now) {
+                self.stats.rtp_forwarded += 1;
+                if !st.dirty {
+                    st.dirty = true;
+                    self.dirty.push(sub);
+                }
+            }
+        }
+        if want_keyframe && let Some(r) = rid {
+            self.request_layer_keyframe(track, r, now);
+        }
+    }
+
+    pub(super) fn on_keyframe_request(&mut self, sub: TransportId, mid: Mid, now: Instant) {
+        let Some(t) = self.transports.get(&sub) else {
+            return;
+        };
+        let TransportKind::Subscriber {
+            consumers, by_mid, ..
+        } = &t.kind
+        else {
+            return;
+        };
+        let Some(c) = by_mid.get(&mid).and_then(|k| consumers.get(k)) else {
+            return;
+        };
+        match (c.producer, c.sel.current) {
+            (Some(p), Some(layer)) => self.request_layer_keyframe(p, layer, now),
+            (Some(p), None) => self.request_keyframe(p, now),
+            _ => {}
+        }
+    }
+
+    /// Ask the publisher of `producer` for a keyframe, at most once per interval.
+    pub(super) fn request_keyframe(&mut self, producer: TrackId, now: Instant) {
+        let interval = self.cfg.keyframe_request_interval;
+        let Some(p) = self.producers.get_mut(&producer) else {
+            return;
+        };
+        if p.info.kind != MediaKind::Video {
+            return;
+        }
+        if p.last_keyframe_request
+            .is_some_and(|at| now < at + interval)
+        {
+            p.keyframe_pending = true;
+            self.stats.keyframe_requests_throttled += 1;
+            return;
+        }
+        p.last_keyframe_request = Some(now);
+        p.keyframe_pending = false;
+        if !p.layers.is_empty() {
+            let rids: Vec<Rid> = p.layers.rids().collect();
+            for r in rids {
+                self.request_layer_keyframe(producer, r, now);
+            }
+            return;
+        }
+        let (tid, mid) = (p.transport, p.mid);
+        if let Some(t) = self.transports.get_mut(&tid) {
+            if let Some(rx) = t.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                self.stats.keyframe_requests += 1;
+                self.mark_dirty(tid);
+            } else {
+                // No packet seen yet: try again next tick.
+                p.keyframe_pending = true;
+                p.last_keyframe_request = None;
+            }
+        }
+    }
+
+    /// A key frame on one simulcast layer (throttled per layer).
+    pub(super) fn request_layer_keyframe(&mut self, producer: TrackId, rid: Rid, now: Instant) {
+        let interval = self.cfg.keyframe_request_interval;
+        let Some(p) = self.producers.get_mut(&producer) else {
+            return;
+        };
+        if !p.layers.may_request_keyframe(rid, interval, now) {
+            self.stats.keyframe_requests_throttled += 1;
+            return;
+        }
+        let (tid, mid) = (p.transport, p.mid);
+        if let Some(t) = self.transports.get_mut(&tid)
+            && let Some(rx) = t.rtc.direct_api().stream_rx_by_mid(mid, Some(rid))
+        {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.stats.keyframe_requests += 1;
+            self.mark_dirty(tid);
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Subscriber negotiation: consumers attached to and stopped on a subscriber transport,
+//! and the server offers that tell the browser. M-lines are never rejected: a departed
+//! publisher's go `inactive` and are recycled for the next consumer of their kind (see
+//! [`Slot`]); ICE restarts ride on the same offers.
+
+use str0m::media::{Direction, MediaKind, Mid};
+use tracing::info;
+
+use super::rewrite::Rewriter;
+use super::simulcast::Selection;
+use super::*;
+use crate::ids::{ParticipantId, TrackId, TransportId};
+
+impl ShardCore {
+    /// Give `producer` a consumer in subscriber transport `sub` (re-using a parked
+    /// consumer of the same publisher and source, so the subscriber's stream continues).
+    pub(super) fn attach_consumer(&mut self, producer: TrackId, sub: TransportId) {
+        let Some(p) = self.producers.get_mut(&producer) else {
+            return;
+        };
+        let Some(t) = self.transports.get_mut(&sub) else {
+            return;
+        };
+        let TransportKind::Subscriber { consumers, .. } = &mut t.kind else {
+            return;
+        };
+        let key = (p.info.participant, p.info.source);
+        let c = consumers.entry(key).or_insert_with(|| Consumer {
+            mid: Mid::from(""),
+            publisher: p.info.participant,
+            source: p.info.source,
+            kind: p.info.kind,
+            producer: None,
+            active: false,
+            rewriter: Rewriter::new(t.rng.u16(1..0x7fff)),
+            pt_map: Vec::new(),
+            warned_codec: false,
+            sel: Selection::default(),
+            group: p.info.participant,
+        });
+        c.producer = Some(producer);
+        c.pt_map.clear();
+        c.rewriter.switch_source();
+        c.sel.current = None;
+        let reattached = c.active;
+        if !p.consumers.contains(&sub) {
+            p.consumers.push(sub);
+        }
+        if reattached {
+            // Already negotiated (a re-publish): the new source needs a keyframe.
+            p.keyframe_pending = true;
+        }
+    }
+
+    pub(super) fn stop_consumers_of(&mut self, sub: TransportId, publisher: ParticipantId) {
+        let Some(t) = self.transports.get_mut(&sub) else {
+            return;
+        };
+        let TransportKind::Subscriber {
+            consumers,
+            by_mid,
+            to_stop,
+            ..
+        } = &mut t.kind
+        else {
+            return;
+        };
+        let keys: Vec<_> = consumers
+            .keys()
+            .filter(|k| k.0 == publisher)
+            .copied()
+            .collect();
+        for k in keys {
+            if let Some(c) = consumers.remove(&k)
+                && by_mid.remove(&c.mid).is_some()
+            {
+                to_stop.push(Slot {
+                    mid: c.mid,
+                    kind: c.kind,
+                    group: c.group,
+                    rewriter: c.rewriter,
+                });
+            }
+        }
+    }
+
+    /// Make a new server offer for subscriber transport `tid` if something changed and
+    /// no offer is outstanding.
+    ///
+    /// New consumers take over free (inactive, answered) m-lines of their kind before new
+    /// m-lines are added; departed publishers' m-lines go `inactive` and become free once
+    /// this offer is answered, so one offer never both retires and reuses an m-line (the
+    /// client sees the old track end before a new one starts on that mid).
+    pub(super) fn negotiate(&mut self, tid: TransportId) {
+        let Some(t) = self.transports.get_mut(&tid) else {
+            return;
+        };
+        let participant = t.participant;
+        let TransportKind::Subscriber {
+            consumers,
+            by_mid,
+            pending_offer,
+            renegotiate,
+            to_stop,
+            stopping,
+            free,
+            ice_restart,
+        } = &mut t.kind
+        else {
+            return;
+        };
+        if pending_offer.is_some() {
+            *renegotiate = true;
+            return;
+        }
+        *renegotiate = false;
+        let mut api = t.rtc.sdp_api();
+        let mut keys: Vec<_> = consumers
+            .iter()
+            .filter(|(_, c)| c.mid.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort();
+        for k in keys {
+            let (own, busy): (Vec<_>, Vec<_>) = {
+                let placed = consumers.iter().filter(|(_, c)| !c.mid.is_empty());
+                let own = placed
+                    .clone()
+                    .filter(|(ck, _)| ck.0 == k.0)
+                    .map(|(_, c)| c.group)
+                    .collect();
+                (own, placed.map(|(_, c)| c.group).collect())
+            };
+            let c = consumers.get_mut(&k).expect("key from the map");
+            match take_slot(free, c.kind, &own, &busy) {
+                Some(slot) => {
+                    c.mid = slot.mid;
+                    c.group = slot.group;
+                    c.rewriter = slot.rewriter;
+                    c.rewriter.switch_source();
+                    api.set_direction(slot.mid, Direction::SendOnly);
+                }
+                None => {
+                    let stream = format!("{}", c.publisher);
+                    let track = format!("{}-{}", c.publisher, c.source.as_str());
+                    c.mid =
+                        api.add_media(c.kind, Direction::SendOnly, Some(stream), Some(track), None);
+                }
+            }
+            by_mid.insert(c.mid, k);
+        }
+        for slot in to_stop.drain(..) {
+            api.set_direction(slot.mid, Direction::Inactive);
+            stopping.push(slot);
+        }
+        let restart_ufrag = std::mem::take(ice_restart).then(|| api.ice_restart(true).ufrag);
+        if !api.has_changes() {
+            // Nothing to tell the client: what was to stop is free already.
+            free.append(stopping);
+            return;
+        }
+        let Some((offer, pending)) = api.apply() else {
+            free.append(stopping);
+            return;
+        };
+        *pending_offer = Some(pending);
+        let mut tracks: Vec<OfferedTrack> = consumers
+            .values()
+            .map(|c| OfferedTrack {
+                mid: c.mid.to_string(),
+                track: c.producer,
+                publisher: c.publisher,
+                kind: c.kind,
+                source: c.source,
+            })
+            .collect();
+        tracks.sort_by(|a, b| a.mid.cmp(&b.mid));
+        self.events.push_back(SfuEvent::SubscriberOffer {
+            participant,
+            sdp: offer.to_sdp_string(),
+            tracks,
+        });
+        if let Some(ufrag) = restart_ufrag {
+            // str0m takes the new credentials when the answer arrives, but the browser
+            // checks with them as soon as it has applied the offer: route them now.
+            self.index.add_ufrag(&ufrag, tid);
+            if let Some(t) = self.transports.get_mut(&tid)
+                && let Some(old) = t.next_ufrag.replace(ufrag)
+            {
+                self.index.remove_ufrag(&old);
+            }
+        }
+    }
+
+    /// After an ICE restart (ours or the client's) the transport has a new local ufrag:
+    /// route STUN naming it to the transport. Learned addresses stay valid.
+    pub(super) fn reindex_ufrag(&mut self, tid: TransportId) {
+        let Some(t) = self.transports.get_mut(&tid) else {
+            return;
+        };
+        let ufrag = t.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag == t.ufrag {
+            return;
+        }
+        self.index.remove_ufrag(&t.ufrag);
+        if let Some(next) = t.next_ufrag.take()
+            && next != ufrag
+        {
+            self.index.remove_ufrag(&next);
+        }
+        self.index.add_ufrag(&ufrag, tid);
+        info!(transport = tid.0, participant = %t.participant, "ICE restarted");
+        t.ufrag = ufrag;
+        self.stats.ice_restarts += 1;
+    }
+}
+
+/// Take a free m-line of `kind` for a new consumer. Preferred: one of the msid stream the
+/// publisher's other consumers already use (`own`), then one of a stream no live consumer
+/// uses (`busy` lists the streams in use), then the oldest free one.
+pub(super) fn take_slot(
+    free: &mut Vec<Slot>,
+    kind: MediaKind,
+    own: &[ParticipantId],
+    busy: &[ParticipantId],
+) -> Option<Slot> {
+    let pos = free
+        .iter()
+        .position(|s| s.kind == kind && own.contains(&s.group))
+        .or_else(|| {
+            free.iter()
+                .position(|s| s.kind == kind && !busy.contains(&s.group))
+        })
+        .or_else(|| free.iter().position(|s| s.kind == kind))?;
+    Some(free.remove(pos))
+}
