@@ -6,7 +6,10 @@
 # carried media), proctors got every focus event, the server's metrics and /proc figures
 # were read; with 5 % of datagrams dropped towards the listeners (test impairment), NACK +
 # retransmission repairs the video (audio is not retransmitted, as in browsers); with
-# simulcast, receivers change layers only at key frames (never interleaved). Run it inside the loopback-only namespace:
+# simulcast, receivers change layers only at key frames (never interleaved); after a network
+# switch (one participant's peers move to new UDP ports and restart ICE), video from and to
+# it resumes, it stays the same participant (no participantLeft, same id in the others'
+# offers, same track ids) and the server counted both restarts. Run it inside the loopback-only namespace:
 #   STUDYROOM_BIN=target/release/studyroom LOADTEST_BIN=target/release/studyroom-loadtest \
 #     bash scripts/netns_run.sh bash scripts/loadgen-smoke.sh
 set -euo pipefail
@@ -77,6 +80,36 @@ if s.get("impair_loss_pct"):
 if s["media"].get("simulcast"):
     if m["simulcast_layer_switches_mid_frame"]:
         problems.append(f"simulcast layers interleaved: {m['simulcast_layer_switches_mid_frame']} mid-frame layer changes")
+if name == "switch":
+    w = s.get("switch") or {}
+    if not w.get("performed") or w.get("error"):
+        problems.append(f"switch not performed: {w.get('error')}")
+    ack = w.get("restart_ice_ack")
+    if not (isinstance(ack, dict) and ack.get("ok") is True):
+        problems.append(f"restartIce ack: {ack}")
+    if not w.get("watchers"):
+        problems.append("no watcher gap measured")
+    for row in w.get("watchers", []) + w.get("own_receive", []):
+        if row["gap_ms"] is None:
+            problems.append(f"no gap measured for {row['from']} -> participant {row['pid']}")
+        elif not row["resumed"] or row["packets_after_gap"] < 30:
+            problems.append(f"video {row['from']} -> participant {row['pid']} did not resume after the switch "
+                            f"(gap {row['gap_ms']:.0f} ms, {row['packets_after_gap']} packets after it)")
+    if w.get("participant_left_in_window"):
+        problems.append(f"participantLeft during the window: {w['participant_left_in_window']}")
+    if w.get("same_participant_in_offers") is not True:
+        problems.append("the others' offers no longer map the switcher's video to its participant id")
+    if w.get("track_ids_kept") is not True:
+        problems.append(f"the restart publish changed the track ids: {w.get('track_ids_kept')}")
+    for pc in ("publisher", "subscriber"):
+        if w.get("ice_back_ms", {}).get(pc) is None:
+            problems.append(f"the switcher's {pc} connection did not reconnect through an ICE restart")
+    if (s["server_window"].get("ice_restarts") or 0) < 2:
+        problems.append(f"studyroom_ice_restarts_total rose by {s['server_window'].get('ice_restarts')}, want >= 2")
+    if not problems:
+        print(f"ok switch: watcher gap max {w['max_watcher_gap_ms']:.0f} ms, switcher's own max "
+              f"{w['max_own_gap_ms']:.0f} ms, ICE back pub/sub {w['ice_back_ms']['publisher']:.0f}/"
+              f"{w['ice_back_ms']['subscriber']:.0f} ms")
 srv, sw = s["server"], s["server_window"]
 if not srv or srv["cpu_seconds"] is None or not srv["peak_rss_mib"]:
     problems.append(f"server /proc figures missing: {srv}")
@@ -100,8 +133,9 @@ run lecture lecture --rooms 1 --per-room 8 --ramp 50 --seconds 2 || fail=1
 run churn churn --rooms 2 --per-room 3 --ramp 50 --stay 2.5 --seconds 5 || fail=1
 run lecture-impaired lecture --rooms 1 --per-room 4 --ramp 50 --seconds 3 --impair-loss 5 || fail=1
 run proctoring proctoring --rooms 1 --per-room 3 --ramp 50 --focus-interval 0.5 --seconds 2 || fail=1
+run switch switch --participants 3 --ramp 50 --seconds 4 --switch-at 1.5 || fail=1
 if [ "$fail" -ne 0 ]; then
   echo "loadgen smoke: FAILED" >&2
   exit 1
 fi
-echo "loadgen smoke: 6 runs passed"
+echo "loadgen smoke: 7 runs passed"

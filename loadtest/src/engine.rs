@@ -22,6 +22,16 @@
 //! see every RTP packet (loss, jitter and end-to-end latency are per packet).
 //! Publishers answer PLI (str0m `KeyframeRequest`) with a key frame on the next frame;
 //! video is written `nackable`, so str0m's RTX cache answers NACKs.
+//!
+//! A network switch ([`EngineHandle::rebind`]) gives a connection a new socket on a new
+//! port, as a laptop moving from Wi-Fi to a phone's hotspot gets a new address: the old
+//! socket is closed (whatever the SFU still sends there is lost) and its host candidate
+//! invalidated, so the old ICE session has no path left and only an ICE restart through
+//! the signaling brings the media back. The new host candidate joins the restarted
+//! session, never the old one: otherwise the old session could find the new path by
+//! itself and the restart would not be what is measured. Every received video m-line
+//! keeps interarrival gaps around a mark ([`crate::gaps`]) so the scenario can say how
+//! long the others' view froze.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -38,9 +48,10 @@ use str0m::media::SimulcastLayer;
 use str0m::media::{Direction, ExtensionValues, MediaKind, Mid, Pt, Rid, Simulcast};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::oneshot;
 
+use crate::gaps::{GapReport, GapTracker};
 use crate::payload::{self, Stamp};
 use crate::stats::Histogram;
 
@@ -126,6 +137,13 @@ pub struct PartReport {
     pub pub_connected: bool,
     /// Subscriber connection connected.
     pub sub_connected: bool,
+    /// Video gaps per received m-line (mid), as of the report (see [`crate::gaps`]).
+    pub video_gaps: HashMap<String, GapReport>,
+    /// After a rebind: ms from the rebind until the publisher connection's restarted ICE
+    /// session was connected again.
+    pub pub_ice_back_ms: Option<f64>,
+    /// The same for the subscriber connection.
+    pub sub_ice_back_ms: Option<f64>,
 }
 
 /// All media results of one engine.
@@ -156,6 +174,15 @@ enum Cmd {
     },
     Close {
         pid: u64,
+    },
+    Rebind {
+        pid: u64,
+        publisher: bool,
+        subscriber: bool,
+        reply: oneshot::Sender<anyhow::Result<Option<String>>>,
+    },
+    MarkGaps {
+        at: Instant,
     },
     Report {
         reply: oneshot::Sender<EngineReport>,
@@ -203,6 +230,33 @@ impl EngineHandle {
         rx.await.map_err(|_| anyhow!("media engine stopped"))?
     }
 
+    /// Network switch of `pid`: give its publisher and/or subscriber connection a new
+    /// socket (new local port), drop the old one, and start an ICE restart. Returns the
+    /// publisher's restart offer (new ICE credentials, same m-lines) when the publisher
+    /// was rebound: send it as the usual `publish` and apply the answer with
+    /// [`Self::publish_answer`]. The subscriber's restart completes when the server's
+    /// next offer (with new credentials) is applied with [`Self::subscribe_offer`].
+    pub async fn rebind(
+        &self,
+        pid: u64,
+        publisher: bool,
+        subscriber: bool,
+    ) -> anyhow::Result<Option<String>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Rebind {
+            pid,
+            publisher,
+            subscriber,
+            reply,
+        })?;
+        rx.await.map_err(|_| anyhow!("media engine stopped"))?
+    }
+
+    /// Mark every received video m-line's gap tracker at `at` (see [`crate::gaps`]).
+    pub fn mark_gaps(&self, at: Instant) {
+        let _ = self.send(Cmd::MarkGaps { at });
+    }
+
     /// Close `pid`'s connections (its results are kept for the report).
     pub fn close(&self, pid: u64) {
         let _ = self.send(Cmd::Close { pid });
@@ -245,6 +299,7 @@ pub fn spawn(
         free: Vec::new(),
         by_key: HashMap::new(),
         parts: HashMap::new(),
+        gap_mark: None,
         latency: Histogram::default(),
         send_drops: 0,
     };
@@ -277,6 +332,8 @@ struct PubState {
 
 struct RxStream {
     video: bool,
+    /// Its m-line (video gaps are kept per mid).
+    mid: Option<Mid>,
     /// Simulcast layer of the last stamped packet.
     layer: Option<u8>,
     max_seq: u64,
@@ -296,11 +353,27 @@ struct Pc {
     pending: Option<SdpPendingOffer>,
     publisher: Option<PubState>,
     streams: HashMap<Ssrc, RxStream>,
+    /// The `a=ice-ufrag` of the last remote description applied: a new one in a server
+    /// offer is an ICE restart.
+    remote_ufrag: Option<String>,
+    /// Set by a rebind until the restarted session is connected.
+    switch: Option<Switch>,
+}
+
+/// A connection's network switch in progress.
+struct Switch {
+    at: Instant,
+    /// The new socket's host candidate, for the restarted session (None once added).
+    candidate: Option<Candidate>,
+    /// The ICE agent restarted (it went back to checking).
+    restarted: bool,
 }
 
 #[derive(Default)]
 struct Part {
     report: PartReport,
+    /// Per received video mid.
+    gaps: HashMap<Mid, GapTracker>,
 }
 
 struct Engine {
@@ -314,6 +387,8 @@ struct Engine {
     free: Vec<usize>,
     by_key: HashMap<(u64, bool), usize>,
     parts: HashMap<u64, Part>,
+    /// The last [`Cmd::MarkGaps`] (trackers created later count from it).
+    gap_mark: Option<Instant>,
     latency: Histogram,
     send_drops: u64,
 }
@@ -376,6 +451,22 @@ impl Engine {
                         }
                     }
                 }
+                Cmd::Rebind {
+                    pid,
+                    publisher,
+                    subscriber,
+                    reply,
+                } => {
+                    let _ = reply.send(self.rebind(pid, publisher, subscriber));
+                }
+                Cmd::MarkGaps { at } => {
+                    self.gap_mark = Some(at);
+                    for part in self.parts.values_mut() {
+                        for g in part.gaps.values_mut() {
+                            g.mark(at);
+                        }
+                    }
+                }
                 Cmd::Report { reply } => {
                     let _ = reply.send(self.report());
                 }
@@ -385,13 +476,18 @@ impl Engine {
         true
     }
 
-    fn new_pc(&mut self, pid: u64, subscriber: bool) -> anyhow::Result<usize> {
-        let now = Instant::now();
+    /// A non-blocking UDP socket on `--bind-ip`, a port of the kernel's choice.
+    fn bind_socket(&self) -> anyhow::Result<(UdpSocket, SocketAddr)> {
         let std_sock = std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, 0))
             .context("bind a client UDP socket")?;
         std_sock.set_nonblocking(true)?;
         let local = std_sock.local_addr()?;
-        let mut sock = UdpSocket::from_std(std_sock);
+        Ok((UdpSocket::from_std(std_sock), local))
+    }
+
+    fn new_pc(&mut self, pid: u64, subscriber: bool) -> anyhow::Result<usize> {
+        let now = Instant::now();
+        let (mut sock, local) = self.bind_socket()?;
         // The SFU's DTLS provider: one validated DTLS config for all peers instead of a
         // crypto self-test per peer connection (sfu/src/dtls.rs).
         let mut b = Rtc::builder()
@@ -423,6 +519,8 @@ impl Engine {
             pending: None,
             publisher: None,
             streams: HashMap::new(),
+            remote_ufrag: None,
+            switch: None,
         });
         self.by_key.insert((pid, subscriber), i);
         self.parts.entry(pid).or_default();
@@ -441,6 +539,52 @@ impl Engine {
             }
             self.free.push(i);
         }
+    }
+
+    /// See [`EngineHandle::rebind`].
+    fn rebind(
+        &mut self,
+        pid: u64,
+        publisher: bool,
+        subscriber: bool,
+    ) -> anyhow::Result<Option<String>> {
+        let mut offer = None;
+        for sub in [false, true] {
+            if !(if sub { subscriber } else { publisher }) {
+                continue;
+            }
+            let i = *self
+                .by_key
+                .get(&(pid, sub))
+                .with_context(|| format!("participant {pid} has no such connection"))?;
+            let (mut sock, local) = self.bind_socket()?;
+            let registry = self.poll.registry();
+            let pc = self.pcs[i].as_mut().context("closed")?;
+            registry.register(&mut sock, Token(i), Interest::READABLE)?;
+            let mut old = std::mem::replace(&mut pc.sock, sock);
+            let _ = registry.deregister(&mut old);
+            // Closing it is the point: the old address is gone with the old network.
+            drop(old);
+            let old_candidate = Candidate::host(pc.local, "udp").context("host candidate")?;
+            pc.rtc.direct_api().invalidate_candidate(&old_candidate);
+            pc.local = local;
+            pc.switch = Some(Switch {
+                at: Instant::now(),
+                candidate: Some(Candidate::host(local, "udp").context("host candidate")?),
+                restarted: false,
+            });
+            if !sub {
+                // New credentials, no candidates kept: the new host candidate is added
+                // once the answer has restarted the session (`publisher_answer`). An
+                // ICE-lite server needs none in the offer, it answers our checks.
+                let mut api = pc.rtc.sdp_api();
+                api.ice_restart(false);
+                let (o, pending) = api.apply().context("no ICE restart offer")?;
+                pc.pending = Some(pending);
+                offer = Some(o.to_sdp_string());
+            }
+        }
+        Ok(offer)
     }
 
     fn create_publisher(&mut self, pid: u64) -> anyhow::Result<PublishOffer> {
@@ -529,6 +673,17 @@ impl Engine {
             .sdp_api()
             .accept_answer(pending, answer)
             .context("accept answer")?;
+        let ufrag = ice_ufrag(sdp);
+        if ufrag != pc.remote_ufrag
+            && let Some(c) = pc.switch.as_mut().and_then(|s| s.candidate.take())
+        {
+            // New remote credentials: the answer restarted the session without local
+            // candidates, the new socket's address is its only one. (An answer with the
+            // old credentials restarted nothing; the candidate then stays out of the
+            // old session, see the module docs.)
+            pc.rtc.add_local_candidate(c);
+        }
+        pc.remote_ufrag = ufrag;
         let params = pc.rtc.codec_config().params().to_vec();
         let vpt = params.iter().find(|p| p.spec().codec == Codec::Vp8);
         let apt = params.iter().find(|p| p.spec().codec == Codec::Opus);
@@ -544,6 +699,7 @@ impl Engine {
             &mut self.latency,
             &mut self.send_drops,
             &mut self.parts,
+            self.gap_mark,
             now,
         );
         Ok(())
@@ -556,11 +712,23 @@ impl Engine {
         };
         let pc = self.pcs[i].as_mut().context("closed")?;
         let offer = SdpOffer::from_sdp_string(sdp).context("parse offer")?;
+        let ufrag = ice_ufrag(sdp);
+        if pc.remote_ufrag.is_some()
+            && ufrag != pc.remote_ufrag
+            && let Some(c) = pc.switch.as_mut().and_then(|s| s.candidate.take())
+        {
+            // New remote credentials: str0m restarts ICE inside `accept_offer`, keeping
+            // the local candidates (the old one is invalidated), so the new one is added
+            // just before: it belongs to the restarted session and is in our answer. No
+            // poll happens in between, so the old session never uses it.
+            pc.rtc.add_local_candidate(c);
+        }
         let answer = pc
             .rtc
             .sdp_api()
             .accept_offer(offer)
             .context("accept offer")?;
+        pc.remote_ufrag = ufrag;
         let now = Instant::now();
         Self::drain(
             pc,
@@ -568,6 +736,7 @@ impl Engine {
             &mut self.latency,
             &mut self.send_drops,
             &mut self.parts,
+            self.gap_mark,
             now,
         );
         Ok(answer.to_sdp_string())
@@ -595,6 +764,7 @@ impl Engine {
                 &mut self.latency,
                 &mut self.send_drops,
                 &mut self.parts,
+                self.gap_mark,
                 now,
             );
         }
@@ -632,6 +802,7 @@ impl Engine {
                     &mut self.latency,
                     &mut self.send_drops,
                     &mut self.parts,
+                    self.gap_mark,
                     now,
                 );
             }
@@ -647,6 +818,7 @@ impl Engine {
         latency: &mut Histogram,
         send_drops: &mut u64,
         parts: &mut HashMap<u64, Part>,
+        gap_mark: Option<Instant>,
         now: Instant,
     ) {
         loop {
@@ -661,6 +833,11 @@ impl Engine {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
+                    if t.source != pc.local {
+                        // Sent from the address a rebind took away (the old session's
+                        // path): that network is gone, so is the datagram.
+                        continue;
+                    }
                     if pc.sock.send_to(&t.contents, t.destination).is_err() {
                         *send_drops += 1;
                     }
@@ -676,6 +853,26 @@ impl Engine {
                             r.pub_connected = true;
                         }
                     }
+                    Event::IceConnectionStateChange(state) => {
+                        if let Some(sw) = pc.switch.as_mut() {
+                            match state {
+                                IceConnectionState::Checking => sw.restarted = true,
+                                IceConnectionState::Connected | IceConnectionState::Completed
+                                    if sw.restarted =>
+                                {
+                                    let back = ms_since(sw.at, now);
+                                    let r = &mut parts.entry(pc.pid).or_default().report;
+                                    if pc.subscriber {
+                                        r.sub_ice_back_ms = Some(back);
+                                    } else {
+                                        r.pub_ice_back_ms = Some(back);
+                                    }
+                                    pc.switch = None;
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
                     Event::KeyframeRequest(req) => {
                         if let Some(ps) = pc.publisher.as_mut()
                             && req.mid == ps.video_mid
@@ -687,7 +884,8 @@ impl Engine {
                     }
                     Event::RtpPacket(p) => {
                         let arrived = Instant::now();
-                        let r = &mut parts.entry(pc.pid).or_default().report;
+                        let part = parts.entry(pc.pid).or_default();
+                        let r = &mut part.report;
                         if r.first_media.is_none() {
                             r.first_media = Some(arrived);
                         }
@@ -718,6 +916,7 @@ impl Engine {
                                 live.rx_expected.fetch_add(1, Ordering::Relaxed);
                                 pc.streams.entry(p.header.ssrc).or_insert(RxStream {
                                     video,
+                                    mid,
                                     layer: None,
                                     max_seq: seq,
                                     received: 0,
@@ -729,6 +928,12 @@ impl Engine {
                         st.received += 1;
                         if st.video {
                             r.video_rx_packets += 1;
+                            if let Some(mid) = st.mid {
+                                part.gaps
+                                    .entry(mid)
+                                    .or_insert_with(|| GapTracker::new(gap_mark))
+                                    .packet(arrived);
+                            }
                         }
                         if seq > st.max_seq {
                             let gap = seq - st.max_seq;
@@ -769,10 +974,19 @@ impl Engine {
     }
 
     fn report(&self) -> EngineReport {
+        let now = Instant::now();
         let mut parts: HashMap<u64, PartReport> = self
             .parts
             .iter()
-            .map(|(k, v)| (*k, v.report.clone()))
+            .map(|(k, v)| {
+                let mut r = v.report.clone();
+                r.video_gaps = v
+                    .gaps
+                    .iter()
+                    .map(|(mid, g)| (mid.to_string(), g.report(now)))
+                    .collect();
+                (*k, r)
+            })
             .collect();
         // Jitter lives on the open connections' streams.
         for pc in self.pcs.iter().flatten() {
@@ -786,6 +1000,17 @@ impl Engine {
             send_drops: self.send_drops,
         }
     }
+}
+
+/// The first `a=ice-ufrag:` of an SDP.
+fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
+}
+
+fn ms_since(from: Instant, to: Instant) -> f64 {
+    to.saturating_duration_since(from).as_secs_f64() * 1000.0
 }
 
 /// Mean interarrival jitter of a connection's received streams, ms.
@@ -1033,3 +1258,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod rebind_tests;

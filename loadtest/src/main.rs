@@ -1,6 +1,6 @@
 //! `studyroom-loadtest`: load generation for studyroom.
 //!
-//! - `meeting`, `lecture`, `churn`, `proctoring`: simulated browsers against a running
+//! - `meeting`, `lecture`, `churn`, `proctoring`, `switch`: simulated browsers against a running
 //!   studyroom, through the real protocol (Socket.IO `/study`, two str0m peer connections
 //!   each, synthetic Opus + VP8 carrying send stamps). See [`scenario`] for the timeline
 //!   and [`engine`] for how many peers share a thread.
@@ -8,6 +8,7 @@
 
 mod engine;
 mod fanout;
+mod gaps;
 mod payload;
 mod scenario;
 mod sio;
@@ -41,8 +42,9 @@ struct Common {
     /// Rooms.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
-    /// Participants per room (lecture: listeners; proctoring: learners; meeting default 6).
-    #[arg(long)]
+    /// Participants per room (lecture: listeners; proctoring: learners; meeting default 6,
+    /// switch 3).
+    #[arg(long, visible_alias = "participants")]
     per_room: Option<usize>,
     /// Joins per second while ramping up.
     #[arg(long, default_value_t = 20.0)]
@@ -119,6 +121,27 @@ enum Cmd {
         #[arg(long, default_value_t = 3.0)]
         focus_interval: f64,
     },
+    /// A meeting (default 3) in which one participant switches networks mid-window: its
+    /// peer connections move to new UDP ports and restart ICE (`publish` again, and
+    /// `restartIce`). Reports the video gap every watcher saw, and the switcher's.
+    Switch {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds into the measured window (--seconds) at which it switches.
+        #[arg(long, default_value_t = 4.0)]
+        switch_at: f64,
+        /// Which of its peer connections move.
+        #[arg(long, value_enum, default_value_t = scenario::SwitchPc::Both)]
+        switch_pc: scenario::SwitchPc,
+        /// Who switches: the n-th participant to join (1 = the first).
+        #[arg(long, default_value_t = 1)]
+        switcher: u64,
+        /// Milliseconds between the new sockets and the ICE restart (0: the client hears
+        /// of the network change at once; a client that waits for ICE `disconnected`
+        /// restarts later).
+        #[arg(long, default_value_t = 0)]
+        restart_after_ms: u64,
+    },
     /// One publisher to N subscribers through an in-process SFU; SFU CPU per forwarded packet.
     Fanout {
         /// Subscribers.
@@ -162,6 +185,7 @@ fn run_cfg(
         scenario::Kind::Meeting | scenario::Kind::Proctoring => 6,
         scenario::Kind::Lecture => 50,
         scenario::Kind::Churn => 4,
+        scenario::Kind::Switch => 3,
     });
     if !matches!(c.simulcast, 1 | 3) {
         bail!("--simulcast takes 1 or 3");
@@ -200,6 +224,7 @@ fn run_cfg(
         metrics_url: c.metrics_url,
         json: c.json,
         impair_loss: c.impair_loss,
+        switch: None,
     })
 }
 
@@ -210,6 +235,9 @@ fn scenario_main(cfg: scenario::RunCfg) -> anyhow::Result<()> {
     let json_path = cfg.json.clone();
     let summary = rt.block_on(scenario::run(cfg))?;
     println!("{}", scenario::table(&summary));
+    if summary["switch"].is_object() {
+        println!("{}", serde_json::to_string_pretty(&summary["switch"])?);
+    }
     if let Some(p) = json_path {
         std::fs::write(&p, serde_json::to_vec_pretty(&summary)?)?;
         eprintln!("summary written to {}", p.display());
@@ -234,6 +262,28 @@ fn main() -> anyhow::Result<()> {
             0.0,
             focus_interval,
         )?),
+        Cmd::Switch {
+            common,
+            switch_at,
+            switch_pc,
+            switcher,
+            restart_after_ms,
+        } => {
+            let mut cfg = run_cfg(scenario::Kind::Switch, common, 0.0, 0.0)?;
+            if !(switch_at > 0.0 && switch_at < cfg.seconds) {
+                bail!("--switch-at must be inside the window: 0 < switch-at < --seconds");
+            }
+            if cfg.rooms != 1 || switcher == 0 || switcher as usize > cfg.per_room {
+                bail!("switch: one room (--rooms 1), --switcher between 1 and --per-room");
+            }
+            cfg.switch = Some(scenario::SwitchCfg {
+                at: switch_at,
+                pc: switch_pc,
+                switcher,
+                restart_after: Duration::from_millis(restart_after_ms),
+            });
+            scenario_main(cfg)
+        }
         Cmd::UdpBaseline { receivers, packets } => {
             println!(
                 "{}",

@@ -11,6 +11,8 @@
 //! and published (or 15 s after the ramp), the measured window of `--seconds` begins:
 //! server CPU, forwarded packets and the generator's own CPU are read at its start and
 //! end. Then everyone leaves and the summary is printed (and written with `--json`).
+//! The `switch` scenario is a meeting in which one participant changes networks during
+//! the window ([`switch`]).
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -25,10 +27,13 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::engine::{self, EngineHandle, EngineReport, Live, MediaCfg};
+
+mod switch;
 use crate::payload;
 use crate::sio::SioClient;
 use crate::stats::{Histogram, percentile};
 use crate::token::{TokenReq, TokenSource, http_get};
+pub use switch::{SwitchCfg, SwitchPc};
 
 /// Which scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +46,8 @@ pub enum Kind {
     Churn,
     /// Learners publish, one proctor per room, periodic focus-loss events.
     Proctoring,
+    /// A meeting in which one participant switches networks mid-window.
+    Switch,
 }
 
 impl Kind {
@@ -50,6 +57,7 @@ impl Kind {
             Kind::Lecture => "lecture",
             Kind::Churn => "churn",
             Kind::Proctoring => "proctoring",
+            Kind::Switch => "switch",
         }
     }
 }
@@ -90,6 +98,8 @@ pub struct RunCfg {
     pub json: Option<PathBuf>,
     /// Test impairment asked for in every token (percent dropped towards each peer).
     pub impair_loss: Option<f32>,
+    /// The `switch` scenario's network switch.
+    pub switch: Option<SwitchCfg>,
 }
 
 /// What one participant did.
@@ -113,6 +123,18 @@ struct Outcome {
     focus_acked: u32,
     focus_received: u32,
     left_ok: bool,
+    /// The server's id for this participant (the `join` ack).
+    participant_id: Option<String>,
+    /// The `tracks` of its first `publish` (a restart publishes the same).
+    publish_tracks: Value,
+    /// Track ids in the first `publish` ack, sorted.
+    track_ids: Vec<String>,
+    /// Subscriber video mids -> (participantId, trackId) from the latest offer.
+    video_mids: std::collections::HashMap<String, (String, Option<String>)>,
+    /// `participantLeft` ids seen, and when.
+    left_seen: Vec<(String, Instant)>,
+    /// Its network switch, if it was the one switching.
+    switch: Option<switch::SwitchOutcome>,
 }
 
 /// Counters for the progress line (signaling side).
@@ -129,6 +151,8 @@ struct Ctx {
     cfg: RunCfg,
     engines: Vec<EngineHandle>,
     progress: Progress,
+    /// Turns true when the switching participant should switch networks.
+    switch_go: watch::Receiver<bool>,
 }
 
 const REQ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -199,21 +223,20 @@ async fn participant_inner(
     }
     o.join_ms = Some(ms(t1.elapsed()));
     o.joined = true;
+    o.participant_id = ack["participant"]["id"].as_str().map(str::to_owned);
     ctx.progress.joined.fetch_add(1, Ordering::Relaxed);
     if o.publish {
         let t = Instant::now();
         let offer = engine.publish(o.pid).await?;
         let t_req = Instant::now();
+        o.publish_tracks = json!([
+            {"mid": offer.video_mid, "source": "camera"},
+            {"mid": offer.audio_mid, "source": "microphone"},
+        ]);
         let res = sio
             .request(
                 "publish",
-                &json!({
-                    "sdp": offer.sdp,
-                    "tracks": [
-                        {"mid": offer.video_mid, "source": "camera"},
-                        {"mid": offer.audio_mid, "source": "microphone"},
-                    ]
-                }),
+                &json!({ "sdp": offer.sdp, "tracks": o.publish_tracks }),
                 REQ_TIMEOUT,
             )
             .await?;
@@ -221,6 +244,7 @@ async fn participant_inner(
             bail!("publish refused: {e}");
         }
         o.publish_req_ms = Some(ms(t_req.elapsed()));
+        o.track_ids = switch::track_ids(&res);
         let sdp = res["sdp"].as_str().context("publish ack without sdp")?;
         engine.publish_answer(o.pid, sdp.to_owned()).await?;
         o.publish_ms = Some(ms(t.elapsed()));
@@ -235,6 +259,8 @@ async fn participant_inner(
         .map(|f| Instant::now() + f.mul_f64(0.5 + fastrand::f64()))
         .unwrap_or(far);
     let mut lost = false;
+    let switcher = ctx.cfg.switch.as_ref().is_some_and(|s| s.switcher == o.pid);
+    let mut switch_go = ctx.switch_go.clone();
     loop {
         if *stop.borrow() {
             break;
@@ -247,9 +273,16 @@ async fn participant_inner(
                 match name.as_str() {
                     "offer" => {
                         o.offers += 1;
+                        o.video_mids.clear();
                         for t in data["tracks"].as_array().into_iter().flatten() {
                             if let (Some(mid), false) = (t["mid"].as_str(), t["trackId"].is_null()) {
                                 o.offered_mids.insert(mid.to_owned());
+                            }
+                            if let (Some(mid), Some(owner), Some("video")) =
+                                (t["mid"].as_str(), t["participantId"].as_str(), t["kind"].as_str())
+                            {
+                                let track = t["trackId"].as_str().map(str::to_owned);
+                                o.video_mids.insert(mid.to_owned(), (owner.to_owned(), track));
                             }
                         }
                         let sdp = data["sdp"].as_str().context("offer without sdp")?;
@@ -257,6 +290,14 @@ async fn participant_inner(
                         let res = sio.request("answer", &json!({"sdp": answer}), REQ_TIMEOUT).await?;
                         if let Some(e) = res.get("error") {
                             bail!("answer refused: {e}");
+                        }
+                        if let Some(sw) = o.switch.as_mut() {
+                            sw.offer_answered();
+                        }
+                    }
+                    "participantLeft" => {
+                        if let Some(id) = data["id"].as_str() {
+                            o.left_seen.push((id.to_owned(), Instant::now()));
                         }
                     }
                     "focus" => o.focus_received += 1,
@@ -276,6 +317,9 @@ async fn participant_inner(
                 next_focus = Instant::now() + focus_every.unwrap_or(Duration::from_secs(3600));
             }
             _ = tokio::time::sleep_until(until.unwrap_or(far).into()) => break,
+            Ok(()) = switch_go.changed(), if switcher && o.switch.is_none() => {
+                switch::perform(ctx, engine, &mut sio, o).await;
+            }
             _ = stop.changed() => {}
         }
     }
@@ -460,7 +504,7 @@ pub async fn run(cfg: RunCfg) -> anyhow::Result<Value> {
     for r in 0..cfg.rooms {
         let room = format!("{}-{}-{r}", cfg.room_prefix, cfg.kind.name());
         match cfg.kind {
-            Kind::Meeting | Kind::Churn => {
+            Kind::Meeting | Kind::Churn | Kind::Switch => {
                 plan.extend((0..cfg.per_room).map(|_| (room.clone(), false, true)));
             }
             Kind::Lecture => {
@@ -474,10 +518,12 @@ pub async fn run(cfg: RunCfg) -> anyhow::Result<Value> {
         }
     }
     let total = plan.len();
+    let (switch_tx, switch_go) = watch::channel(false);
     let ctx = Arc::new(Ctx {
         cfg,
         engines,
         progress: Progress::default(),
+        switch_go,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let t_start = Instant::now();
@@ -601,8 +647,26 @@ pub async fn run(cfg: RunCfg) -> anyhow::Result<Value> {
     }
     let joined_at = t_start.elapsed();
     let s0 = snapshot(&ctx, &live).await;
-    tokio::time::sleep(Duration::from_secs_f64(ctx.cfg.seconds)).await;
+    let window_end = s0.at + Duration::from_secs_f64(ctx.cfg.seconds);
+    let mut switched_at = None;
+    if let Some(sw) = &ctx.cfg.switch {
+        tokio::time::sleep(Duration::from_secs_f64(sw.at)).await;
+        let at = Instant::now();
+        for e in &ctx.engines {
+            e.mark_gaps(at);
+        }
+        let _ = switch_tx.send(true);
+        switched_at = Some(at);
+    }
+    tokio::time::sleep_until(window_end.into()).await;
     let s1 = snapshot(&ctx, &live).await;
+    // The gaps as of the window's end, before anyone leaves.
+    let mut at_window_end = EngineReport::default();
+    if switched_at.is_some() {
+        for e in &ctx.engines {
+            at_window_end.parts.extend(e.report().await?.parts);
+        }
+    }
     let sock_drops = socket_drops();
     let peak_rss_kib = ctx.cfg.server_pid.and_then(|p| status_kib(p, "VmHWM:"));
     let rss_kib = ctx.cfg.server_pid.and_then(|p| status_kib(p, "VmRSS:"));
@@ -643,6 +707,9 @@ pub async fn run(cfg: RunCfg) -> anyhow::Result<Value> {
         Some((g, o)) => json!({"generator": g, "others": o}),
         None => Value::Null,
     };
+    if let (Some(cfg), Some(at)) = (&ctx.cfg.switch, switched_at) {
+        summary["switch"] = switch::summarize(cfg, &outcomes, &at_window_end, at, s1.at);
+    }
     Ok(summary)
 }
 
@@ -884,6 +951,7 @@ fn summarize(
             "rtp_received_pps": metric_delta(s0, s1, "rtp_received_total").map(|f| f / window),
             "nacks_received": metric_delta(s0, s1, "nacks_received_total"),
             "keyframe_requests": metric_delta(s0, s1, "keyframe_requests_total"),
+            "ice_restarts": metric_delta(s0, s1, "ice_restarts_total"),
             "send_drops": metric_delta(s0, s1, "send_drops_total"),
             "datagrams_sent_pps": metric_delta(s0, s1, "datagrams_sent_total").map(|f| f / window),
         },
@@ -1084,6 +1152,11 @@ pub fn table(s: &Value) -> String {
                     .unwrap_or(f64::NAN)
             ),
         );
+    }
+    if s["switch"].is_object() {
+        for (k, v) in switch::table_rows(&s["switch"]) {
+            out.push_str(&format!("  {k:<34} {v}\n"));
+        }
     }
     if let Some(errs) = s["joins"]["first_errors"].as_array()
         && !errs.is_empty()

@@ -367,6 +367,8 @@ export class StudyRoom {
     }
     this.state = 'joined';
     this._resolveJoined();
+    this._leaveOnPageHide();
+    this._restartOnNetworkChange();
     for (const p of this.participants.values()) this._emit('participantJoined', p);
     if (Array.isArray(res.focusHistory)) this._emit('focusHistory', res.focusHistory);
     if (this.participant.role === 'learner') this._startFocusReports();
@@ -727,6 +729,31 @@ export class StudyRoom {
     }
     const res = await this._request('focusHistory', participantId === undefined ? {} : { participantId });
     return Array.isArray(res && res.events) ? res.events : [];
+  }
+
+  // The device changed networks (Wi-Fi to LTE, a cable pulled and back): restart ICE at once
+  // instead of waiting for ICE to notice the dead path (several seconds, then
+  // ICE_RESTART_AFTER_MS). `online` fires when connectivity returns; the Network Information
+  // API (where the browser has it) fires `change` when the connection type changes.
+  _restartOnNetworkChange() {
+    if (this._netWatch || !globalThis.addEventListener) return;
+    this._netWatch = true;
+    const restart = () => { if (this.state === 'joined') this.restartIce('network'); };
+    globalThis.addEventListener('online', restart);
+    const conn = globalThis.navigator && globalThis.navigator.connection;
+    if (conn && conn.addEventListener) conn.addEventListener('change', restart);
+  }
+
+  // A closed tab (or a navigation away) is a departure, not a lost network: say `leave` so
+  // the others see it at once instead of after the resume window. Fire and forget: the page
+  // is going. A page kept in the back/forward cache (persisted) is not gone.
+  _leaveOnPageHide() {
+    if (this._pageHideWatch || !globalThis.addEventListener) return;
+    this._pageHideWatch = true;
+    globalThis.addEventListener('pagehide', (ev) => {
+      if (ev.persisted || this.state !== 'joined' || !this.socket || !this.socket.connected) return;
+      try { this.socket.emit('leave', {}); } catch { /* the page is going anyway */ }
+    });
   }
 
   // ---- learners: focus reports ----------------------------------------------------------
