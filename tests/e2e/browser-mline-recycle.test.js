@@ -112,6 +112,16 @@ test('a listener stays while 100 participants churn through a room of 6: its SDP
       assert.ok(worst.mlines <= 2 * LIVE_TRACKS_MAX,
         `the listener's SDP stays under 2x the room's live m-lines (${2 * LIVE_TRACKS_MAX}): at most ${worst.mlines} m-lines (${JSON.stringify(report.mlinesOverTime)})`);
 
+      // Every churner left with `leave` (acked ok): the server must not have taken any of those
+      // departures for a dropped socket (kept for resume: a frozen ghost for 15 s), and the
+      // listener's room is empty again at once.
+      const ghosts = stripAnsi(h.server.logs()).split('\n').filter((l) => /socket dropped without leave/.test(l));
+      assert.equal(joins.left_ok, joins.attempted, 'every churner\'s leave was acked ok');
+      assert.deepEqual(ghosts, [], 'no politely leaving churner was kept as if its socket had dropped');
+      await waitFor(async () => (await listener.page.evaluate(() => window.studyroom.participants.size)) === 0,
+        { what: 'the listener to see the room empty after the churn', timeoutMs: 5000,
+          progress: () => listener.page.evaluate(() => [...window.studyroom.participants.keys()]) });
+
       // Whoever is live at the end is decoded, on recycled m-lines.
       const before = await sdpShape(listener.page);
       const pia = await h.join({ room: ROOM, name: 'Pia' });
@@ -122,6 +132,8 @@ test('a listener stays while 100 participants churn through a room of 6: its SDP
         after: { mlines: after.mlines, inactive: after.inactive, live: after.live, bytes: after.bytes } }));
       assert.ok(after.mlines <= Math.max(before.mlines, 4),
         `the two new publishers reuse recycled m-lines (${before.mlines} m-lines before, ${after.mlines} after)`);
+      assert.deepEqual(await listener.page.evaluate(() => [...window.studyroom.participants.keys()].sort()),
+        [pia.id, quinn.id].sort(), 'the listener\'s room is exactly who is live');
       assert.equal(sig.answersAcked, sig.offers, 'every offer answered');
       assert.deepEqual(sig.answerErrors, [], 'no answer refused');
     });
