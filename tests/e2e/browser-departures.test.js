@@ -1,7 +1,8 @@
 // Issue 11, point 2: the departure, crash or outage of one learner never disturbs the others.
 // Five learners (one browser context each; one of them in a browser process of its own) all
 // decode each other. Then, each step by a different learner, starting with the FIRST joiner:
-//   1. closes its tab (no Leave);             -> a new learner joins to make five again
+//   1. closes its tab (page.close(), not the Leave button; the client says `leave` on
+//      pagehide);                             -> a new learner joins to make five again
 //   2. reloads its page;                      (back and decoding within 5 s, and they it)
 //   3. its whole browser is killed (SIGKILL); -> a new learner joins
 //   4. clicks Leave;                          -> a new learner joins
@@ -12,7 +13,10 @@
 // and the server never removed a survivor.
 // Server flags: --no-turn so the blackout (UDP only) cannot be bypassed through a TCP relay;
 // consent timeout left at its default (15 s, signaling/src/config.rs): it must stay above the
-// 10 s outage of step 5, so it cannot be shortened for step 3.
+// 10 s outage of step 5, so it cannot be shortened for step 3. The killed browser's kernel
+// closes its WebSocket's TCP connection, so the server learns of the drop at once and keeps
+// the participant for the resume window (15 s, the same as the consent timeout): step 3
+// allows the consent timeout plus 2 s for the server's timers and the push.
 // The run prints one `departures figures:` JSON line (measured times) for BENCHMARKS.md.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
