@@ -214,23 +214,12 @@ async fn handle(
     body: &[u8],
     forwarded: bool,
 ) -> Result<Value, CmdError> {
-    let room = match command {
-        "rooms.list" => {
-            parse::<serde::de::IgnoredAny>(body)?;
-            return list_rooms(state).await;
-        }
-        "room.close" => parse::<RoomReq>(body)?.room,
-        "participant.remove" => parse::<RemoveReq>(body)?.room,
-        "track.mute" => parse::<MuteReq>(body)?.room,
-        _ => {
-            let shown: String = command.chars().take(64).collect();
-            return Err(err(
-                "unknown_command",
-                format!(
-                    "unknown command '{shown}'; known: rooms.list, room.close, participant.remove, track.mute"
-                ),
-            ));
-        }
+    let cmd = Command::parse(command, body)?;
+    let room = match &cmd {
+        Command::ListRooms => return list_rooms(state).await,
+        Command::CloseRoom(r) => r.room.clone(),
+        Command::RemoveParticipant(r) => r.room.clone(),
+        Command::MuteTrack(r) => r.room.clone(),
     };
     check_room(&room)?;
     if !forwarded && !hosts_room(state, &room) {
@@ -241,13 +230,12 @@ async fn handle(
             _ => return Err(err("room_not_found", format!("no room '{room}'"))),
         }
     }
-    match command {
-        "room.close" => {
-            let req: RoomReq = parse(body)?;
+    match cmd {
+        Command::ListRooms => list_rooms(state).await,
+        Command::CloseRoom(req) => {
             close_room(state, &req.room, req.reason.as_deref().unwrap_or("closed")).await
         }
-        "participant.remove" => {
-            let req: RemoveReq = parse(body)?;
+        Command::RemoveParticipant(req) => {
             remove_participant(
                 state,
                 &req.room,
@@ -256,7 +244,40 @@ async fn handle(
             )
             .await
         }
-        _ => mute_track(state, parse(body)?).await,
+        Command::MuteTrack(req) => mute_track(state, req).await,
+    }
+}
+
+/// A platform command, parsed once from its subject suffix and body; every handler is an
+/// arm of an exhaustive match, so a command added here cannot fall through to another's
+/// action.
+enum Command {
+    ListRooms,
+    CloseRoom(RoomReq),
+    RemoveParticipant(RemoveReq),
+    MuteTrack(MuteReq),
+}
+
+impl Command {
+    fn parse(command: &str, body: &[u8]) -> Result<Command, CmdError> {
+        Ok(match command {
+            "rooms.list" => {
+                parse::<serde::de::IgnoredAny>(body)?;
+                Command::ListRooms
+            }
+            "room.close" => Command::CloseRoom(parse(body)?),
+            "participant.remove" => Command::RemoveParticipant(parse(body)?),
+            "track.mute" => Command::MuteTrack(parse(body)?),
+            _ => {
+                let shown: String = command.chars().take(64).collect();
+                return Err(err(
+                    "unknown_command",
+                    format!(
+                        "unknown command '{shown}'; known: rooms.list, room.close, participant.remove, track.mute"
+                    ),
+                ));
+            }
+        })
     }
 }
 
@@ -407,7 +428,8 @@ async fn remove_participant(
             format!("no participant '{who}' in room '{room}'"),
         ));
     };
-    info!(room, participant = %p, identity = %identity, reason, "removing participant (NATS command)");
+    info!(room, participant = %p, reason, "removing participant (NATS command)");
+    tracing::debug!(participant = %p, identity = %identity, "removed identity");
     send_away(
         state,
         p,

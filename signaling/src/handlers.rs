@@ -386,7 +386,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     if let Some(old) = old
         && let Ok(pid) = old.id.parse::<ParticipantId>()
     {
-        info!(identity = %claims.sub, "identity re-joined: replacing the older session");
+        debug!(identity = %claims.sub, "identity re-joined: replacing the older session");
         if let Some(sid) = depart_participant(state, pid, Departure::Replaced).await
             && let Some(op) = state.io().of(NAMESPACE)
             && let Some(s) = op.get_socket(sid)

@@ -164,6 +164,28 @@ struct Allocation {
     refilled: Instant,
 }
 
+/// An authenticated TURN request, told apart once from the STUN method so the dispatch
+/// below is exhaustive (a new method cannot fall through to another's handler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    Allocate,
+    Refresh,
+    CreatePermission,
+    ChannelBind,
+}
+
+impl Request {
+    fn from_method(m: u16) -> Option<Request> {
+        match m {
+            method::ALLOCATE => Some(Request::Allocate),
+            method::REFRESH => Some(Request::Refresh),
+            method::CREATE_PERMISSION => Some(Request::CreatePermission),
+            method::CHANNEL_BIND => Some(Request::ChannelBind),
+            _ => None,
+        }
+    }
+}
+
 /// The TURN server state machine.
 pub struct TurnServer {
     cfg: ServerConfig,
@@ -372,30 +394,24 @@ impl TurnServer {
                     io.to_client(&client, &self.buf);
                     return;
                 }
-                if !matches!(
-                    m.method,
-                    method::ALLOCATE
-                        | method::REFRESH
-                        | method::CREATE_PERMISSION
-                        | method::CHANNEL_BIND
-                ) {
+                let Some(request) = Request::from_method(m.method) else {
                     self.reply_error(client, m.method, &m.txid, (400, "Bad Request"), None, io);
                     return;
-                }
+                };
                 let Some((username, key)) = self.authenticate(now, client, m, io) else {
                     return;
                 };
-                let r = match m.method {
-                    method::ALLOCATE => self.allocate(now, client, m, username, key, io),
-                    method::REFRESH => self.refresh(now, client, m, &username, io),
-                    method::CREATE_PERMISSION => self.create_permission(now, client, m, &username),
-                    _ => self.channel_bind(now, client, m, &username),
+                let r = match request {
+                    Request::Allocate => self.allocate(now, client, m, username, key, io),
+                    Request::Refresh => self.refresh(now, client, m, &username, io),
+                    Request::CreatePermission => self.create_permission(now, client, m, &username),
+                    Request::ChannelBind => self.channel_bind(now, client, m, &username),
                 };
                 match r {
                     // Allocate and Refresh answered themselves (their success carries
                     // attributes); the other two get a bare success.
                     Ok(())
-                        if matches!(m.method, method::CREATE_PERMISSION | method::CHANNEL_BIND) =>
+                        if matches!(request, Request::CreatePermission | Request::ChannelBind) =>
                     {
                         Writer::new(&mut self.buf, m.method, Class::Success, &m.txid)
                             .integrity(&key)

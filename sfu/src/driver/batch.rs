@@ -110,9 +110,12 @@ impl SendBatch {
     /// alongside so the caller can count drops. UDP is lossy anyway: a full buffer means
     /// drop, not queue.
     pub fn send(&mut self, fd: RawFd, items: &[(SocketAddr, &[u8])]) -> (usize, Option<io::Error>) {
-        let mut sent = 0;
-        while sent < items.len() {
-            let chunk = &items[sent..(sent + BATCH).min(items.len())];
+        // `pos`: items dealt with (handed over or failed); `handed`: taken by the kernel.
+        let mut pos = 0;
+        let mut handed = 0;
+        let mut failed: Option<io::Error> = None;
+        while pos < items.len() {
+            let chunk = &items[pos..(pos + BATCH).min(items.len())];
             self.addrs.clear();
             self.iovecs.clear();
             self.msgs.clear();
@@ -147,22 +150,22 @@ impl SendBatch {
                     continue;
                 }
                 if e.kind() == io::ErrorKind::WouldBlock {
-                    return (sent, Some(e));
+                    return (handed, Some(e));
                 }
                 // A per-destination error (e.g. EHOSTUNREACH, EINVAL for a bad address)
-                // fails the first message: skip it and carry on with the rest.
-                sent += 1;
-                if sent >= items.len() {
-                    return (sent - 1, Some(e));
-                }
+                // fails the first message: skip it (not sent: the caller counts it as
+                // dropped) and carry on with the rest.
+                pos += 1;
+                failed = Some(e);
                 continue;
             }
-            sent += n as usize;
-            if (n as usize) < chunk.len() && n == 0 {
-                return (sent, None);
+            pos += n as usize;
+            handed += n as usize;
+            if n == 0 {
+                return (handed, failed);
             }
         }
-        (sent, None)
+        (handed, failed)
     }
 }
 
@@ -262,5 +265,25 @@ mod tests {
             }
         }
         assert_eq!(got, payloads);
+    }
+
+    #[test]
+    fn a_refused_destination_is_not_counted_as_sent() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = b.local_addr().unwrap();
+        // An IPv6 destination from an IPv4 socket: the kernel refuses that one message.
+        let bad: SocketAddr = "[::1]:9".parse().unwrap();
+        let items: Vec<(SocketAddr, &[u8])> = vec![(dst, b"one"), (bad, b"two"), (dst, b"three")];
+        let (sent, err) = SendBatch::default().send(a.as_raw_fd(), &items);
+        assert_eq!(sent, 2, "the refused datagram is a drop, not a send");
+        assert!(err.is_some(), "the refusal is reported");
+        let mut buf = [0u8; 16];
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"one");
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"three");
     }
 }
