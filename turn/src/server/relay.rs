@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-
 use super::*;
 use crate::codec::{Class, Message, Writer, attr, method};
 
