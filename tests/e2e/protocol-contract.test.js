@@ -147,6 +147,43 @@ async function eioOpen() {
   return { open, url: `${server.baseUrl}/socket.io/?EIO=4&transport=polling&sid=${encodeURIComponent(open.sid)}` };
 }
 
+// ---- 3. Track.codec: one form (the MIME subtype in lower case) in every place it appears ----
+
+test('3. Track.codec is the lower-case MIME subtype in the publish ack, trackPublished and join acks', async () => {
+  const room = 'contract-codec';
+  const watcher = await joined((await devToken({ room, name: 'Watcher' })).token);
+  for (const video of ['VP8', 'H264']) {
+    const pub = await joined((await devToken({ room, name: `Pub${video}` })).token);
+    const ack = await request(pub.socket, 'publish', { sdp: handOffer({ video }), tracks: HAND_TRACKS });
+    assert.ok(!ack.error, `publish: ${JSON.stringify(ack)}`);
+    const byKind = Object.fromEntries(ack.tracks.map((t) => [t.kind, t.codec]));
+    assert.deepEqual(byKind, { audio: 'opus', video: video.toLowerCase() }, `publish ack tracks ${JSON.stringify(ack.tracks)}`);
+    // The same string as the answer's rtpmap encoding name, lower-cased (whatever its case).
+    for (const t of ack.tracks) {
+      const mid = HAND_TRACKS.find((x) => x.source === t.source).mid;
+      const m = mline(ack.sdp, mid);
+      const first = m[0].split(' ')[3];
+      const name = m.find((l) => l.startsWith(`a=rtpmap:${first} `)).split(' ')[1].split('/')[0];
+      assert.equal(t.codec, name.toLowerCase(), `mid ${mid}: ${m.join(' | ')}`);
+    }
+    for (const t of ack.tracks) {
+      const seen = await until(() => received(watcher.socket, 'trackPublished').find((x) => x.id === t.id), `trackPublished ${t.id}`);
+      assert.equal(seen.codec, t.codec, 'trackPublished carries the ack\'s codec');
+    }
+  }
+  const late = await joined((await devToken({ room, name: 'Late' })).token);
+  const codecs = late.ack.participants.flatMap((p) => p.tracks.map((t) => t.codec)).sort();
+  assert.deepEqual(codecs, ['h264', 'opus', 'opus', 'vp8'], 'codecs in a later join ack');
+});
+
+/** The lines of the m-section with `a=mid:<mid>` in `sdp`. */
+function mline(sdp, mid) {
+  const m = sdp.split(/\r?\n(?=m=)/).slice(1).map((x) => x.split(/\r?\n/).filter(Boolean))
+    .find((lines) => lines.includes(`a=mid:${mid}`));
+  assert.ok(m, `no m-line with mid ${mid} in\n${sdp}`);
+  return m;
+}
+
 // ---- helpers ----
 
 /**

@@ -27,7 +27,7 @@ struct SendingMline {
     source: Source,
     muted: bool,
     kind: MediaKind,
-    /// Negotiated codec name (`VP8`, `opus`, ...).
+    /// Negotiated codec name ([`codec_name`]: `vp8`, `opus`, ...).
     codec: String,
     clock_rate: u32,
 }
@@ -672,6 +672,10 @@ impl ShardCore {
     }
 }
 
+/// `Track.codec` (docs/protocol.md): the codec's MIME subtype in lower case (`opus`, `vp8`,
+/// `vp9`, `h264`, `av1`). MIME subtypes are case-insensitive and stacks spell them
+/// differently in SDP (`VP8` next to `opus`); one normalised form lets clients, the NATS
+/// consumers and the metrics compare with `==`.
 pub(super) fn codec_name(p: &PayloadParams) -> String {
-    format!("{}", p.spec().codec)
+    p.spec().codec.to_string().to_ascii_lowercase()
 }
