@@ -176,6 +176,35 @@ test('3. Track.codec is the lower-case MIME subtype in the publish ack, trackPub
   assert.deepEqual(codecs, ['h264', 'opus', 'opus', 'vp8'], 'codecs in a later join ack');
 });
 
+// ---- 4. The publisher answer lists no feedback the offer did not (RFC 3264, RFC 8829) ----
+
+test('4. the publish answer carries only rtcp-fb the offer listed, per m-line and codec', async () => {
+  const room = 'contract-feedback';
+  /** `a=rtcp-fb` of an m-section as "pt value" strings, whitespace-normalised. */
+  const fb = (lines) => lines.filter((l) => l.startsWith('a=rtcp-fb:'))
+    .map((l) => l.slice('a=rtcp-fb:'.length).split(/\s+/).join(' '));
+  const cases = [
+    ['only nack pli', ['nack pli'], ['96 nack pli']],
+    ['no feedback at all', [], []],
+    ['everything Chromium offers', ['goog-remb', 'transport-cc', 'ccm fir', 'nack', 'nack pli'], null],
+  ];
+  for (const [what, videoFb, want] of cases) {
+    const pub = await joined((await devToken({ room, name: 'Pub' })).token);
+    const offer = handOffer({ videoFb });
+    const ack = await request(pub.socket, 'publish', { sdp: offer, tracks: HAND_TRACKS });
+    assert.ok(!ack.error, `${what}: publish ${JSON.stringify(ack)}`);
+    for (const mid of ['0', '1']) {
+      const offered = fb(mline(offer, mid));
+      const extra = fb(mline(ack.sdp, mid)).filter((x) => !offered.includes(x));
+      assert.deepEqual(extra, [], `${what}: mid ${mid} answers feedback the offer did not list\n${ack.sdp}`);
+    }
+    // Not stripped beyond the intersection: what both sides support stays.
+    if (want) assert.deepEqual(fb(mline(ack.sdp, '1')), want, `${what}: video feedback in the answer`);
+    else for (const x of ['96 nack', '96 nack pli']) assert.ok(fb(mline(ack.sdp, '1')).includes(x), `${what}: ${x} kept`);
+    pub.socket.close();
+  }
+});
+
 /** The lines of the m-section with `a=mid:<mid>` in `sdp`. */
 function mline(sdp, mid) {
   const m = sdp.split(/\r?\n(?=m=)/).slice(1).map((x) => x.split(/\r?\n/).filter(Boolean))

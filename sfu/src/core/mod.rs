@@ -33,6 +33,7 @@ mod forward;
 mod negotiate;
 pub mod rewrite;
 pub mod route;
+mod sdp_text;
 mod session;
 pub mod simulcast;
 mod speakers;

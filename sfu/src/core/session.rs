@@ -130,6 +130,7 @@ impl ShardCore {
         if tracks.len() > 16 {
             return Err(SfuError::BadRequest("too many tracks".into()));
         }
+        let offer_text = offer;
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let room = p.room.clone();
@@ -287,8 +288,13 @@ impl ShardCore {
             }
         }
         self.kick(tid, now);
+        // str0m 0.25 writes the feedback of our codec configuration, not the intersection
+        // with the offer's, and its configuration is fixed when the transport is built (one
+        // transport answers every later offer of this client). Removing the `a=rtcp-fb`
+        // lines the offer did not list is the minimal fix: it only deletes lines, so the
+        // answer stays one str0m produced, and feedback is optional per payload type.
         Ok(PublishAnswer {
-            sdp: answer.to_sdp_string(),
+            sdp: super::sdp_text::answer_feedback_within_offer(offer_text, &answer.to_sdp_string()),
             tracks: infos,
         })
     }
