@@ -205,6 +205,77 @@ test('4. the publish answer carries only rtcp-fb the offer listed, per m-line an
   }
 });
 
+// ---- 5. A subscriber m-line offers only its producer's codec (+ RTX), recycled m-lines too ----
+
+test('5. each subscriber m-line offers only the codec its publisher sends, also when an m-line is reused', async () => {
+  const room = 'contract-sub-codecs';
+  const sub = await joined((await devToken({ room, name: 'Sub' })).token);
+  let next = 0; // index of the next offer `sub` has not looked at
+  /** Answers `sub`'s offers until one maps a mid of `pid`'s `kind`; returns [offer, mid]. */
+  const offerFor = async (pid, kind) => {
+    for (;;) {
+      const offer = await until(() => received(sub.socket, 'offer')[next], `offer #${next + 1} (${pid} ${kind})`);
+      next += 1;
+      const t = offer.tracks.find((x) => x.participantId === pid && x.kind === kind && x.trackId);
+      const ok = await request(sub.socket, 'answer', { sdp: answerFor(offer.sdp) });
+      assert.deepEqual(ok, { ok: true }, 'answer');
+      if (t) return [offer, t.mid];
+    }
+  };
+  /** [rtpmap names] of the payload types of m-line `mid`, lower case. */
+  const codecsOf = (sdp, mid) => {
+    const m = mline(sdp, mid);
+    return m[0].split(' ').slice(3).map((pt) =>
+      (m.find((l) => l.startsWith(`a=rtpmap:${pt} `)) || '? ?').split(' ')[1].split('/')[0].toLowerCase());
+  };
+  const publish = async (name, video) => {
+    const p = await joined((await devToken({ room, name })).token);
+    const ack = await request(p.socket, 'publish', { sdp: handOffer({ video }), tracks: HAND_TRACKS });
+    assert.ok(!ack.error, `publish ${name}: ${JSON.stringify(ack)}`);
+    return { ...p, id: p.ack.participant.id };
+  };
+
+  const a = await publish('Avp8', 'VP8');
+  const [offerA, videoA] = await offerFor(a.id, 'video');
+  assert.deepEqual(codecsOf(offerA.sdp, videoA), ['vp8', 'rtx'], `A's video m-line:\n${mline(offerA.sdp, videoA).join('\n')}`);
+  const audioA = offerA.tracks.find((x) => x.participantId === a.id && x.kind === 'audio').mid;
+  assert.deepEqual(codecsOf(offerA.sdp, audioA), ['opus']);
+
+  // A leaves: its m-lines go inactive (answered, so free). B publishes H264.
+  await request(a.socket, 'leave', {});
+  await until(() => received(sub.socket, 'participantLeft').find((x) => x.id === a.id), 'A left');
+  const b = await publish('Bh264', 'H264');
+  const [offerB, videoB] = await offerFor(b.id, 'video');
+  assert.deepEqual(codecsOf(offerB.sdp, videoB), ['h264', 'rtx'], `B's video m-line:\n${mline(offerB.sdp, videoB).join('\n')}`);
+  assert.notEqual(videoB, videoA, 'an m-line answered for VP8 was reused for H264');
+  assert.ok(mline(offerB.sdp, videoA).includes('a=inactive'), "A's video m-line stays inactive");
+
+  // C publishes VP8: it takes A's free m-line over, which still offers VP8 alone.
+  const c = await publish('Cvp8', 'VP8');
+  const [offerC, videoC] = await offerFor(c.id, 'video');
+  assert.equal(videoC, videoA, "C's VP8 video reuses A's m-line");
+  assert.deepEqual(codecsOf(offerC.sdp, videoC), ['vp8', 'rtx']);
+  // Every m-line of the last offer: one codec (+ its RTX for video).
+  for (const t of offerC.tracks.filter((x) => x.trackId)) {
+    assert.ok(codecsOf(offerC.sdp, t.mid).length <= 2, `mid ${t.mid}: ${codecsOf(offerC.sdp, t.mid)}`);
+  }
+});
+
+/** A receive-only answer to a server offer, as a browser's subscriber PC would make it. */
+function answerFor(offer) {
+  const bundle = offer.match(/^a=group:BUNDLE .*$/m);
+  const out = ['v=0', 'o=- 7 2 IN IP4 127.0.0.1', 's=-', 't=0 0', ...(bundle ? [bundle[0]] : [])];
+  const fp = Array.from({ length: 32 }, (_, i) => ((i * 53 + 7) & 0xff).toString(16).padStart(2, '0').toUpperCase()).join(':');
+  for (const lines of offer.split(/\r?\n(?=m=)/).slice(1).map((m) => m.split(/\r?\n/).filter(Boolean))) {
+    const dir = lines.find((l) => /^a=(sendrecv|sendonly|recvonly|inactive)$/.test(l));
+    out.push(lines[0], 'c=IN IP4 0.0.0.0', 'a=ice-ufrag:e2eS', 'a=ice-pwd:e2eSubscriberPassword01234',
+      `a=fingerprint:sha-256 ${fp}`, 'a=setup:active', ...lines.filter((l) => l.startsWith('a=mid:')),
+      ...lines.filter((l) => /^a=(rtpmap|fmtp|rtcp-fb|extmap):/.test(l)));
+    out.push(dir === 'a=sendonly' || dir === 'a=sendrecv' ? 'a=recvonly' : 'a=inactive', 'a=rtcp-mux');
+  }
+  return out.join('\r\n') + '\r\n';
+}
+
 /** The lines of the m-section with `a=mid:<mid>` in `sdp`. */
 function mline(sdp, mid) {
   const m = sdp.split(/\r?\n(?=m=)/).slice(1).map((x) => x.split(/\r?\n/).filter(Boolean))

@@ -7,6 +7,9 @@
 //!   answer to an offer listing only `nack pli` also says `nack`. An answer must not add
 //!   feedback the offer did not list (RFC 3264 §6.1, RFC 8829 §5.3.1, RFC 4585 §4.2):
 //!   answer with the intersection.
+//! - [`offer_only_payload_types`]: str0m's codec configuration is fixed when the `Rtc` is
+//!   built and a new m-line offers every codec of its kind; a subscriber m-line should offer
+//!   only what its producer sends (see `negotiate.rs`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -127,6 +130,36 @@ pub(super) fn answer_feedback_within_offer(offer: &str, answer: &str) -> String 
     join(&session, &sections)
 }
 
+/// `offer` with the m-lines named in `keep` (mid -> payload types) narrowed to those payload
+/// types: the `m=` line's format list and the `a=rtpmap`/`a=fmtp`/`a=rtcp-fb` lines of the
+/// others are removed. A section that would be left without any payload type is not touched.
+pub(super) fn offer_only_payload_types(offer: &str, keep: &HashMap<String, Vec<u8>>) -> String {
+    let (session, mut sections) = split(offer);
+    for s in &mut sections {
+        let Some(pts) = s.mid.and_then(|m| keep.get(m)) else {
+            continue;
+        };
+        let keep_pt = |p: &str| p.parse::<u8>().is_ok_and(|p| pts.contains(&p));
+        let rewritten = {
+            let mut m_line = s.lines[0].split(' ');
+            let head: Vec<&str> = m_line.by_ref().take(3).collect();
+            let formats: Vec<&str> = m_line.filter(|p| keep_pt(p)).collect();
+            if head.len() < 3 || formats.is_empty() {
+                continue;
+            }
+            format!("{} {}", head.join(" "), formats.join(" "))
+        };
+        s.lines[0] = Cow::Owned(rewritten);
+        s.lines.retain(|l| {
+            ["rtpmap", "fmtp", "rtcp-fb"]
+                .iter()
+                .find_map(|a| pt_attr(l, a))
+                .is_none_or(|(pt, _)| pt == "*" || keep_pt(pt))
+        });
+    }
+    join(&session, &sections)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +211,24 @@ mod tests {
         let out = answer_feedback_within_offer(OFFER, answer);
         // mid 9 is not in the offer: no feedback kept there.
         assert_eq!(fb_lines(&out), ["a=rtcp-fb:100 nack pli"]);
+    }
+
+    #[test]
+    fn offer_narrowed_to_the_kept_payload_types() {
+        let keep = HashMap::from([("1".to_string(), vec![96, 97])]);
+        let out = offer_only_payload_types(OFFER, &keep);
+        assert!(
+            out.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("H264"), "{out}");
+        // The wildcard feedback applies to what is left.
+        assert!(out.contains("a=rtcp-fb:* ccm fir"), "{out}");
+        assert!(out.contains("a=fmtp:97 apt=96"), "{out}");
+        // Sections not named are untouched.
+        assert!(out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"));
+        // Nothing kept: the section is left as it was rather than emptied.
+        let none = HashMap::from([("1".to_string(), vec![55])]);
+        assert_eq!(offer_only_payload_types(OFFER, &none), OFFER);
     }
 }

@@ -30,6 +30,7 @@ struct SendingMline {
     /// Negotiated codec name ([`codec_name`]: `vp8`, `opus`, ...).
     codec: String,
     clock_rate: u32,
+    params: Option<PayloadParams>,
 }
 
 impl ShardCore {
@@ -184,12 +185,20 @@ impl ShardCore {
                     req.source.as_str()
                 )));
             }
-            let params = media
-                .remote_pts()
-                .first()
-                .and_then(|pt| t.rtc.codec_config().params().iter().find(|p| p.pt() == *pt))
-                .map(|p| (codec_name(p), p.spec().clock_rate.get()));
-            let (codec, rate) = params.unwrap_or_else(|| ("unknown".into(), 90_000));
+            // The codec the client sends: the first our answer lists. str0m writes the
+            // answer in our configuration's order, narrowed to the offer's payload types,
+            // and an offerer sends the answer's first codec (libwebrtc does), whatever the
+            // order of its own offer.
+            let params = t
+                .rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| media.remote_pts().contains(&p.pt()))
+                .copied();
+            let (codec, rate) = params
+                .map(|p| (codec_name(&p), p.spec().clock_rate.get()))
+                .unwrap_or_else(|| ("unknown".into(), 90_000));
             wanted.push(SendingMline {
                 mid,
                 source: req.source,
@@ -197,6 +206,7 @@ impl ShardCore {
                 kind,
                 codec,
                 clock_rate: rate,
+                params,
             });
         }
         let TransportKind::Publisher { by_mid } = &t.kind else {
@@ -224,6 +234,7 @@ impl ShardCore {
             kind,
             codec,
             clock_rate,
+            params,
         } in wanted
         {
             let t = self
@@ -255,6 +266,7 @@ impl ShardCore {
                     transport: tid,
                     mid,
                     clock_rate,
+                    params,
                     consumers: Vec::new(),
                     last_keyframe_request: None,
                     keyframe_pending: false,
