@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { io } from 'socket.io-client';
 import { startServer } from './lib/server.js';
+import { launchBrowser } from './lib/browser.js';
 
 const DOC = new URL('../../docs/protocol.md', import.meta.url);
 let server;
@@ -258,6 +259,66 @@ test('5. each subscriber m-line offers only the codec its publisher sends, also 
   // Every m-line of the last offer: one codec (+ its RTX for video).
   for (const t of offerC.tracks.filter((x) => x.trackId)) {
     assert.ok(codecsOf(offerC.sdp, t.mid).length <= 2, `mid ${t.mid}: ${codecsOf(offerC.sdp, t.mid)}`);
+  }
+});
+
+// ---- 6. Versions: `protocol` in the join and resume acks; studyroom.js refuses another ----
+
+test('6. the join and resume acks carry the documented protocol revision; studyroom.js refuses a server it does not speak', async () => {
+  const current = Number(doc.match(/speaks: currently \*\*(\d+)\*\*/)?.[1]);
+  assert.ok(current >= 1, 'docs/protocol.md states the current revision (Versions)');
+  assert.match(doc, new RegExp(`^\\| ${current} \\| `, 'm'), `the changelog has an entry for revision ${current}`);
+  const room = 'contract-version';
+  const tok = await devToken({ room, name: 'Ver' });
+  const first = await joined(tok.token);
+  assert.equal(first.ack.protocol, current, `join ack: ${JSON.stringify(first.ack).slice(0, 200)}`);
+  // Drop the socket without leave (the engine closed under it), resume on a new one.
+  first.socket.io.engine.close();
+  const again = client(tok.token);
+  await connected(again);
+  const resumed = await request(again, 'resume', { resumeToken: first.ack.resumeToken });
+  assert.equal(resumed.resumed, true, `resume: ${JSON.stringify(resumed)}`);
+  assert.equal(resumed.protocol, current, 'resume ack carries protocol');
+
+  // The client library, as the demo page serves it, in a real browser.
+  const watcher = await joined((await devToken({ room, name: 'Watcher' })).token);
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${server.baseUrl}/healthz`);
+    const outcome = await page.evaluate(async ({ room, current }) => {
+      const { StudyRoom, PROTOCOL_VERSIONS } = await import('/studyroom.js');
+      const token = async (name) => (await (await fetch(`/dev/token?room=${room}&name=${name}`)).json()).token;
+      const result = { speaks: [...PROTOCOL_VERSIONS] };
+      const ok = new StudyRoom({ url: location.origin });
+      await ok.connect(await token('Current'));
+      result.joined = (await ok.join()).protocol;
+      await ok.leave();
+      // A client written for another revision only.
+      StudyRoom.protocols = [current + 1];
+      const old = new StudyRoom({ url: location.origin });
+      await old.connect(await token('Other'));
+      try {
+        await old.join();
+        result.refused = null;
+      } catch (e) {
+        result.refused = { name: e.name, code: e.code, message: e.message, state: old.state, socket: old.socket };
+      }
+      return result;
+    }, { room, current });
+    assert.deepEqual(outcome.speaks, [current], 'studyroom.js speaks the current revision');
+    assert.equal(outcome.joined, current);
+    assert.ok(outcome.refused, 'a client speaking another revision joined anyway');
+    assert.equal(outcome.refused.name, 'StudyRoomError');
+    assert.equal(outcome.refused.code, 'protocol_mismatch', JSON.stringify(outcome.refused));
+    assert.match(outcome.refused.message, new RegExp(`speaks protocol ${current}, this client speaks ${current + 1}`));
+    assert.deepEqual([outcome.refused.state, outcome.refused.socket], ['disconnected', null]);
+    // The refusing client left the room at once (it does not linger until a timeout).
+    const other = await until(() => received(watcher.socket, 'participantJoined').find((p) => p.name === 'Other'), 'Other joined');
+    const left = await until(() => received(watcher.socket, 'participantLeft').find((x) => x.id === other.id), 'Other left');
+    assert.equal(left.reason, 'left');
+  } finally {
+    await browser.close();
   }
 });
 
