@@ -373,6 +373,40 @@ fn memory_store_reports_changed_rooms() {
     assert!(m.take_changed_rooms().is_empty(), "no-op changes nothing");
 }
 
+/// `redis-server` on 127.0.0.1:`port`, in memory only (no RDB, no AOF).
+///
+/// `cargo test --workspace` needs the binary on `PATH`: without it these tests fail (they
+/// are not skipped, so that a green run always means the Redis store was tested), and the
+/// failure says what is missing and how to install it.
+fn spawn_redis_server(port: u16) -> Child {
+    let spawned = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "\n\nThe Redis store contract tests need the `redis-server` binary and it is not on \
+             PATH.\nInstall it (Debian/Ubuntu: `apt-get install redis-server`, or everything the \
+             test suite needs: `bash scripts/install-deps.sh` as root), then run \
+             `cargo test --workspace` again.\n\n"
+        ),
+        Err(e) => {
+            panic!("could not start `redis-server` (for the Redis store contract tests): {e}")
+        }
+    }
+}
+
 /// A `redis-server` on a free loopback port, killed on drop.
 struct RedisServer {
     child: Child,
@@ -386,23 +420,8 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/install-deps.sh)");
         RedisServer {
-            child,
+            child: spawn_redis_server(port),
             url: format!("redis://127.0.0.1:{port}"),
         }
     }
@@ -459,21 +478,7 @@ async fn redis_store_fails_fast_when_redis_is_gone_and_recovers() {
     );
     // Same port, empty Redis: the store reconnects by itself.
     let port = url.rsplit(':').next().unwrap().to_owned();
-    redis.child = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    redis.child = spawn_redis_server(port.parse().unwrap());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(r) = store.rooms().await {

@@ -76,7 +76,7 @@ fn packets(s: &mut Setup, n: usize) -> Vec<(usize, Vec<u8>)> {
     // Continue the sequence the warm-up stream used (a jump past 65535 would change the
     // SRTP rollover counter and make every packet undecryptable).
     if s.seq == 0 {
-        s.seq = c.seq[&mid];
+        s.seq = c.seq[&(mid, None)];
     }
     let mut out = Vec::with_capacity(n);
     let mut port_idx = s.port_idx;

@@ -374,6 +374,7 @@ fn network_switch_with_ice_restart_keeps_everything() {
     };
     let old_ufrag = ufrag(sim.clients[mover].offer_sdps.last().expect("offer"));
     let restarts_before = sim.core.stats().ice_restarts;
+    let keyframes_before = sim.clients[mover].keyframe_requests;
     let switch_at = sim.now;
     sim.switch_network(mover);
     // The restart is one new offer with new credentials and the same m-lines.
@@ -407,6 +408,12 @@ fn network_switch_with_ice_restart_keeps_everything() {
         }
     }
     assert!(removed(&sim).is_empty());
+    // Back on the new path, the SFU asked the mover for a key frame at once (what its
+    // subscribers missed cannot be repaired from caches).
+    assert!(
+        sim.clients[mover].keyframe_requests > keyframes_before,
+        "key frame requested from the mover after its reconnection"
+    );
     // Nothing changed for the others: same mapping, same SSRCs from the mover.
     assert_eq!(sim.clients[1].offer_tracks, tracks_before);
     assert_eq!(ssrcs_from(&sim, 1, mover), ssrcs_before);

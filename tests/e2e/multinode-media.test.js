@@ -11,18 +11,14 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { launchBrowser, openParticipant } from './lib/browser.js';
 import { waitFor, waitForMediaFrom, roomEvents } from './lib/stats.js';
-import { startDeployment, clusterView, pageView, processLogs, nodeUrl, NODES } from './lib/cluster.js';
+import { closeDeployment, startDeployment, clusterView, pageView, processLogs, nodeUrl, NODES } from './lib/cluster.js';
 
 const ROOM = 'e2e-multinode';
 const procs = {};
 const pages = [];
 let browser = null;
 
-after(async () => {
-  for (const p of pages) await p.close();
-  if (browser) await browser.close().catch(() => {});
-  for (const name of ['a', 'b', 'redis']) if (procs[name]) await procs[name].stop();
-});
+after(() => closeDeployment({ pages, browser, procs }));
 
 test('participants connecting to different nodes meet on the room\'s node and decode each other; a drain moves them to the other node', { timeout: 180000 }, async (t) => {
   try {

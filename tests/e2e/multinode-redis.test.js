@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { launchBrowser, openParticipant } from './lib/browser.js';
 import { waitFor, waitForMediaFrom, inboundStats, roomEvents } from './lib/stats.js';
 import { spawnLogged, studyroomBin, startRedis } from './lib/server.js';
-import { startDeployment, clusterView, pageView, processLogs, nodeUrl, NODES, REDIS_PORT } from './lib/cluster.js';
+import { closeDeployment, startDeployment, clusterView, pageView, processLogs, nodeUrl, NODES, REDIS_PORT } from './lib/cluster.js';
 
 const ROOM = 'e2e-redis-outage';
 const OUTAGE_MS = 4000;
@@ -23,11 +23,7 @@ const procs = {};
 const pages = [];
 let browser = null;
 
-after(async () => {
-  for (const p of pages) await p.close();
-  if (browser) await browser.close().catch(() => {});
-  for (const name of Object.keys(procs)) if (procs[name]) await procs[name].stop();
-});
+after(() => closeDeployment({ pages, browser, procs }));
 
 /** framesDecoded of `p`'s video from participant `from`. */
 async function decoded(p, from) {

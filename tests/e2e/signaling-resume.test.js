@@ -10,7 +10,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import { startServer } from './lib/server.js';
-import { devToken, ok, request } from './lib/sio-client.js';
+import { answerFor, handOffer, HAND_TRACKS } from './lib/hand-sdp.js';
+import { assertError, until } from './lib/signaling-harness.js';
+import { devToken, ok } from './lib/sio-client.js';
 
 let server;
 const sockets = [];
@@ -72,22 +74,6 @@ async function joined(baseUrl, room, name) {
   return { ...c, ack, token: t.token, identity: t.identity, id: ack.participant.id };
 }
 
-async function until(fn, what, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function assertError(ack, code, what) {
-  assert.ok(ack && ack.error, `${what}: expected error ${code}, got ${JSON.stringify(ack)}`);
-  assert.equal(ack.error.code, code, `${what}: ${JSON.stringify(ack)}`);
-  assert.ok(typeof ack.error.message === 'string' && ack.error.message.length > 0, `${what}: no message`);
-}
-
 /** The metrics listener's samples as a map: `name{labels}` -> number. */
 async function metrics(port) {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -109,38 +95,6 @@ function drop(c) {
 async function detached(srv, id) {
   await until(() => srv.logs().split('\n').some((l) => l.includes('participant kept for resume') && l.includes(`participant=${id}`)),
     `the server to detach ${id}`);
-}
-
-// A hand-written publisher offer (audio + video), as in signaling-tracks.test.js.
-function handOffer() {
-  const fp = Array.from({ length: 32 }, (_, i) => ((i * 37 + 11) & 0xff).toString(16).padStart(2, '0').toUpperCase()).join(':');
-  const common = (mid) => [
-    'c=IN IP4 0.0.0.0', 'a=rtcp:9 IN IP4 0.0.0.0', 'a=ice-ufrag:e2eR', 'a=ice-pwd:e2eResumeIcePassword0123456',
-    `a=fingerprint:sha-256 ${fp}`, 'a=setup:actpass', `a=mid:${mid}`, 'a=sendonly', 'a=rtcp-mux',
-  ];
-  return [
-    'v=0', 'o=- 4611731400430051336 2 IN IP4 127.0.0.1', 's=-', 't=0 0', 'a=group:BUNDLE 0 1',
-    'm=audio 9 UDP/TLS/RTP/SAVPF 111', ...common(0), 'a=rtpmap:111 opus/48000/2', 'a=ssrc:1001 cname:e2e',
-    'm=video 9 UDP/TLS/RTP/SAVPF 96', ...common(1), 'a=rtpmap:96 VP8/90000', 'a=rtcp-fb:96 nack pli', 'a=ssrc:2001 cname:e2e',
-    '',
-  ].join('\r\n');
-}
-const HAND_TRACKS = [{ mid: '0', source: 'microphone' }, { mid: '1', source: 'camera' }];
-
-/** A receive-only answer to a server offer, as a browser's subscriber PC would make it. */
-function answerFor(offer) {
-  const sections = offer.split(/\r?\n(?=m=)/).slice(1).map((m) => m.split(/\r?\n/).filter(Boolean));
-  const bundle = offer.match(/^a=group:BUNDLE .*$/m);
-  const out = ['v=0', 'o=- 7 2 IN IP4 127.0.0.1', 's=-', 't=0 0', ...(bundle ? [bundle[0]] : [])];
-  const fp = Array.from({ length: 32 }, (_, i) => ((i * 53 + 7) & 0xff).toString(16).padStart(2, '0').toUpperCase()).join(':');
-  for (const lines of sections) {
-    const dir = lines.find((l) => /^a=(sendrecv|sendonly|recvonly|inactive)$/.test(l));
-    out.push(lines[0], 'c=IN IP4 0.0.0.0', 'a=ice-ufrag:e2eS', 'a=ice-pwd:e2eSubscriberPassword01234',
-      `a=fingerprint:sha-256 ${fp}`, 'a=setup:active', ...lines.filter((l) => l.startsWith('a=mid:')),
-      ...lines.filter((l) => /^a=(rtpmap|fmtp|rtcp-fb|extmap):|^a=rtcp-rsize$/.test(l)));
-    out.push(dir === 'a=sendonly' || dir === 'a=sendrecv' ? 'a=recvonly' : 'a=inactive', 'a=rtcp-mux');
-  }
-  return out.join('\r\n') + '\r\n';
 }
 
 const ROOM_EVENTS = new Set(['participantJoined', 'participantLeft', 'trackPublished', 'trackUnpublished', 'trackMuted']);

@@ -6,6 +6,10 @@
 
 use std::net::UdpSocket as StdUdpSocket;
 
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, MediaKind};
+use str0m::{Event, Output};
+
 use super::*;
 
 /// The far side: one ICE-lite `Rtc` on its own loopback socket, pumped by the test.

@@ -192,6 +192,8 @@ struct Transport {
     egress: HashMap<Mid, u64>,
     /// Latest fraction lost reported by this subscriber's receiver reports.
     loss: Option<f32>,
+    /// The media path broke (ICE disconnected or restarted) and has not come back yet.
+    ice_interrupted: bool,
 }
 
 /// The sans-IO core of one shard.

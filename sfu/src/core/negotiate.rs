@@ -274,6 +274,7 @@ impl ShardCore {
         self.index.add_ufrag(&ufrag, tid);
         info!(transport = tid.0, participant = %t.participant, "ICE restarted");
         t.ufrag = ufrag;
+        t.ice_interrupted = true;
         self.stats.ice_restarts += 1;
     }
 }

@@ -638,6 +638,7 @@ impl ShardCore {
                 },
                 egress: HashMap::new(),
                 loss: None,
+                ice_interrupted: false,
             },
         );
         // Drive once so the instance reports its first timeout.

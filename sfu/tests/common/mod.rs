@@ -16,10 +16,19 @@ use sfu::core::{Grants, SfuEvent, ShardCore, TrackRequest};
 use sfu::{ParticipantId, SfuConfig, Source};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// A learner's grants: publishes and subscribes.
+pub const BOTH: Grants = Grants {
+    publish: true,
+    subscribe: true,
+    proctor: false,
+};
 
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const PORTS: [u16; 2] = [40000, 40001];
@@ -56,6 +65,8 @@ pub struct Client {
     pub down: Link,
     pub received: Vec<Got>,
     pub keyframe_requests: usize,
+    /// Every key-frame request the publisher PC got: (m-line, simulcast layer), in order.
+    pub keyframe_requests_on: Vec<(Mid, Option<Rid>)>,
     pub offers: usize,
     pub offer_tracks: Vec<sfu::OfferedTrack>,
     pub connected_pub: bool,
@@ -65,7 +76,8 @@ pub struct Client {
     /// Subscriber PC supports only H264 video (and Opus): a browser without VP8.
     pub h264_only: bool,
     pub pub_mids: Vec<(Mid, MediaKind, Source)>,
-    pub seq: HashMap<Mid, u64>,
+    /// Last sequence number written per (m-line, simulcast layer): one RTP stream each.
+    pub seq: HashMap<(Mid, Option<Rid>), u64>,
     /// Leave server offers unanswered (a client whose answer never arrives).
     pub hold_answers: bool,
     /// Every subscriber offer received, in order (SDP text).
@@ -179,6 +191,7 @@ impl Sim {
             down: Link::default(),
             received: Vec::new(),
             keyframe_requests: 0,
+            keyframe_requests_on: Vec::new(),
             offers: 0,
             offer_tracks: Vec::new(),
             connected_pub: false,
@@ -200,6 +213,25 @@ impl Sim {
 
     /// The client offers `tracks` (kind, source) on its publisher PC; the core answers.
     pub fn publish(&mut self, idx: usize, tracks: &[(MediaKind, Source)]) -> Vec<sfu::TrackInfo> {
+        self.publish_with(idx, tracks, None)
+    }
+
+    /// The client offers its camera as simulcast, one encoding per RID in `rids` (as a
+    /// browser's `a=simulcast:send q;h;f`); the core answers. Write with `send_rtp_layer`.
+    pub fn publish_simulcast(&mut self, idx: usize, rids: &[&str]) -> Vec<sfu::TrackInfo> {
+        let mut simulcast = Simulcast::new();
+        for rid in rids {
+            simulcast.add_send_layer(SimulcastLayer::new(rid));
+        }
+        self.publish_with(idx, &[(MediaKind::Video, Source::Camera)], Some(simulcast))
+    }
+
+    fn publish_with(
+        &mut self,
+        idx: usize,
+        tracks: &[(MediaKind, Source)],
+        simulcast: Option<Simulcast>,
+    ) -> Vec<sfu::TrackInfo> {
         let now = self.now;
         let addr = self.clients[idx].addr;
         let c = &mut self.clients[idx];
@@ -216,7 +248,12 @@ impl Sim {
         let mut api = rtc.sdp_api();
         let mut mids = Vec::new();
         for (kind, source) in tracks {
-            let mid = api.add_media(*kind, Direction::SendOnly, None, None, None);
+            let sc = if *kind == MediaKind::Video {
+                simulcast.clone()
+            } else {
+                None
+            };
+            let mid = api.add_media(*kind, Direction::SendOnly, None, None, sc);
             mids.push((mid, *kind, *source));
         }
         let (offer, pending) = api.apply().expect("offer");
@@ -421,7 +458,10 @@ impl Sim {
                                             at: self.now,
                                         });
                                     }
-                                    Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                                    Event::KeyframeRequest(r) => {
+                                        c.keyframe_requests += 1;
+                                        c.keyframe_requests_on.push((r.mid, r.rid));
+                                    }
                                     _ => {}
                                 }
                             }
@@ -558,10 +598,39 @@ impl Sim {
         payload: Vec<u8>,
         ext: ExtensionValues,
     ) {
+        self.write_rtp(idx, n, None, ts, marker, payload, ext);
+    }
+
+    /// Write one RTP packet of simulcast layer `rid` on the publisher's `n`-th m-line (one
+    /// published with `publish_simulcast`). Each layer is its own stream (SSRC, sequence).
+    pub fn send_rtp_layer(
+        &mut self,
+        idx: usize,
+        n: usize,
+        rid: &str,
+        ts: u32,
+        marker: bool,
+        payload: Vec<u8>,
+    ) {
+        let rid = Some(Rid::from(rid));
+        self.write_rtp(idx, n, rid, ts, marker, payload, ExtensionValues::default());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_rtp(
+        &mut self,
+        idx: usize,
+        n: usize,
+        rid: Option<Rid>,
+        ts: u32,
+        marker: bool,
+        payload: Vec<u8>,
+        ext: ExtensionValues,
+    ) {
         let now = self.now;
         let c = &mut self.clients[idx];
         let (mid, kind, _) = c.pub_mids[n];
-        let seq = c.seq.entry(mid).or_insert(1);
+        let seq = c.seq.entry((mid, rid)).or_insert(1);
         *seq += 1;
         let seq_no = *seq;
         let rtc = c.pub_rtc.as_mut().expect("publisher");
@@ -580,7 +649,7 @@ impl Sim {
             .expect("codec negotiated")
             .pt();
         let mut api = rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
             return;
         };
         tx.write_rtp(

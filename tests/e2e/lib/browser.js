@@ -41,8 +41,36 @@ export async function prepareContext(context, baseUrl) {
   await context.addInitScript(collectPeerConnections);
 }
 
-export async function launchBrowser() {
-  return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_FLAGS });
+/** Headless Chromium with CHROMIUM_FLAGS plus `extraArgs` (e.g. fakeCameraArgs()). */
+export async function launchBrowser({ extraArgs = [] } = {}) {
+  return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: [...CHROMIUM_FLAGS, ...extraArgs] });
+}
+
+/**
+ * A Chromium in its own process group (playwright launches it detached), connected over its
+ * WebSocket endpoint, for tests that kill a whole browser: `kill()` sends SIGKILL to the
+ * group (the browser and its renderer, GPU and network processes), so nothing closes
+ * cleanly (no WebSocket close frame, no DTLS close_notify; the kernel still closes its TCP
+ * sockets). Returns { browser, pid, kill(), close() }.
+ */
+export async function launchKillableBrowser({ extraArgs = [] } = {}) {
+  const server = await chromium.launchServer({ executablePath: CHROMIUM_PATH, headless: true, args: [...CHROMIUM_FLAGS, ...extraArgs] });
+  const pid = server.process().pid;
+  const browser = await chromium.connect(server.wsEndpoint());
+  let killed = false;
+  return {
+    browser,
+    pid,
+    kill() {
+      if (killed) return;
+      killed = true;
+      try { process.kill(-pid, 'SIGKILL'); } catch { /* already gone */ }
+    },
+    async close() {
+      if (!killed) await browser.close().catch(() => {});
+      await server.close().catch(() => {});
+    },
+  };
 }
 
 /**
@@ -55,12 +83,20 @@ export async function launchBrowser() {
  * files come from signaling/web instead of the binary (see tree-client.js).
  * @param {{room: string, name: string, role?: string, publish?: boolean, loss?: number,
  *   query?: Record<string, string>, joinTimeoutMs?: number,
- *   context?: import('playwright-core').BrowserContext}} opts
+ *   context?: import('playwright-core').BrowserContext, initScripts?: Function[],
+ *   onPage?: (page: import('playwright-core').Page) => void}} opts
+ * `initScripts` run in every document of a new context before its scripts (they survive
+ * reloads), e.g. the video gap monitor of gaps.js; `onPage` sees the page before it loads
+ * (e.g. to watch its WebSocket, see sigtrack.js).
  */
-export async function openParticipant(browser, baseUrl, { room, name, role, publish, loss, query = {}, joinTimeoutMs = 20000, context: shared = null }) {
+export async function openParticipant(browser, baseUrl, { room, name, role, publish, loss, query = {}, joinTimeoutMs = 20000, context: shared = null, initScripts = [], onPage = null }) {
   const context = shared || await browser.newContext();
-  if (!shared) await prepareContext(context, baseUrl);
+  if (!shared) {
+    await prepareContext(context, baseUrl);
+    for (const script of initScripts) await context.addInitScript(script);
+  }
   const page = await context.newPage();
+  if (onPage) onPage(page);
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(`[${name} console.${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => consoleLines.push(`[${name} pageerror] ${e.stack || e.message}`));

@@ -54,6 +54,17 @@ export function pageView(page) {
   });
 }
 
+/**
+ * Closes what a several-node test file opened: its pages, its browser, then every node and
+ * Redis last (nodes leave the registry on the way out). For the file's after().
+ */
+export async function closeDeployment({ pages = [], browser = null, procs = {} }) {
+  for (const p of pages) await p.close();
+  if (browser) await browser.close().catch(() => {});
+  const names = Object.keys(procs).sort((x, y) => (x === 'redis') - (y === 'redis'));
+  for (const name of names) if (procs[name]) await procs[name].stop();
+}
+
 /** The last lines of every process's log, for a failing test. */
 export function processLogs(procs, lines = 150) {
   return Object.entries(procs).filter(([, p]) => p)

@@ -11,13 +11,13 @@ const SERVER_LOG_TAIL = 400;
 
 /**
  * @param {import('node:test').TestContext} t  the harness is closed in t.after()
- * @param {{serverArgs?: string[]}} opts
+ * @param {{serverArgs?: string[], browserArgs?: string[]}} opts  `browserArgs`: extra Chromium flags
  */
-export async function startHarness(t, { serverArgs = [] } = {}) {
+export async function startHarness(t, { serverArgs = [], browserArgs = [] } = {}) {
   const server = await startServer({ args: serverArgs });
   let browser;
   try {
-    browser = await launchBrowser();
+    browser = await launchBrowser({ extraArgs: browserArgs });
   } catch (e) {
     await server.stop();
     throw e;
@@ -27,9 +27,12 @@ export async function startHarness(t, { serverArgs = [] } = {}) {
     server,
     browser,
     participants,
-    /** Opens the demo page as a participant (see openParticipant) and waits for it to join. */
-    async join(opts) {
-      const p = await openParticipant(browser, server.baseUrl, opts);
+    /**
+     * Opens the demo page as a participant (see openParticipant) and waits for it to join;
+     * `opts.browser` opens it in another browser than the harness's own.
+     */
+    async join({ browser: other = null, ...opts }) {
+      const p = await openParticipant(other || browser, server.baseUrl, opts);
       participants.push(p);
       return p;
     },

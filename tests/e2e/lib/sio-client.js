@@ -18,12 +18,16 @@ export async function devToken(baseUrl, query) {
   return body;
 }
 
-/** Sends `event` and resolves with the ack (a result or `{error}`); rejects if none comes. */
-export async function request(socket, event, payload) {
+/**
+ * Sends `event` with `args` (none, one payload, or several: malformed calls are tests too)
+ * and resolves with the ack (a result or `{error}`); rejects if none comes.
+ */
+export async function request(socket, event, ...args) {
   try {
-    return await socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, payload);
+    return await socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, ...args);
   } catch (e) {
-    throw new Error(`no ack for '${event}' within ${ACK_TIMEOUT_MS} ms (${e.message}; connected=${socket.connected})`);
+    const gone = socket.disconnectReason ? `, disconnect reason=${socket.disconnectReason}` : '';
+    throw new Error(`no ack for '${event}' within ${ACK_TIMEOUT_MS} ms (${e.message}; connected=${socket.connected}${gone})`);
   }
 }
 

@@ -19,7 +19,8 @@ export function restCredential(secret, identity, expiryUnix) {
   return { username, password: createHmac('sha1', secret).update(username).digest('base64') };
 }
 
-function attr(type, value) {
+/** One STUN attribute: type, length, value padded to 4 bytes (RFC 8489 §14). */
+export function attr(type, value) {
   const b = Buffer.alloc(4 + value.length + ((4 - (value.length % 4)) % 4));
   b.writeUInt16BE(type, 0);
   b.writeUInt16BE(value.length, 2);
