@@ -28,7 +28,7 @@ fn track(id: &str, pid: &str) -> TrackRecord {
         kind: "video".into(),
         source: "camera".into(),
         muted: false,
-        codec: "VP8".into(),
+        codec: "vp8".into(),
     }
 }
 
@@ -92,7 +92,7 @@ async fn participants_contract(store: &impl RoomStore) {
         .upsert_track(
             "r",
             &TrackRecord {
-                codec: "VP9".into(),
+                codec: "vp9".into(),
                 ..track("TR10", "P1")
             },
         )
@@ -100,7 +100,7 @@ async fn participants_contract(store: &impl RoomStore) {
         .unwrap();
     assert_eq!(
         store.participants("r").await.unwrap()[0].tracks[1].codec,
-        "VP9",
+        "vp9",
         "upsert replaces"
     );
     store.remove_track("r", "P1", "TR2").await.unwrap();

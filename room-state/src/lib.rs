@@ -46,7 +46,7 @@ pub struct TrackRecord {
     pub source: String,
     /// Muted by the publisher.
     pub muted: bool,
-    /// Codec name.
+    /// Codec: the MIME subtype in lower case (`opus`, `vp8`, `h264`, ...).
     pub codec: String,
 }
 

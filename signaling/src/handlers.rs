@@ -27,6 +27,12 @@ use crate::departure::Departure;
 use crate::events::{Kind, participant_fields};
 use crate::{AppState, NAMESPACE, Session, resume};
 
+/// The revision of docs/protocol.md this server speaks, sent as `protocol` in the `join`
+/// and `resume` acks. Bumped (with a changelog entry in docs/protocol.md) whenever a client
+/// written for the previous revision could misread or miss something; a client refuses a
+/// number it does not know. 1 was the unversioned protocol (acks without `protocol`).
+pub const PROTOCOL: u32 = 2;
+
 /// A protocol error: `{code, message}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -479,8 +485,8 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     Ok(ack)
 }
 
-/// What `join` and `resume` acknowledge: the participant, the others it may see, ICE
-/// servers with fresh credentials, the live nodes (several nodes), the focus history
+/// What `join` and `resume` acknowledge: the protocol revision, the participant, the
+/// others it may see, ICE servers with fresh credentials, the live nodes (several nodes), the focus history
 /// (proctors), and how long a dropped socket may be resumed.
 pub(crate) fn session_ack(
     state: &AppState,
@@ -489,6 +495,7 @@ pub(crate) fn session_ack(
     others: Vec<ParticipantRecord>,
 ) -> Value {
     let mut ack = json!({
+        "protocol": PROTOCOL,
         "participant": record,
         "participants": others,
         "iceServers": ice_servers(state, &claims.sub),

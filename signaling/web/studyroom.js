@@ -69,6 +69,9 @@
 //   from its join ack (the room's recent history, oldest first), and can ask
 //   room.focusHistory(participantId?) -> [FocusEvent].
 // Every failed request rejects with a StudyRoomError carrying the server's error `code`.
+// Versions (docs/protocol.md, "Versions"): the join and resume acks name the protocol
+// revision the server speaks; a server speaking none of `StudyRoom.protocols` is left at
+// once and join() rejects with `protocol_mismatch` (an ack without `protocol` is revision 1).
 
 import { sioConnect } from './sio.js';
 
@@ -112,6 +115,9 @@ function redirectUrl(url) {
   }
 }
 
+// The protocol revisions this client speaks (docs/protocol.md, "Versions").
+export const PROTOCOL_VERSIONS = Object.freeze([2]);
+
 export class StudyRoomError extends Error {
   constructor(code, message) {
     super(message ? `${code}: ${message}` : code);
@@ -139,6 +145,9 @@ function videoCodecPreferences(codec) {
 }
 
 export class StudyRoom {
+  /** The protocol revisions this client accepts from a server (docs/protocol.md, "Versions"). */
+  static protocols = PROTOCOL_VERSIONS;
+
   /**
    * @param {{url?: string, videoCodec?: string, simulcast?: boolean}} opts  `url`: server base
    *   URL (defaults to the page's origin); `videoCodec`: force the camera's codec (see the
@@ -336,12 +345,16 @@ export class StudyRoom {
   async _joinWithRetry() {
     for (let attempt = 1; ; attempt++) {
       let moved = null; // the room lives on another node (`moved`): go there at once
+      let res;
       try {
-        const res = await this._request('join', {});
-        if (!this._redirect) return res;
+        res = await this._request('join', {});
       } catch (e) {
         if (e.code === 'moved' && redirectUrl(e.url)) moved = redirectUrl(e.url);
         else if (e.code !== 'draining') throw e;
+      }
+      if (res) {
+        await this._checkProtocol(res);
+        if (!this._redirect) return res;
       }
       if (this.state === 'left') throw new StudyRoomError('left', 'left the room while joining');
       if (attempt >= JOIN_ATTEMPTS) {
@@ -353,6 +366,21 @@ export class StudyRoom {
       if (this.state === 'left') throw new StudyRoomError('left', 'left the room while joining');
       await this._reopen(url);
     }
+  }
+
+  // A join ack from a server speaking a protocol revision we do not: leave it at once (the
+  // room sees us go) and reject with `protocol_mismatch`.
+  async _checkProtocol(res) {
+    const spoken = StudyRoom.protocols;
+    if (spoken.includes(res.protocol)) return;
+    const theirs = Number.isInteger(res.protocol) ? res.protocol : 1;
+    await this._request('leave', {}, 2000).catch(() => {});
+    const s = this.socket;
+    this.socket = null;
+    if (s) s.close();
+    this.state = 'disconnected';
+    throw new StudyRoomError('protocol_mismatch',
+      `the server at ${this.url} speaks protocol ${theirs}, this client speaks ${spoken.join(', ')}: update the client`);
   }
 
   _applyJoin(res) {
@@ -433,6 +461,9 @@ export class StudyRoom {
           return 'refused';
         }
       }
+      // A server that now speaks another revision (upgraded meanwhile): join afresh, where
+      // _checkProtocol refuses it.
+      if (res && !StudyRoom.protocols.includes(res.protocol)) return 'refused';
       if (res) {
         this._applyResume(res);
         return 'resumed';

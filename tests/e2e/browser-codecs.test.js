@@ -53,7 +53,7 @@ test('VP8, VP9, H264 and AV1 cameras are forwarded and decoded; audio is Opus', 
           assert.equal(sent.mimeType.toLowerCase(), `video/${codec}`.toLowerCase(), `the publisher sends ${codec}`);
           const tracks = await sub.page.evaluate((id) => window.studyroom.participants.get(id)?.tracks ?? [], pub.id);
           assert.deepEqual(tracks.map((tr) => [tr.source, tr.codec]).sort(),
-            [['camera', codec], ['microphone', 'opus']], `the server's Track.codec for ${codec}`);
+            [['camera', codec.toLowerCase()], ['microphone', 'opus']], `the server's Track.codec for ${codec}`);
 
           // The listener decodes it: frames rising, and its decoder's codec is the one sent.
           const video = await waitForVideoFrom(sub, pub.id, { minFrames: MIN_FRAMES, timeoutMs: 20000 });

@@ -105,7 +105,8 @@ test('lifecycle events for a join/publish/mute/share/leave sequence arrive in or
     assert.deepEqual(
       { id: annJoined.participant.id, identity: annJoined.participant.identity, name: annJoined.participant.name, role: annJoined.participant.role },
       { id: ann.id, identity: annIdentity, name: 'Ann', role: 'learner' });
-    assert.deepEqual([pub1, pub2].map((e) => e.track.source).sort(), ['camera', 'microphone']);
+    assert.deepEqual([pub1, pub2].map((e) => [e.track.source, e.track.codec]).sort(), [['camera', 'vp8'], ['microphone', 'opus']],
+      'Track.codec: the MIME subtype in lower case (docs/protocol.md)');
     for (const e of [pub1, pub2, muted, shared, unshared]) assert.deepEqual(e.participant, { id: ann.id, identity: annIdentity });
     assert.equal(bobJoined.participant.id, bob.id);
     assert.equal(muted.track.source, 'microphone');

@@ -54,7 +54,7 @@ pub struct TrackInfo {
     pub source: Source,
     /// Muted by its publisher.
     pub muted: bool,
-    /// Negotiated codec name (e.g. `VP8`, `opus`).
+    /// Negotiated codec: the MIME subtype in lower case (`opus`, `vp8`, `vp9`, `h264`, `av1`).
     pub codec: String,
 }
 

@@ -33,6 +33,7 @@ mod forward;
 mod negotiate;
 pub mod rewrite;
 pub mod route;
+mod sdp_text;
 mod session;
 pub mod simulcast;
 mod speakers;
@@ -48,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use str0m::Rtc;
 use str0m::change::SdpPendingOffer;
+use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt};
 use str0m::rtp::RtpPacket;
 
@@ -92,6 +94,9 @@ struct Producer {
     transport: TransportId,
     mid: Mid,
     clock_rate: u32,
+    /// The codec the publisher sends (the first of our answer), as the publisher
+    /// transport negotiated it; None when the m-line has no codec we forward.
+    params: Option<PayloadParams>,
     /// Subscriber transports with a consumer fed by this producer.
     consumers: Vec<TransportId>,
     last_keyframe_request: Option<Instant>,
@@ -118,6 +123,9 @@ struct Consumer {
     rewriter: Rewriter,
     /// Cache of publisher pt -> our pt (None: the subscriber lacks the codec).
     pt_map: Vec<(Pt, Option<Pt>)>,
+    /// The codec of the producer feeding it (or that last fed it): its m-line offers only
+    /// this codec and its RTX (see `negotiate`).
+    codec: Option<PayloadParams>,
     warned_codec: bool,
     /// Simulcast layer wanted and forwarded.
     sel: Selection,

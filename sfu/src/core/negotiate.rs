@@ -6,10 +6,15 @@
 use str0m::media::{Direction, MediaKind, Mid};
 use tracing::info;
 
+use std::collections::HashMap;
+
+use str0m::format::PayloadParams;
+
 use super::rewrite::Rewriter;
+use super::sdp_text;
 use super::simulcast::Selection;
 use super::*;
-use crate::ids::{ParticipantId, TrackId, TransportId};
+use crate::ids::{ParticipantId, Source, TrackId, TransportId};
 
 impl ShardCore {
     /// Give `producer` a consumer in subscriber transport `sub` (re-using a parked
@@ -21,10 +26,37 @@ impl ShardCore {
         let Some(t) = self.transports.get_mut(&sub) else {
             return;
         };
-        let TransportKind::Subscriber { consumers, .. } = &mut t.kind else {
+        let TransportKind::Subscriber {
+            consumers,
+            by_mid,
+            to_stop,
+            ..
+        } = &mut t.kind
+        else {
             return;
         };
         let key = (p.info.participant, p.info.source);
+        // A re-publish with another codec: the consumer's m-line was negotiated for the old
+        // one only (each m-line offers its producer's codec), and an m-line's codecs cannot
+        // change under str0m 0.25. Retire that m-line; `negotiate` places the consumer on
+        // one that offers the new codec.
+        let config = t.rtc.codec_config();
+        let local_pt =
+            |c: Option<PayloadParams>| c.and_then(|c| config.match_params(c)).map(|p| p.pt());
+        if let Some(c) = consumers.get_mut(&key)
+            && !c.mid.is_empty()
+            && local_pt(c.codec) != local_pt(p.params)
+            && by_mid.remove(&c.mid).is_some()
+        {
+            to_stop.push(Slot {
+                mid: c.mid,
+                kind: c.kind,
+                group: c.group,
+                rewriter: std::mem::replace(&mut c.rewriter, Rewriter::new(t.rng.u16(1..0x7fff))),
+            });
+            c.mid = Mid::from("");
+            c.active = false;
+        }
         let c = consumers.entry(key).or_insert_with(|| Consumer {
             mid: Mid::from(""),
             publisher: p.info.participant,
@@ -35,10 +67,12 @@ impl ShardCore {
             rewriter: Rewriter::new(t.rng.u16(1..0x7fff)),
             pt_map: Vec::new(),
             warned_codec: false,
+            codec: None,
             sel: Selection::default(),
             group: p.info.participant,
         });
         c.producer = Some(producer);
+        c.codec = p.params;
         c.pt_map.clear();
         c.rewriter.switch_source();
         c.sel.current = None;
@@ -114,6 +148,26 @@ impl ShardCore {
             return;
         }
         *renegotiate = false;
+        // Each consumer's m-line offers only its producer's codec and that codec's RTX:
+        // `pts[mid]`, our payload types. str0m 0.25 cannot be told so (the codec
+        // configuration is fixed when the `Rtc` is built, and a new m-line offers every
+        // codec of its kind), so the offer text is narrowed (`sdp_text`); the browser's
+        // answer then lists only that codec, and str0m narrows the m-line to the answer
+        // for good. A free m-line is therefore reused only by a consumer of a codec it
+        // still carries; another codec gets a new m-line.
+        let config = t.rtc.codec_config();
+        let pts: HashMap<(ParticipantId, Source), (Pt, Vec<u8>)> = consumers
+            .iter()
+            .filter_map(|(k, c)| {
+                let p = config.match_params(c.codec?)?;
+                let all = [Some(p.pt()), p.resend()].into_iter().flatten();
+                Some((*k, (p.pt(), all.map(|pt| *pt).collect())))
+            })
+            .collect();
+        let carries: HashMap<Mid, Vec<Pt>> = free
+            .iter()
+            .filter_map(|s| Some((s.mid, t.rtc.media(s.mid)?.remote_pts().to_vec())))
+            .collect();
         let mut api = t.rtc.sdp_api();
         let mut keys: Vec<_> = consumers
             .iter()
@@ -132,7 +186,11 @@ impl ShardCore {
                 (own, placed.map(|(_, c)| c.group).collect())
             };
             let c = consumers.get_mut(&k).expect("key from the map");
-            match take_slot(free, c.kind, &own, &busy) {
+            let fits = |s: &Slot| match pts.get(&k) {
+                Some((pt, _)) => carries.get(&s.mid).is_some_and(|m| m.contains(pt)),
+                None => true,
+            };
+            match take_slot(free, c.kind, &own, &busy, fits) {
                 Some(slot) => {
                     c.mid = slot.mid;
                     c.group = slot.group;
@@ -164,6 +222,11 @@ impl ShardCore {
             return;
         };
         *pending_offer = Some(pending);
+        let keep: HashMap<String, Vec<u8>> = consumers
+            .iter()
+            .filter(|(_, c)| !c.mid.is_empty())
+            .filter_map(|(k, c)| Some((c.mid.to_string(), pts.get(k)?.1.clone())))
+            .collect();
         let mut tracks: Vec<OfferedTrack> = consumers
             .values()
             .map(|c| OfferedTrack {
@@ -177,7 +240,7 @@ impl ShardCore {
         tracks.sort_by(|a, b| a.mid.cmp(&b.mid));
         self.events.push_back(SfuEvent::SubscriberOffer {
             participant,
-            sdp: offer.to_sdp_string(),
+            sdp: sdp_text::offer_only_payload_types(&offer.to_sdp_string(), &keep),
             tracks,
         });
         if let Some(ufrag) = restart_ufrag {
@@ -216,22 +279,22 @@ impl ShardCore {
     }
 }
 
-/// Take a free m-line of `kind` for a new consumer. Preferred: one of the msid stream the
-/// publisher's other consumers already use (`own`), then one of a stream no live consumer
-/// uses (`busy` lists the streams in use), then the oldest free one.
+/// Take a free m-line of `kind` that `fits` (carries the consumer's codec) for a new
+/// consumer. Preferred: one of the msid stream the publisher's other consumers already use
+/// (`own`), then one of a stream no live consumer uses (`busy` lists the streams in use),
+/// then the oldest free one.
 pub(super) fn take_slot(
     free: &mut Vec<Slot>,
     kind: MediaKind,
     own: &[ParticipantId],
     busy: &[ParticipantId],
+    fits: impl Fn(&Slot) -> bool,
 ) -> Option<Slot> {
+    let ok = |s: &Slot| s.kind == kind && fits(s);
     let pos = free
         .iter()
-        .position(|s| s.kind == kind && own.contains(&s.group))
-        .or_else(|| {
-            free.iter()
-                .position(|s| s.kind == kind && !busy.contains(&s.group))
-        })
-        .or_else(|| free.iter().position(|s| s.kind == kind))?;
+        .position(|s| ok(s) && own.contains(&s.group))
+        .or_else(|| free.iter().position(|s| ok(s) && !busy.contains(&s.group)))
+        .or_else(|| free.iter().position(ok))?;
     Some(free.remove(pos))
 }

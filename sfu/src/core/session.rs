@@ -27,9 +27,10 @@ struct SendingMline {
     source: Source,
     muted: bool,
     kind: MediaKind,
-    /// Negotiated codec name (`VP8`, `opus`, ...).
+    /// Negotiated codec name ([`codec_name`]: `vp8`, `opus`, ...).
     codec: String,
     clock_rate: u32,
+    params: Option<PayloadParams>,
 }
 
 impl ShardCore {
@@ -130,6 +131,7 @@ impl ShardCore {
         if tracks.len() > 16 {
             return Err(SfuError::BadRequest("too many tracks".into()));
         }
+        let offer_text = offer;
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let room = p.room.clone();
@@ -183,12 +185,20 @@ impl ShardCore {
                     req.source.as_str()
                 )));
             }
-            let params = media
-                .remote_pts()
-                .first()
-                .and_then(|pt| t.rtc.codec_config().params().iter().find(|p| p.pt() == *pt))
-                .map(|p| (codec_name(p), p.spec().clock_rate.get()));
-            let (codec, rate) = params.unwrap_or_else(|| ("unknown".into(), 90_000));
+            // The codec the client sends: the first our answer lists. str0m writes the
+            // answer in our configuration's order, narrowed to the offer's payload types,
+            // and an offerer sends the answer's first codec (libwebrtc does), whatever the
+            // order of its own offer.
+            let params = t
+                .rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| media.remote_pts().contains(&p.pt()))
+                .copied();
+            let (codec, rate) = params
+                .map(|p| (codec_name(&p), p.spec().clock_rate.get()))
+                .unwrap_or_else(|| ("unknown".into(), 90_000));
             wanted.push(SendingMline {
                 mid,
                 source: req.source,
@@ -196,6 +206,7 @@ impl ShardCore {
                 kind,
                 codec,
                 clock_rate: rate,
+                params,
             });
         }
         let TransportKind::Publisher { by_mid } = &t.kind else {
@@ -223,6 +234,7 @@ impl ShardCore {
             kind,
             codec,
             clock_rate,
+            params,
         } in wanted
         {
             let t = self
@@ -254,6 +266,7 @@ impl ShardCore {
                     transport: tid,
                     mid,
                     clock_rate,
+                    params,
                     consumers: Vec::new(),
                     last_keyframe_request: None,
                     keyframe_pending: false,
@@ -287,8 +300,13 @@ impl ShardCore {
             }
         }
         self.kick(tid, now);
+        // str0m 0.25 writes the feedback of our codec configuration, not the intersection
+        // with the offer's, and its configuration is fixed when the transport is built (one
+        // transport answers every later offer of this client). Removing the `a=rtcp-fb`
+        // lines the offer did not list is the minimal fix: it only deletes lines, so the
+        // answer stays one str0m produced, and feedback is optional per payload type.
         Ok(PublishAnswer {
-            sdp: answer.to_sdp_string(),
+            sdp: super::sdp_text::answer_feedback_within_offer(offer_text, &answer.to_sdp_string()),
             tracks: infos,
         })
     }
@@ -673,6 +691,10 @@ impl ShardCore {
     }
 }
 
+/// `Track.codec` (docs/protocol.md): the codec's MIME subtype in lower case (`opus`, `vp8`,
+/// `vp9`, `h264`, `av1`). MIME subtypes are case-insensitive and stacks spell them
+/// differently in SDP (`VP8` next to `opus`); one normalised form lets clients, the NATS
+/// consumers and the metrics compare with `==`.
 pub(super) fn codec_name(p: &PayloadParams) -> String {
-    format!("{}", p.spec().codec)
+    p.spec().codec.to_string().to_ascii_lowercase()
 }

@@ -123,6 +123,18 @@ fn client_rtc(now: Instant, addr: SocketAddr) -> Rtc {
     rtc
 }
 
+/// A client PC that knows only Opus and H264 (publishes H264, cannot receive VP8).
+fn h264_rtc(now: Instant, addr: SocketAddr) -> Rtc {
+    let mut rtc = Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_h264(true)
+        .build(now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+    rtc
+}
+
 impl Sim {
     pub fn new(seed: u64) -> Sim {
         Self::with_config(seed, config())
@@ -146,7 +158,7 @@ impl Sim {
         }
     }
 
-    /// Add a participant whose subscriber PC lacks VP8 (H264 and Opus only).
+    /// Add a participant whose PCs lack VP8 (H264 and Opus only): it publishes H264.
     pub fn join_h264_only(&mut self, grants: Grants) -> usize {
         // Marked before the join: the first offer may come from `join` itself.
         self.pending_h264_only = Some(self.clients.len());
@@ -223,9 +235,15 @@ impl Sim {
         let now = self.now;
         let addr = self.clients[idx].addr;
         let c = &mut self.clients[idx];
+        let h264_only = c.h264_only;
         let rtc = c.pub_rtc.get_or_insert_with(|| {
             // The publisher PC uses another local port than the subscriber PC.
-            client_rtc(now, SocketAddr::new(addr.ip(), addr.port() + 1))
+            let addr = SocketAddr::new(addr.ip(), addr.port() + 1);
+            if h264_only {
+                h264_rtc(now, addr)
+            } else {
+                client_rtc(now, addr)
+            }
         });
         let mut api = rtc.sdp_api();
         let mut mids = Vec::new();
@@ -330,14 +348,7 @@ impl Sim {
                 let h264_only = c.h264_only;
                 let rtc = c.sub_rtc.get_or_insert_with(|| {
                     if h264_only {
-                        let mut rtc = Rtc::builder()
-                            .set_rtp_mode(true)
-                            .clear_codecs()
-                            .enable_opus(true, false)
-                            .enable_h264(true)
-                            .build(now);
-                        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
-                        rtc
+                        h264_rtc(now, addr)
                     } else {
                         client_rtc(now, addr)
                     }
@@ -625,6 +636,8 @@ impl Sim {
         let rtc = c.pub_rtc.as_mut().expect("publisher");
         let want = if kind == MediaKind::Audio {
             Codec::Opus
+        } else if c.h264_only {
+            Codec::H264
         } else {
             Codec::Vp8
         };
