@@ -414,6 +414,18 @@ fn network_switch_with_ice_restart_keeps_everything() {
         sim.clients[mover].keyframe_requests > keyframes_before,
         "key frame requested from the mover after its reconnection"
     );
+    // Nothing was sent into the dead path: the mover's streams continue without a hole
+    // in their sequence numbers (a hole is seconds of NACKs before the browser gives up).
+    for from in 1..5 {
+        let seqs: Vec<u64> = sim.clients[mover]
+            .received
+            .iter()
+            .filter(|g| g.payload.first() == Some(&(from as u8)) && g.payload.get(1) == Some(&0))
+            .map(|g| g.seq)
+            .collect();
+        let holes = seqs.windows(2).filter(|w| w[1] != w[0] + 1).count();
+        assert_eq!(holes, 0, "a hole in the mover's stream from {from}");
+    }
     // Nothing changed for the others: same mapping, same SSRCs from the mover.
     assert_eq!(sim.clients[1].offer_tracks, tracks_before);
     assert_eq!(ssrcs_from(&sim, 1, mover), ssrcs_before);

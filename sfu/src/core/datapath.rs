@@ -255,6 +255,12 @@ impl ShardCore {
                                     t.disconnected_since.get_or_insert(now);
                                     t.ice_interrupted = true;
                                 }
+                                // An ICE restart (ours or the client's) starts over in
+                                // Checking: the old path is suspect until a pair is
+                                // nominated again.
+                                IceConnectionState::Checking if t.connected => {
+                                    t.ice_interrupted = true;
+                                }
                                 IceConnectionState::Connected | IceConnectionState::Completed => {
                                     t.disconnected_since = None;
                                     reconnected |= std::mem::take(&mut t.ice_interrupted);
@@ -316,8 +322,18 @@ impl ShardCore {
             return;
         };
         info!(transport = tid.0, participant = %t.participant, "media path back: asking for key frames");
-        match &t.kind {
+        let Some(t) = self.transports.get_mut(&tid) else {
+            return;
+        };
+        match &mut t.kind {
             TransportKind::Subscriber { consumers, .. } => {
+                // Nothing was forwarded while the path was down (see `forward`): continue
+                // each stream right after its last packet, so the browser sees no gap to
+                // NACK, and switch simulcast layers at the next key frame.
+                for c in consumers.values_mut() {
+                    c.rewriter.switch_source();
+                    c.sel.current = None;
+                }
                 let mids: Vec<Mid> = consumers
                     .values()
                     .filter(|c| c.active && c.producer.is_some() && c.kind == MediaKind::Video)

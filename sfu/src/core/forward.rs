@@ -88,6 +88,11 @@ impl ShardCore {
             let Some(st) = self.transports.get_mut(&sub) else {
                 continue;
             };
+            if st.ice_interrupted {
+                // Its path is down (ICE disconnected, or restarting): sending into the void
+                // would only leave a hole the browser NACKs for seconds after it is back.
+                continue;
+            }
             let TransportKind::Subscriber { consumers, .. } = &mut st.kind else {
                 continue;
             };
