@@ -220,7 +220,7 @@ impl Cluster {
 
     fn record(&self, state: &AppState) -> NodeRecord {
         let (load, rooms) = {
-            let s = state.0.store.lock().expect("store lock");
+            let s = state.store();
             (s.participant_count() as u64, s.rooms().len() as u64)
         };
         NodeRecord {
@@ -241,14 +241,7 @@ impl Cluster {
     /// Decide where a joining client's room lives (see the module docs). Never fails:
     /// without an answer from Redis the room is served here.
     pub async fn place(&self, state: &AppState, room: &str) -> Placement {
-        if !state
-            .0
-            .store
-            .lock()
-            .expect("store lock")
-            .participants(room)
-            .is_empty()
-        {
+        if !state.store().participants(room).is_empty() {
             return Placement::Here;
         }
         match tokio::time::timeout(REDIS_TIMEOUT * 3, self.place_remote(state, room)).await {
@@ -409,7 +402,7 @@ pub async fn heartbeat(state: AppState, cluster: Arc<Cluster>) {
             _ => {}
         }
         if was_down || fresh || beats.is_multiple_of(FULL_RESYNC_BEATS) {
-            let rooms = state.0.store.lock().expect("store lock").rooms();
+            let rooms = state.store().rooms();
             cluster.pending.lock().expect("pending lock").extend(rooms);
         }
     }
@@ -421,12 +414,7 @@ pub async fn sync(state: AppState, cluster: Arc<Cluster>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !cluster.left.load(Ordering::Relaxed) {
         tick.tick().await;
-        let changed = state
-            .0
-            .store
-            .lock()
-            .expect("store lock")
-            .take_changed_rooms();
+        let changed = state.store().take_changed_rooms();
         let rooms: Vec<String> = {
             let mut p = cluster.pending.lock().expect("pending lock");
             p.extend(changed);
@@ -440,7 +428,7 @@ pub async fn sync(state: AppState, cluster: Arc<Cluster>) {
             if cluster.left.load(Ordering::Relaxed) {
                 return;
             }
-            let participants = state.0.store.lock().expect("store lock").participants(room);
+            let participants = state.store().participants(room);
             match cluster
                 .store
                 .sync_room(room, &cluster.node_id, &participants, now_ms())
@@ -502,8 +490,8 @@ async fn hand_over(state: &AppState, cluster: &Cluster, room: &str, host: &str) 
 /// and every room of the deployment with its host and participants, read from Redis.
 /// Without Redis: this node's own rooms.
 pub async fn cluster_view(State(state): State<AppState>) -> impl IntoResponse {
-    let Some(cluster) = state.0.cluster.clone() else {
-        let s = state.0.store.lock().expect("store lock");
+    let Some(cluster) = state.cluster().cloned() else {
+        let s = state.store();
         let rooms: Vec<_> = s
             .rooms()
             .iter()

@@ -117,7 +117,7 @@ pub async fn serve(state: AppState, client: async_nats::Client) {
             };
             let command = msg.subject.as_str().strip_prefix(&prefix).unwrap_or("");
             let r = handle(&state, &client, command, &msg.payload, forwarded).await;
-            let counters = &state.0.commands;
+            let counters = &state.commands();
             match &r {
                 Ok(_) => {
                     counters
@@ -320,7 +320,7 @@ async fn forward(
 
 /// Whether participants of `room` are connected to this node.
 fn hosts_room(state: &AppState, room: &str) -> bool {
-    let sessions = state.0.sessions.lock().expect("sessions lock");
+    let sessions = state.sessions();
     sessions
         .by_sid
         .values()
@@ -343,7 +343,7 @@ async fn list_rooms(state: &AppState) -> Result<Value, CmdError> {
         }
         return Ok(json!({ "rooms": rooms }));
     }
-    let store = state.0.store.lock().expect("store lock");
+    let store = state.store();
     let mut names = store.rooms();
     names.sort();
     let rooms: Vec<Value> = names
@@ -356,7 +356,7 @@ async fn list_rooms(state: &AppState) -> Result<Value, CmdError> {
 /// Participants of a room on this node: (participant, identity), those waiting for a
 /// resume (no socket) included.
 fn members(state: &AppState, room: &str) -> Vec<(ParticipantId, String)> {
-    let sessions = state.0.sessions.lock().expect("sessions lock");
+    let sessions = state.sessions();
     let mut all: Vec<(ParticipantId, String)> = sessions
         .by_sid
         .values()
@@ -381,7 +381,7 @@ async fn send_away(
     why: Departure,
 ) {
     let sid: Option<Sid> = {
-        let sessions = state.0.sessions.lock().expect("sessions lock");
+        let sessions = state.sessions();
         sessions.by_participant.get(&p).copied()
     };
     let socket = sid.and_then(|sid| state.io().of(NAMESPACE)?.get_socket(sid));
@@ -442,12 +442,7 @@ async fn remove_participant(
 }
 
 async fn mute_track(state: &AppState, req: MuteReq) -> Result<Value, CmdError> {
-    let participants = state
-        .0
-        .store
-        .lock()
-        .expect("store lock")
-        .participants(&req.room);
+    let participants = state.store().participants(&req.room);
     let found = match (&req.track, &req.participant, &req.source) {
         (Some(t), None, None) => participants
             .iter()
@@ -477,8 +472,7 @@ async fn mute_track(state: &AppState, req: MuteReq) -> Result<Value, CmdError> {
         return Err(err("internal", "stored track has a malformed id"));
     };
     state
-        .0
-        .sfu
+        .sfu()
         .mute(p, t, req.muted)
         .await
         .map_err(|e| err("track_not_found", e.to_string()))?;

@@ -52,7 +52,7 @@ pub(crate) fn to_room(
 ) {
     let mut overflowed = Vec::new();
     {
-        let mut sessions = state.0.sessions.lock().expect("sessions lock");
+        let mut sessions = state.sessions();
         let detached: Vec<ParticipantId> = sessions
             .parked
             .detached_in(to.room(), matches!(to, Audience::Proctors(_)))
@@ -82,7 +82,7 @@ pub(crate) fn to_room(
 /// before `p`'s join ack went out waits for it.
 pub(crate) fn offer(state: &AppState, p: ParticipantId, payload: Value) {
     let outcome = {
-        let mut guard = state.0.sessions.lock().expect("sessions lock");
+        let mut guard = state.sessions();
         let sessions = &mut *guard;
         sessions.parked.offered(p, &payload);
         let outcome = push_locked(state, sessions, p, "offer", &payload);

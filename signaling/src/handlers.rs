@@ -3,17 +3,12 @@
 //! without an ack that fails gets the `error` event instead. Errors reach only the
 //! offending socket and are logged with the socket id (never the token).
 
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use room_state::{ParticipantRecord, TrackRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sfu::core::MAX_SDP_BYTES;
-use sfu::{
-    Grants, MediaKind, ParticipantId, Quality, Role, SfuError, Source, TrackId, TrackInfo,
-    TrackRequest,
-};
+use sfu::{Grants, MediaKind, ParticipantId, SfuError, TrackInfo};
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
@@ -26,6 +21,12 @@ use crate::delivery::{self, Audience};
 use crate::departure::Departure;
 use crate::events::{Kind, participant_fields};
 use crate::{AppState, NAMESPACE, Session, resume};
+
+mod leave;
+mod media;
+
+pub(crate) use leave::{announce_left, depart, depart_participant, remove_participant};
+use media::{answer, ice, mute, publish, restart_ice, set_quality, unpublish};
 
 /// The revision of docs/protocol.md this server speaks, sent as `protocol` in the `join`
 /// and `resume` acks. Bumped (with a changelog entry in docs/protocol.md) whenever a client
@@ -133,24 +134,18 @@ async fn authenticate(
             return Err(AuthError::Invalid("token is not a string".into()));
         }
     };
-    match state.0.keys.verify(&token) {
+    match state.keys().verify(&token) {
         Ok(claims) => {
             debug!(sid = %socket.id, identity = %claims.sub, room = %claims.room, "authenticated");
             let room = claims.room.clone();
-            state
-                .0
-                .sessions
-                .lock()
-                .expect("sessions lock")
-                .by_sid
-                .insert(
-                    socket.id,
-                    Session {
-                        claims,
-                        participant: None,
-                        room,
-                    },
-                );
+            state.sessions().by_sid.insert(
+                socket.id,
+                Session {
+                    claims,
+                    participant: None,
+                    room,
+                },
+            );
             register_handlers(&socket);
             Ok(())
         }
@@ -265,11 +260,7 @@ fn register_handlers(socket: &SocketRef) {
             if !resume::detach(&s, socket.id, &reason) {
                 depart(&s, socket.id, Departure::Disconnected).await;
             }
-            s.0.sessions
-                .lock()
-                .expect("sessions lock")
-                .by_sid
-                .remove(&socket.id);
+            s.sessions().by_sid.remove(&socket.id);
         },
     );
 }
@@ -278,7 +269,7 @@ fn participant_of(
     state: &AppState,
     socket: &SocketRef,
 ) -> Result<(ParticipantId, String), ApiError> {
-    let sessions = state.0.sessions.lock().expect("sessions lock");
+    let sessions = state.sessions();
     let s = sessions
         .by_sid
         .get(&socket.id)
@@ -348,7 +339,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     debug!(sid = %socket.id, "join");
     object(d)?;
     let claims = {
-        let sessions = state.0.sessions.lock().expect("sessions lock");
+        let sessions = state.sessions();
         let s = sessions
             .by_sid
             .get(&socket.id)
@@ -372,7 +363,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     }
     let room = claims.room.clone();
     // Several nodes: the room lives on one of them; elsewhere the client is sent there.
-    if let Some(cluster) = state.0.cluster.clone()
+    if let Some(cluster) = state.cluster().cloned()
         && let crate::cluster::Placement::Moved(url) = cluster.place(state, &room).await
     {
         info!(room = %room, %url, "room hosted by another node: client sent there");
@@ -385,12 +376,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         });
     }
     // The same identity joining again replaces its older session.
-    let old = state
-        .0
-        .store
-        .lock()
-        .expect("store lock")
-        .find_identity(&room, &claims.sub);
+    let old = state.store().find_identity(&room, &claims.sub);
     if let Some(old) = old
         && let Ok(pid) = old.id.parse::<ParticipantId>()
     {
@@ -402,19 +388,19 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
             let _ = s.disconnect();
         }
     }
-    let id = ParticipantId(state.0.next_participant.fetch_add(1, Ordering::Relaxed) + 1);
+    let id = ParticipantId(state.next_participant());
     let proctor = claims.role == RoleClaim::Proctor;
     let grants = Grants {
         publish: claims.can_publish(),
         subscribe: claims.can_subscribe(),
         proctor,
     };
-    let impair = if state.0.allow_impairment {
+    let impair = if state.allow_impairment() {
         claims.impair_loss.unwrap_or(0.0)
     } else {
         0.0
     };
-    state.0.sfu.join(id, &room, grants, impair).await?;
+    state.sfu().join(id, &room, grants, impair).await?;
     let record = ParticipantRecord {
         id: id.to_string(),
         identity: claims.sub.clone(),
@@ -432,12 +418,12 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         socket.join(proctors_key(&room));
     }
     let others = {
-        let mut store = state.0.store.lock().expect("store lock");
+        let mut store = state.store();
         let mut others = store.participants(&room);
         store.add_participant(&room, record.clone());
         // Lifecycle events under the store lock (see `pump::change_track`); a join undone
         // below is announced as left by `announce_left`.
-        let lifecycle = &state.0.lifecycle;
+        let lifecycle = &state.lifecycle();
         if others.is_empty() {
             lifecycle.emit(&room, Kind::RoomStarted, record.joined_at, json!({}));
         }
@@ -454,7 +440,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         others
     };
     let resume_token = {
-        let mut sessions = state.0.sessions.lock().expect("sessions lock");
+        let mut sessions = state.sessions();
         match sessions.by_sid.get_mut(&socket.id) {
             Some(s) => {
                 s.participant = Some(id);
@@ -467,7 +453,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         // Disconnected while joining: undo.
         socket.leave(room_key(&room));
         socket.leave(proctors_key(&room));
-        let _ = state.0.sfu.leave(id).await;
+        let _ = state.sfu().leave(id).await;
         announce_left(state, id, &room, Departure::Disconnected).await;
         return Err(ApiError::new("not_joined", "disconnected during join"));
     };
@@ -501,12 +487,12 @@ pub(crate) fn session_ack(
         "iceServers": ice_servers(state, &claims.sub),
         "resumeWindowMs": resume::window_ms(state),
     });
-    if let Some(c) = &state.0.cluster {
+    if let Some(c) = &state.cluster() {
         ack["nodes"] = json!(c.live_urls());
     }
     if claims.role == RoleClaim::Proctor {
         ack["focusHistory"] =
-            serde_json::to_value(state.0.focus.history(&claims.room, None)).unwrap_or_default();
+            serde_json::to_value(state.focus().history(&claims.room, None)).unwrap_or_default();
     }
     ack
 }
@@ -514,7 +500,7 @@ pub(crate) fn session_ack(
 /// After the join ack is on the wire: route subscriber offers to this socket, sending
 /// one that was produced while joining.
 fn after_join_ack(socket: &SocketRef, state: &AppState) {
-    let mut sessions = state.0.sessions.lock().expect("sessions lock");
+    let mut sessions = state.sessions();
     let Some(p) = sessions.by_sid.get(&socket.id).and_then(|s| s.participant) else {
         return;
     };
@@ -527,354 +513,20 @@ fn after_join_ack(socket: &SocketRef, state: &AppState) {
 fn ice_servers(state: &AppState, identity: &str) -> Value {
     let mut servers = Vec::new();
     // The embedded relay: fresh REST credentials, UDP/TCP/TLS URLs at the node's IP.
-    if let Some(t) = &state.0.turn {
+    if let Some(t) = &state.turn() {
         let c = turn::rest_credential(t.secret.as_bytes(), identity, unix_now() + 24 * 3600);
         servers.push(json!({ "urls": t.urls, "username": c.username, "credential": c.password }));
     }
-    if !state.0.turn_urls.is_empty() {
-        servers.push(match &state.0.turn_secret {
+    if !state.turn_urls().is_empty() {
+        servers.push(match &state.turn_secret() {
             Some(secret) => {
                 let c = turn::rest_credential(secret.as_bytes(), identity, unix_now() + 24 * 3600);
-                json!({ "urls": state.0.turn_urls, "username": c.username, "credential": c.password })
+                json!({ "urls": state.turn_urls(), "username": c.username, "credential": c.password })
             }
-            None => json!({ "urls": state.0.turn_urls }),
+            None => json!({ "urls": state.turn_urls() }),
         });
     }
     Value::Array(servers)
-}
-
-#[derive(Deserialize)]
-struct PublishReq {
-    sdp: String,
-    tracks: Vec<TrackReq>,
-}
-
-#[derive(Deserialize)]
-struct TrackReq {
-    mid: String,
-    source: String,
-    #[serde(default)]
-    muted: bool,
-}
-
-fn check_sdp(sdp: &str) -> Result<(), ApiError> {
-    if sdp.len() > MAX_SDP_BYTES {
-        return Err(ApiError::new(
-            "payload_too_large",
-            format!("SDP is {} bytes; the limit is {MAX_SDP_BYTES}", sdp.len()),
-        ));
-    }
-    if sdp.is_empty() {
-        return Err(ApiError::new("bad_sdp", "empty SDP"));
-    }
-    Ok(())
-}
-
-#[tracing::instrument(name = "publish", level = "info", skip_all, fields(sid = %socket.id))]
-async fn publish(
-    socket: &SocketRef,
-    state: &AppState,
-    d: Option<Value>,
-) -> Result<Value, ApiError> {
-    let req: PublishReq = parse(d)?;
-    let (p, _) = participant_of(state, socket)?;
-    check_sdp(&req.sdp)?;
-    let mut tracks = Vec::new();
-    for t in req.tracks {
-        let source: Source = t
-            .source
-            .parse()
-            .map_err(|_| ApiError::bad("track source must be camera, microphone or screen"))?;
-        if t.mid.is_empty() || t.mid.len() > 32 {
-            return Err(ApiError::bad("bad mid"));
-        }
-        tracks.push(TrackRequest {
-            mid: t.mid,
-            source,
-            muted: t.muted,
-        });
-    }
-    let a = state.0.sfu.publish(p, req.sdp, tracks).await?;
-    Ok(json!({ "sdp": a.sdp, "tracks": a.tracks.iter().map(track_json).collect::<Vec<_>>() }))
-}
-
-#[derive(Deserialize)]
-struct AnswerReq {
-    sdp: String,
-}
-
-#[tracing::instrument(name = "answer", level = "info", skip_all, fields(sid = %socket.id))]
-async fn answer(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
-    let req: AnswerReq = parse(d)?;
-    let (p, _) = participant_of(state, socket)?;
-    check_sdp(&req.sdp)?;
-    let seq = state
-        .0
-        .sessions
-        .lock()
-        .expect("sessions lock")
-        .parked
-        .offer_seq(p);
-    state.0.sfu.answer(p, req.sdp).await?;
-    // Answered: nothing to send again on a resume (unless a newer offer went out meanwhile).
-    state
-        .0
-        .sessions
-        .lock()
-        .expect("sessions lock")
-        .parked
-        .answered(p, seq);
-    Ok(json!({ "ok": true }))
-}
-
-/// The client's subscriber PC lost ICE (or its network changed): the server restarts ICE
-/// on that transport and pushes a new `offer` (new ufrag/pwd, same m-lines).
-#[tracing::instrument(name = "restartIce", level = "info", skip_all, fields(sid = %socket.id))]
-async fn restart_ice(
-    socket: &SocketRef,
-    state: &AppState,
-    d: Option<Value>,
-) -> Result<Value, ApiError> {
-    object(d)?;
-    let (p, _) = participant_of(state, socket)?;
-    state.0.sfu.restart_ice(p).await?;
-    Ok(json!({ "ok": true }))
-}
-
-#[derive(Deserialize)]
-struct IceReq {
-    target: String,
-    candidate: Option<IceCandidate>,
-}
-
-#[derive(Deserialize)]
-struct IceCandidate {
-    candidate: String,
-}
-
-#[tracing::instrument(name = "ice", level = "info", skip_all, fields(sid = %socket.id))]
-async fn ice(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
-    let req: IceReq = parse(d)?;
-    let (p, _) = participant_of(state, socket)?;
-    let role = match req.target.as_str() {
-        "publisher" => Role::Publisher,
-        "subscriber" => Role::Subscriber,
-        _ => return Err(ApiError::bad("target must be publisher or subscriber")),
-    };
-    let Some(c) = req.candidate else {
-        return Ok(json!({ "ok": true })); // end of candidates
-    };
-    if c.candidate.is_empty() {
-        return Ok(json!({ "ok": true }));
-    }
-    if c.candidate.len() > 1024 {
-        return Err(ApiError::bad("candidate too long"));
-    }
-    state.0.sfu.candidate(p, role, c.candidate).await?;
-    Ok(json!({ "ok": true }))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MuteReq {
-    track_id: String,
-    muted: bool,
-}
-
-fn parse_track(s: &str) -> Result<TrackId, ApiError> {
-    s.parse()
-        .map_err(|_| ApiError::new("unknown_track", "no such track"))
-}
-
-#[tracing::instrument(name = "mute", level = "info", skip_all, fields(sid = %socket.id))]
-async fn mute(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
-    let req: MuteReq = parse(d)?;
-    let (p, _) = participant_of(state, socket)?;
-    state
-        .0
-        .sfu
-        .mute(p, parse_track(&req.track_id)?, req.muted)
-        .await?;
-    Ok(json!({ "ok": true }))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UnpublishReq {
-    track_id: String,
-}
-
-#[tracing::instrument(name = "unpublish", level = "info", skip_all, fields(sid = %socket.id))]
-async fn unpublish(
-    socket: &SocketRef,
-    state: &AppState,
-    d: Option<Value>,
-) -> Result<Value, ApiError> {
-    let req: UnpublishReq = parse(d)?;
-    let (p, _) = participant_of(state, socket)?;
-    state
-        .0
-        .sfu
-        .unpublish(p, parse_track(&req.track_id)?)
-        .await?;
-    Ok(json!({ "ok": true }))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct QualityReq {
-    participant_id: String,
-    source: String,
-    quality: String,
-}
-
-/// Which simulcast layer this subscriber wants of another participant's video.
-#[tracing::instrument(name = "setQuality", level = "info", skip_all, fields(sid = %socket.id))]
-async fn set_quality(
-    socket: &SocketRef,
-    state: &AppState,
-    d: Option<Value>,
-) -> Result<Value, ApiError> {
-    let req: QualityReq = parse(d)?;
-    let (p, _) = participant_of(state, socket)?;
-    let publisher: ParticipantId = req
-        .participant_id
-        .parse()
-        .map_err(|_| ApiError::new("unknown_track", "no such participant"))?;
-    let source: Source = req
-        .source
-        .parse()
-        .map_err(|_| ApiError::bad("source must be camera, microphone or screen"))?;
-    let quality: Quality = req
-        .quality
-        .parse()
-        .map_err(|_| ApiError::bad("quality must be low, medium or high"))?;
-    state
-        .0
-        .sfu
-        .set_quality(p, publisher, source, quality)
-        .await?;
-    Ok(json!({ "ok": true }))
-}
-
-/// The participant on socket `sid` leaves (leave, disconnect, replaced, sent away): free
-/// media state, update the store, tell the room. Idempotent.
-pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, why: Departure) {
-    let (p, room) = {
-        let mut sessions = state.0.sessions.lock().expect("sessions lock");
-        let Some(s) = sessions.by_sid.get_mut(&sid) else {
-            return;
-        };
-        let Some(p) = s.participant.take() else {
-            return;
-        };
-        let room = s.room.clone();
-        sessions.unbind(p);
-        (p, room)
-    };
-    // The leaver is not told about itself.
-    if let Some(s) = state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid)) {
-        s.leave(room_key(&room));
-        s.leave(proctors_key(&room));
-    }
-    remove_participant(state, p, &room, why).await;
-}
-
-/// Participant `p` leaves, whether it has a socket or is detached (waiting for a resume).
-/// Returns the socket it had, for the caller to disconnect.
-pub(crate) async fn depart_participant(
-    state: &AppState,
-    p: ParticipantId,
-    why: Departure,
-) -> Option<socketioxide::socket::Sid> {
-    let (sid, detached_room) = {
-        let mut sessions = state.0.sessions.lock().expect("sessions lock");
-        let sid = sessions
-            .by_participant
-            .get(&p)
-            .copied()
-            .or_else(|| sessions.parked.claimed_by(p));
-        match sid {
-            Some(sid) => (Some(sid), None),
-            None => match sessions.parked.detached(p).map(|d| d.room.clone()) {
-                Some(room) => {
-                    sessions.unbind(p);
-                    (None, Some(room))
-                }
-                None => return None,
-            },
-        }
-    };
-    if let Some(sid) = sid {
-        depart(state, sid, why).await;
-    } else if let Some(room) = detached_room {
-        remove_participant(state, p, &room, why).await;
-    }
-    sid
-}
-
-/// Frees `p`'s media state and announces it gone (the session table is already done).
-pub(crate) async fn remove_participant(
-    state: &AppState,
-    p: ParticipantId,
-    room: &str,
-    why: Departure,
-) {
-    if let Err(e) = state.0.sfu.leave(p).await {
-        debug!(participant = %p, "leave: {e}");
-    }
-    announce_left(state, p, room, why).await;
-}
-
-/// Remove a participant from the store and tell its room.
-pub(crate) async fn announce_left(state: &AppState, p: ParticipantId, room: &str, why: Departure) {
-    let reason = why.reason();
-    // Store change and lifecycle events under one lock: see `pump::change_track`.
-    let removed = {
-        let mut store = state.0.store.lock().expect("store lock");
-        let removed = store.remove_participant(room, &p.to_string());
-        if let Some(r) = &removed {
-            let at = now_ms();
-            let lifecycle = &state.0.lifecycle;
-            // Its tracks end with it: unpublished first, then the participant leaves.
-            for t in &r.tracks {
-                lifecycle.emit(
-                    room,
-                    Kind::TrackUnpublished,
-                    at,
-                    json!({ "participant": { "id": r.id, "identity": r.identity }, "track": t }),
-                );
-            }
-            lifecycle.emit(
-                room,
-                Kind::ParticipantLeft,
-                at,
-                json!({ "participant": participant_fields(r), "reason": reason }),
-            );
-            if store.participants(room).is_empty() {
-                lifecycle.emit(room, Kind::RoomEnded, at, json!({}));
-            }
-        }
-        removed
-    };
-    if removed.is_some() {
-        state.0.departures.removed(why);
-    }
-    state.0.focus.forget(room, &p.to_string());
-    info!(participant = %p, room, reason, removal = why.label(), "participant left");
-    let proctor = removed.is_some_and(|r| r.role == "proctor");
-    let audience = if proctor {
-        Audience::Proctors(room)
-    } else {
-        Audience::Room(room)
-    };
-    delivery::to_room(
-        state,
-        audience,
-        "participantLeft",
-        &json!({ "id": p.to_string(), "reason": reason }),
-        None,
-    );
 }
 
 #[derive(Deserialize)]
@@ -914,7 +566,7 @@ async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result
         .at
         .filter(|t| t.is_finite() && *t >= 0.0 && *t < 1e15)
         .map(|t| t as u64);
-    let ev = state.0.focus.report(
+    let ev = state.focus().report(
         &room,
         &p.to_string(),
         &claims.sub,
@@ -941,8 +593,8 @@ async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result
     if let Ok(ev) = serde_json::to_value(&ev) {
         delivery::to_room(state, Audience::Proctors(&room), "focus", &ev, None);
     }
-    if state.0.nats_url.is_some() {
-        state.0.focus.enqueue(ev.clone());
+    if state.nats_url().is_some() {
+        state.focus().enqueue(ev.clone());
     }
     Ok(json!({ "ok": true, "event": ev }))
 }
@@ -966,11 +618,11 @@ fn focus_history(
     if claims.role != RoleClaim::Proctor {
         return Err(ApiError::new("forbidden", "focus history is for proctors"));
     }
-    Ok(json!({ "events": state.0.focus.history(&room, req.participant_id.as_deref()) }))
+    Ok(json!({ "events": state.focus().history(&room, req.participant_id.as_deref()) }))
 }
 
 fn session_claims(state: &AppState, socket: &SocketRef) -> Result<crate::auth::Claims, ApiError> {
-    let sessions = state.0.sessions.lock().expect("sessions lock");
+    let sessions = state.sessions();
     sessions
         .by_sid
         .get(&socket.id)

@@ -89,7 +89,7 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<TokenQuery>) -
     let err = |code: StatusCode, c: &str, m: &str| {
         (code, Json(json!({"error": {"code": c, "message": m}}))).into_response()
     };
-    if !state.0.dev {
+    if !state.dev() {
         return err(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -140,7 +140,7 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<TokenQuery>) -
         subscribe: flag(&q.subscribe),
         impair_loss: q.loss.map(|l| (l / 100.0).clamp(0.0, 0.9)),
     };
-    Json(json!({ "token": state.0.keys.sign(&claims), "room": room, "identity": identity }))
+    Json(json!({ "token": state.keys().sign(&claims), "room": room, "identity": identity }))
         .into_response()
 }
 
@@ -164,7 +164,7 @@ async fn focus_log(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let claims = match state.0.keys.verify(token) {
+    let claims = match state.keys().verify(token) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(code = e.code(), "focus log: token refused");
@@ -183,6 +183,6 @@ async fn focus_log(
             "only a proctor of this room may read its focus log",
         );
     }
-    let events = state.0.focus.history(&room, q.participant.as_deref());
+    let events = state.focus().history(&room, q.participant.as_deref());
     Json(json!({ "room": room, "participant": q.participant, "events": events })).into_response()
 }

@@ -34,9 +34,9 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 
 /// Render all metrics.
 pub fn render(state: &AppState) -> String {
-    let s = state.0.sfu.stats();
+    let s = state.sfu().stats();
     let (rooms, participants, tracks) = {
-        let store = state.0.store.lock().expect("store lock");
+        let store = state.store();
         let rooms = store.rooms();
         let mut p = 0usize;
         let mut t = 0usize;
@@ -48,7 +48,7 @@ pub fn render(state: &AppState) -> String {
         }
         (rooms.len(), p, t)
     };
-    let connections = state.0.sessions.lock().expect("sessions lock").by_sid.len();
+    let connections = state.sessions().by_sid.len();
     let mut o = String::with_capacity(4096);
     metric(
         &mut o,
@@ -181,7 +181,7 @@ pub fn render(state: &AppState) -> String {
         "studyroom_subscriber_loss_ratio",
         "gauge",
         "Mean fraction of packets lost as reported by subscribers' receiver reports.",
-        state.0.sfu.subscriber_loss().unwrap_or(0.0),
+        state.sfu().subscriber_loss().unwrap_or(0.0),
     );
     // Histogram.
     let name = "studyroom_forwarding_latency_seconds";
@@ -198,7 +198,7 @@ pub fn render(state: &AppState) -> String {
     let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cum}");
     let _ = writeln!(o, "{name}_sum {}", s.latency_sum_us as f64 / 1e6);
     let _ = writeln!(o, "{name}_count {cum}");
-    let f = &state.0.focus;
+    let f = &state.focus();
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     metric(
         &mut o,
@@ -221,7 +221,7 @@ pub fn render(state: &AppState) -> String {
         "Focus events waiting for a JetStream acknowledgement.",
         f.pending(),
     );
-    let l = &state.0.lifecycle;
+    let l = &state.lifecycle();
     metric(
         &mut o,
         "studyroom_lifecycle_events_total",
@@ -243,7 +243,7 @@ pub fn render(state: &AppState) -> String {
         "Lifecycle events waiting for a JetStream acknowledgement.",
         l.outbox.pending(),
     );
-    let c = &state.0.commands;
+    let c = &state.commands();
     let _ = writeln!(
         o,
         "# HELP studyroom_nats_commands_total Platform commands answered over NATS, by result.\n\
@@ -253,7 +253,7 @@ pub fn render(state: &AppState) -> String {
         c.ok.load(relaxed),
         c.failed.load(relaxed)
     );
-    let d = &state.0.departures;
+    let d = &state.departures();
     let _ = writeln!(
         o,
         "# HELP studyroom_participant_removals_total Participants removed from their room, by reason.\n\
@@ -280,14 +280,12 @@ pub fn render(state: &AppState) -> String {
         "gauge",
         "Live allocations on the embedded TURN relay.",
         state
-            .0
-            .turn
+            .turn()
             .as_ref()
             .map_or(0, |t| t.relay.stats().allocations),
     );
     let (to_sfu, from_sfu) = state
-        .0
-        .turn
+        .turn()
         .as_ref()
         .map_or((0, 0), |t| t.relay.handover_packets());
     metric(
@@ -304,13 +302,13 @@ pub fn render(state: &AppState) -> String {
         "SFU datagrams handed to the TURN relay in process.",
         from_sfu,
     );
-    if state.0.redis_url.is_some() {
+    if state.redis_url().is_some() {
         metric(
             &mut o,
             "studyroom_redis_up",
             "gauge",
             "1 when Redis answers PING.",
-            u8::from(state.0.health.redis()),
+            u8::from(state.health().redis()),
         );
     }
     if let Some(c) = state.cluster() {
@@ -330,13 +328,13 @@ pub fn render(state: &AppState) -> String {
             unsynced,
         );
     }
-    if state.0.nats_url.is_some() {
+    if state.nats_url().is_some() {
         metric(
             &mut o,
             "studyroom_nats_up",
             "gauge",
             "1 when connected to NATS.",
-            u8::from(state.0.health.nats()),
+            u8::from(state.health().nats()),
         );
     }
     o

@@ -23,10 +23,7 @@ pub async fn run(state: AppState, mut events: UnboundedReceiver<SfuEvent>) {
 /// learners).
 fn about(state: &AppState, room: &str, participant: &str, event: &'static str, data: &Value) {
     let proctor = state
-        .0
-        .store
-        .lock()
-        .expect("store lock")
+        .store()
         .participants(room)
         .iter()
         .any(|p| p.id == participant && p.role == "proctor");
@@ -50,14 +47,14 @@ fn change_track(
     kind: Kind,
     change: impl FnOnce(&mut room_state::MemoryStore) -> Option<Value>,
 ) {
-    let mut store = state.0.store.lock().expect("store lock");
+    let mut store = state.store();
     let identity = store
         .participants(room)
         .into_iter()
         .find(|p| p.id == participant)
         .map(|p| p.identity);
     if let Some(track) = change(&mut store) {
-        state.0.lifecycle.emit(
+        state.lifecycle().emit(
             room,
             kind,
             now_ms(),
@@ -167,10 +164,7 @@ async fn handle(state: &AppState, ev: SfuEvent) {
             // Attached, resuming or detached: its session goes (a detached one has no
             // socket to tell).
             let sid = state
-                .0
-                .sessions
-                .lock()
-                .expect("sessions lock")
+                .sessions()
                 .unbind(participant)
                 .and_then(|(sid, _)| sid);
             let (why, code, message) = match reason {

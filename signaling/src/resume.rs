@@ -184,7 +184,7 @@ impl Parked {
 /// a deliberate disconnect (the client's namespace DISCONNECT, or ours after `leave`,
 /// `removed`, ...), or a socket that never got its join ack.
 pub(crate) fn detach(state: &AppState, sid: Sid, reason: &DisconnectReason) -> bool {
-    let window = state.0.resume_window;
+    let window = state.resume_window();
     let dropped = matches!(
         reason,
         DisconnectReason::TransportClose
@@ -195,7 +195,7 @@ pub(crate) fn detach(state: &AppState, sid: Sid, reason: &DisconnectReason) -> b
         return false;
     }
     let (p, room, generation) = {
-        let mut guard = state.0.sessions.lock().expect("sessions lock");
+        let mut guard = state.sessions();
         let sessions = &mut *guard;
         let Some(s) = sessions.by_sid.get_mut(&sid) else {
             return false;
@@ -246,7 +246,7 @@ pub(crate) fn detach(state: &AppState, sid: Sid, reason: &DisconnectReason) -> b
 /// resumed (or is resuming) since.
 async fn expire(state: &AppState, p: ParticipantId, generation: u64) {
     let gone = {
-        let mut sessions = state.0.sessions.lock().expect("sessions lock");
+        let mut sessions = state.sessions();
         match sessions.parked.detached.get(&p) {
             Some(d) if d.generation == generation && d.claimed_by.is_none() => sessions.unbind(p),
             _ => return,
@@ -272,7 +272,7 @@ pub(crate) fn overflowed(state: &AppState, p: ParticipantId, room: String) {
 /// Drain: detached participants cannot come back to this node; remove them now.
 pub(crate) async fn drop_all(state: &AppState) {
     let gone: Vec<(ParticipantId, String)> = {
-        let mut sessions = state.0.sessions.lock().expect("sessions lock");
+        let mut sessions = state.sessions();
         let unclaimed = sessions.parked.unclaimed();
         for (p, _) in &unclaimed {
             sessions.unbind(*p);
@@ -315,7 +315,7 @@ pub(crate) async fn resume(
     // Claim under the lock: check the token and the identity, take over from a socket the
     // server has not seen die yet, issue the next token.
     let (p, claims, new_token, stale) = {
-        let mut guard = state.0.sessions.lock().expect("sessions lock");
+        let mut guard = state.sessions();
         let sessions = &mut *guard;
         let s = sessions
             .by_sid
@@ -391,7 +391,7 @@ pub(crate) async fn resume(
     }
     let proctor = claims.role == RoleClaim::Proctor;
     let (record, others) = {
-        let store = state.0.store.lock().expect("store lock");
+        let store = state.store();
         let mut all = store.participants(&claims.room);
         let me = all.iter().position(|r| r.id == p.to_string());
         let record = me.map(|i| all.swap_remove(i));
@@ -402,7 +402,7 @@ pub(crate) async fn resume(
     };
     let Some(record) = record else {
         // Removed between the claim and now (e.g. its media timed out).
-        let mut sessions = state.0.sessions.lock().expect("sessions lock");
+        let mut sessions = state.sessions();
         if let Some(s) = sessions.by_sid.get_mut(&socket.id) {
             s.participant = None;
         }
@@ -418,7 +418,7 @@ pub(crate) async fn resume(
 /// and deliver what was queued (the unanswered offer first when the queue has no newer
 /// one), all under the sessions lock so that no room broadcast slips between.
 pub(crate) fn after_resume_ack(socket: &SocketRef, state: &AppState) {
-    let mut guard = state.0.sessions.lock().expect("sessions lock");
+    let mut guard = state.sessions();
     let sessions = &mut *guard;
     let Some(p) = sessions.by_sid.get(&socket.id).and_then(|s| s.participant) else {
         return;
@@ -447,7 +447,7 @@ pub(crate) fn after_resume_ack(socket: &SocketRef, state: &AppState) {
         let _ = socket.emit("activeSpeakers", speakers);
     }
     drop(guard);
-    state.0.departures.resumed();
+    state.departures().resumed();
     info!(participant = %p, room = %d.room, replayed, detached_ms = d.since.elapsed().as_millis() as u64,
         "participant resumed on a new socket");
 }
@@ -474,7 +474,7 @@ impl Sessions {
 
 /// How long a dropped participant is kept, for the join ack (`resumeWindowMs`).
 pub(crate) fn window_ms(state: &AppState) -> u64 {
-    state.0.resume_window.as_millis() as u64
+    state.resume_window().as_millis() as u64
 }
 
 #[cfg(test)]
