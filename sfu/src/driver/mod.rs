@@ -56,12 +56,6 @@ type ShardJob = Box<dyn FnOnce(&mut ShardCore, Instant) + Send>;
 enum Command {
     /// A call from signaling.
     Run(ShardJob),
-    /// A datagram handed over in process (see [`Sfu::inject`]).
-    Inject {
-        port_idx: usize,
-        from: SocketAddr,
-        data: Vec<u8>,
-    },
     /// Add (`Some`) or remove a virtual remote.
     Virtual {
         addr: SocketAddr,
@@ -73,9 +67,20 @@ enum Command {
 /// Where datagrams for a virtual remote go: `(destination, our source address, data)`.
 pub type VirtualOut = tmpsc::Sender<(SocketAddr, SocketAddr, Vec<u8>)>;
 
-/// The lock-free path into one shard for injected datagrams.
+/// A datagram handed over in process (see [`Sfu::inject`]).
+struct Injected {
+    port_idx: usize,
+    from: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// The lock-free path into one shard for injected datagrams: a channel of their own, so a
+/// burst of relayed media never queues signaling's commands behind it (nor the reverse),
+/// and each loop turn takes at most READ_BUDGET of them, like a socket.
 struct InjectPath {
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<Injected>,
+    /// Commands (virtual remotes) go on the shard's command channel.
+    commands: mpsc::Sender<Command>,
     waker: Arc<Waker>,
     /// Set by injectors, cleared by the shard before it drains its commands: one
     /// wake-up per burst instead of one per datagram.
@@ -229,8 +234,10 @@ impl Sfu {
             let stats = Arc::new(Mutex::new((ShardStats::default(), None)));
             let core = ShardCore::new(cfg.clone(), ports.clone(), track_ids.clone());
             let pending = Arc::new(AtomicBool::new(false));
+            let (inject_tx, inject_rx) = mpsc::channel();
             inject.push(InjectPath {
-                tx: tx.clone(),
+                tx: inject_tx,
+                commands: tx.clone(),
                 waker: waker.clone(),
                 pending: pending.clone(),
             });
@@ -240,6 +247,7 @@ impl Sfu {
                 poll,
                 sockets,
                 rx,
+                injected: inject_rx,
                 events: ev_tx.clone(),
                 placement: placement.clone(),
                 stats: stats.clone(),
@@ -295,7 +303,7 @@ impl Sfu {
             return false;
         }
         if p.tx
-            .send(Command::Inject {
+            .send(Injected {
                 port_idx,
                 from,
                 data,
@@ -314,7 +322,7 @@ impl Sfu {
     /// goes to `out`; `None` removes it.
     pub fn set_virtual_remote(&self, addr: SocketAddr, out: Option<VirtualOut>) {
         for p in &self.inject {
-            let _ = p.tx.send(Command::Virtual {
+            let _ = p.commands.send(Command::Virtual {
                 addr,
                 out: out.clone(),
             });
@@ -544,6 +552,7 @@ struct ShardThread {
     poll: Poll,
     sockets: Vec<UdpSocket>,
     rx: mpsc::Receiver<Command>,
+    injected: mpsc::Receiver<Injected>,
     events: tmpsc::UnboundedSender<SfuEvent>,
     placement: Arc<Mutex<Placement>>,
     stats: Arc<Mutex<SharedStats>>,
@@ -578,9 +587,11 @@ impl ShardThread {
         let mut forwarded_before = 0u64;
         // Commands left over from the last turn (more than COMMAND_BUDGET were queued).
         let mut commands_left = false;
+        // Injected datagrams left over from the last turn.
+        let mut injected_left = false;
         loop {
             let now = Instant::now();
-            let busy = commands_left || readable.iter().any(|r| *r);
+            let busy = commands_left || injected_left || readable.iter().any(|r| *r);
             let timeout = if busy {
                 Duration::ZERO
             } else {
@@ -612,6 +623,7 @@ impl ShardThread {
                     Ok(left) => commands_left = left,
                     Err(()) => return,
                 }
+                injected_left = self.drain_injected(now, READ_BUDGET);
             }
             #[allow(clippy::needless_range_loop)] // `i` indexes sockets, flags and the core's ports
             for i in 0..self.sockets.len() {
@@ -734,11 +746,6 @@ impl ShardThread {
     fn command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Run(job) => job(&mut self.core, now),
-            Command::Inject {
-                port_idx,
-                from,
-                data,
-            } => self.core.handle_datagram(now, port_idx, from, &data),
             Command::Virtual { addr, out } => match out {
                 Some(o) => {
                     self.virtuals.insert(addr, o);
@@ -749,6 +756,17 @@ impl ShardThread {
             },
             Command::Shutdown => {}
         }
+    }
+
+    /// Feed up to `budget` injected datagrams to the core; true when some are left.
+    fn drain_injected(&mut self, now: Instant, budget: usize) -> bool {
+        for _ in 0..budget {
+            match self.injected.try_recv() {
+                Ok(d) => self.core.handle_datagram(now, d.port_idx, d.from, &d.data),
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// Handle up to `budget` queued commands. `Err(())` on shutdown; `Ok(true)` when
