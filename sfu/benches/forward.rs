@@ -141,6 +141,10 @@ fn bench(c: &mut Criterion) {
                 );
                 s.sim.now = now;
                 while s.sim.core.poll_event().is_some() {}
+                // Outside the timed part: let the peers' ICE keepalives and RTCP catch up
+                // with the virtual clock, or the SFU would (rightly) call their paths
+                // dead after 15 s of virtual time without a check and stop forwarding.
+                s.sim.run_for(Duration::from_millis(20));
                 el
             })
         });
