@@ -334,22 +334,31 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(d: Option<Value>) -> Result<T,
     serde_json::from_value(v).map_err(|e| ApiError::bad(format!("payload: {e}")))
 }
 
+/// The session of a socket that has not joined yet (`join` and `resume` start here).
+pub(crate) fn unjoined_session<'a>(
+    sessions: &'a crate::Sessions,
+    socket: &SocketRef,
+) -> Result<&'a Session, ApiError> {
+    let s = sessions
+        .by_sid
+        .get(&socket.id)
+        .ok_or_else(|| ApiError::new("not_joined", "no session"))?;
+    if s.participant.is_some() {
+        return Err(ApiError::new(
+            "already_joined",
+            "this socket already joined",
+        ));
+    }
+    Ok(s)
+}
+
 #[tracing::instrument(name = "join", level = "info", skip_all, fields(sid = %socket.id))]
 async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
     debug!(sid = %socket.id, "join");
     object(d)?;
     let claims = {
         let sessions = state.sessions();
-        let s = sessions
-            .by_sid
-            .get(&socket.id)
-            .ok_or_else(|| ApiError::new("not_joined", "no session"))?;
-        if s.participant.is_some() {
-            return Err(ApiError::new(
-                "already_joined",
-                "this socket already joined",
-            ));
-        }
+        let s = unjoined_session(&sessions, socket)?;
         s.claims.clone()
     };
     if claims.exp < unix_now() {

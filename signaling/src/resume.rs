@@ -317,17 +317,7 @@ pub(crate) async fn resume(
     let (p, claims, new_token, stale) = {
         let mut guard = state.sessions();
         let sessions = &mut *guard;
-        let s = sessions
-            .by_sid
-            .get(&socket.id)
-            .ok_or_else(|| ApiError::new("not_joined", "no session"))?;
-        if s.participant.is_some() {
-            return Err(ApiError::new(
-                "already_joined",
-                "this socket already joined",
-            ));
-        }
-        let claims = s.claims.clone();
+        let claims = handlers::unjoined_session(sessions, socket)?.claims.clone();
         if claims.exp < unix_now() {
             return Err(ApiError::new("token_expired", "token expired"));
         }

@@ -34,6 +34,13 @@ struct SendingMline {
 }
 
 impl ShardCore {
+    /// The participant, or `NotJoined`.
+    fn joined(&self, participant: ParticipantId) -> Result<&Participant, SfuError> {
+        self.participants
+            .get(&participant)
+            .ok_or(SfuError::NotJoined)
+    }
+
     /// A participant joins `room`. With the subscribe grant it gets a subscriber transport
     /// and consumers for every track already in the room.
     pub fn join(
@@ -118,10 +125,7 @@ impl ShardCore {
         offer: &str,
         tracks: &[TrackRequest],
     ) -> Result<PublishAnswer, SfuError> {
-        let p = self
-            .participants
-            .get(&participant)
-            .ok_or(SfuError::NotJoined)?;
+        let p = self.joined(participant)?;
         if !p.grants.publish {
             return Err(SfuError::Forbidden("publish"));
         }
@@ -318,10 +322,7 @@ impl ShardCore {
         participant: ParticipantId,
         answer: &str,
     ) -> Result<(), SfuError> {
-        let p = self
-            .participants
-            .get(&participant)
-            .ok_or(SfuError::NotJoined)?;
+        let p = self.joined(participant)?;
         let tid = p.subscriber.ok_or(SfuError::Forbidden("subscribe"))?;
         if answer.len() > MAX_SDP_BYTES {
             return Err(SfuError::BadRequest("sdp too large".into()));
@@ -386,10 +387,7 @@ impl ShardCore {
         role: Role,
         candidate: &str,
     ) -> Result<(), SfuError> {
-        let p = self
-            .participants
-            .get(&participant)
-            .ok_or(SfuError::NotJoined)?;
+        let p = self.joined(participant)?;
         let tid = match role {
             Role::Publisher => p.publisher,
             Role::Subscriber => p.subscriber,
@@ -413,10 +411,7 @@ impl ShardCore {
         now: Instant,
         participant: ParticipantId,
     ) -> Result<(), SfuError> {
-        let p = self
-            .participants
-            .get(&participant)
-            .ok_or(SfuError::NotJoined)?;
+        let p = self.joined(participant)?;
         let tid = p.subscriber.ok_or(SfuError::Forbidden("subscribe"))?;
         let t = self
             .transports
