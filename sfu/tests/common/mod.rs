@@ -2,6 +2,9 @@
 //! subscribers, full ICE/DTLS/SRTP) and one `ShardCore`, joined by a simulated network
 //! with seeded loss, jitter and reordering, on a virtual clock that jumps to the next
 //! event. No sockets, no threads, no sleeping: a failing seed replays exactly.
+//!
+//! One file on purpose (~850 lines): every test file includes it as `mod common`, and the
+//! simulated network, the clients and their media writers share one `Sim` state machine.
 
 #![allow(dead_code, missing_docs)]
 
