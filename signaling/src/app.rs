@@ -90,6 +90,7 @@ pub async fn run(
         cluster: cluster.clone(),
         lifecycle,
         resume_window: Duration::from_secs(cfg.resume_window_secs),
+        limits: crate::limits::RequestLimits::new(cfg.request_rate, cfg.request_burst),
     });
     let (layer, io) = SocketIo::builder()
         .max_payload(1 << 20)

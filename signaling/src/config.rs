@@ -138,6 +138,15 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_RESUME_WINDOW_SECS", default_value_t = 15)]
     pub resume_window_secs: u64,
 
+    /// Requests per second one connection may send, over all events (beyond: `rate_limited`;
+    /// going on after --request-burst refusals in a row: disconnected); 0 turns it off.
+    #[arg(long, env = "STUDYROOM_REQUEST_RATE", default_value_t = 50)]
+    pub request_rate: u32,
+
+    /// Requests one connection may send at once before --request-rate applies.
+    #[arg(long, env = "STUDYROOM_REQUEST_BURST", default_value_t = 200)]
+    pub request_burst: u32,
+
     /// Tests only: honour `loss` impairment in dev tokens.
     #[arg(long, env = "STUDYROOM_ALLOW_IMPAIRMENT")]
     pub allow_impairment: bool,

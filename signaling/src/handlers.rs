@@ -20,6 +20,7 @@ use crate::auth::{AuthError, Claims, RoleClaim, unix_now};
 use crate::delivery::{self, Audience};
 use crate::departure::Departure;
 use crate::events::{Kind, participant_fields};
+use crate::limits::Verdict;
 use crate::{AppState, NAMESPACE, Session, resume};
 
 mod leave;
@@ -97,7 +98,10 @@ fn respond(
             }
         }
         Err(e) => {
-            warn!(sid = %socket.id, event, code = e.code, "request refused: {}", e.message);
+            // A flood is logged once per streak (`admit`), not per refused request.
+            if e.code != "rate_limited" {
+                warn!(sid = %socket.id, event, code = e.code, "request refused: {}", e.message);
+            }
             if has_ack.0 {
                 let _ = ack.send(&e.json());
             } else {
@@ -172,6 +176,9 @@ fn register_handlers(socket: &SocketRef) {
                        ack: AckSender,
                        h: HasAck,
                        TryData(d): TryData<Value>| {
+                    if let Err(e) = admit(&s, &socket) {
+                        return respond(&socket, $event, ack, h, Err(e));
+                    }
                     let r = $handler(&socket, &s, d.ok()).await;
                     respond(&socket, $event, ack, h, r);
                 },
@@ -186,6 +193,9 @@ fn register_handlers(socket: &SocketRef) {
                ack: AckSender,
                h: HasAck,
                TryData(d): TryData<Value>| {
+            if let Err(e) = admit(&s, &socket) {
+                return respond(&socket, "join", ack, h, Err(e));
+            }
             let r = join(&socket, &s, d.ok()).await;
             let joined = r.is_ok();
             respond(&socket, "join", ack, h, r);
@@ -201,6 +211,9 @@ fn register_handlers(socket: &SocketRef) {
                ack: AckSender,
                h: HasAck,
                TryData(d): TryData<Value>| {
+            if let Err(e) = admit(&s, &socket) {
+                return respond(&socket, "resume", ack, h, Err(e));
+            }
             let r = resume::resume(&socket, &s, d.ok()).await;
             let resumed = r.is_ok();
             respond(&socket, "resume", ack, h, r);
@@ -237,12 +250,22 @@ fn register_handlers(socket: &SocketRef) {
                ack: AckSender,
                h: HasAck,
                TryData(d): TryData<Value>| {
+            if let Err(e) = admit(&s, &socket) {
+                return respond(&socket, "focusHistory", ack, h, Err(e));
+            }
             let r = focus_history(&socket, &s, d.ok());
             respond(&socket, "focusHistory", ack, h, r);
         },
     );
     socket.on_fallback(
-        async |socket: SocketRef, Event(ev): Event, ack: AckSender, h: HasAck| {
+        async |socket: SocketRef,
+               State(s): State<AppState>,
+               Event(ev): Event,
+               ack: AckSender,
+               h: HasAck| {
+            if let Err(e) = admit(&s, &socket) {
+                return respond(&socket, "unknown", ack, h, Err(e));
+            }
             let shown: String = ev.chars().take(64).collect();
             respond(
                 &socket,
@@ -261,8 +284,37 @@ fn register_handlers(socket: &SocketRef) {
                 depart(&s, socket.id, Departure::Disconnected).await;
             }
             s.sessions().by_sid.remove(&socket.id);
+            s.limits().forget(socket.id);
         },
     );
+}
+
+/// The connection's request rate limit (`limits.rs`): `rate_limited` beyond it, logged once
+/// per streak; a connection that keeps going is disconnected after the answer.
+fn admit(state: &AppState, socket: &SocketRef) -> Result<(), ApiError> {
+    match state.limits().check(socket.id, std::time::Instant::now()) {
+        Verdict::Admit => Ok(()),
+        Verdict::Limited { first } => {
+            if first {
+                warn!(sid = %socket.id, "request rate limit reached: refusing with rate_limited");
+            }
+            Err(ApiError::new(
+                "rate_limited",
+                "too many requests; slow down",
+            ))
+        }
+        Verdict::Cut => {
+            warn!(sid = %socket.id, "request flood went on: disconnecting the connection");
+            let s = socket.clone();
+            tokio::spawn(async move {
+                let _ = s.disconnect();
+            });
+            Err(ApiError::new(
+                "rate_limited",
+                "too many requests; disconnected",
+            ))
+        }
+    }
 }
 
 fn participant_of(

@@ -18,6 +18,7 @@ mod focus;
 mod handlers;
 mod health;
 mod http;
+mod limits;
 mod metrics;
 mod outbox;
 mod pump;

@@ -269,6 +269,20 @@ pub fn render(state: &AppState) -> String {
     }
     metric(
         &mut o,
+        "studyroom_requests_rate_limited_total",
+        "counter",
+        "Requests refused with rate_limited (--request-rate / --request-burst per connection).",
+        state.limits().limited(),
+    );
+    metric(
+        &mut o,
+        "studyroom_connections_cut_total",
+        "counter",
+        "Connections disconnected for flooding requests past their rate limit.",
+        state.limits().cut(),
+    );
+    metric(
+        &mut o,
         "studyroom_session_resumes_total",
         "counter",
         "Participants that continued on a new socket with `resume` after theirs dropped.",

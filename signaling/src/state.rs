@@ -15,7 +15,7 @@ use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
 
 use crate::auth::{Claims, TokenKeys};
-use crate::{cluster, commands, departure, events, focus, health, resume, turn_relay};
+use crate::{cluster, commands, departure, events, focus, health, limits, resume, turn_relay};
 
 /// Per-connection state.
 pub(crate) struct Session {
@@ -56,6 +56,7 @@ pub(crate) struct Parts {
     pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     pub(crate) lifecycle: Arc<events::Lifecycle>,
     pub(crate) resume_window: Duration,
+    pub(crate) limits: limits::RequestLimits,
 }
 
 struct Inner {
@@ -88,6 +89,8 @@ struct Inner {
     resume_window: Duration,
     /// Removals by reason and resumes, for the metrics.
     departures: departure::Counters,
+    /// Request rate limit per connection.
+    limits: limits::RequestLimits,
 }
 
 impl AppState {
@@ -117,6 +120,7 @@ impl AppState {
             commands: commands::Counters::default(),
             resume_window: p.resume_window,
             departures: departure::Counters::default(),
+            limits: p.limits,
         }))
     }
 
@@ -209,6 +213,11 @@ impl AppState {
     /// Removals by reason and resumes.
     pub(crate) fn departures(&self) -> &departure::Counters {
         &self.0.departures
+    }
+
+    /// Request rate limit per connection.
+    pub(crate) fn limits(&self) -> &limits::RequestLimits {
+        &self.0.limits
     }
 
     /// Sets the Socket.IO handle (once, by the composition root).
