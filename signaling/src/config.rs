@@ -139,7 +139,7 @@ pub struct Config {
     pub resume_window_secs: u64,
 
     /// Requests per second one connection may send, over all events (beyond: `rate_limited`;
-    /// going on after --request-burst refusals in a row: disconnected); 0 turns it off.
+    /// refused for a second on end, more than --request-burst times: disconnected); 0 turns it off.
     #[arg(long, env = "STUDYROOM_REQUEST_RATE", default_value_t = 50)]
     pub request_rate: u32,
 
