@@ -64,6 +64,7 @@ pub async fn run(
         Some(turn_relay::start(&cfg, secret, Some(sfu.clone())).await?)
     };
 
+    let focus = focus_state(&cfg)?;
     let state = AppState::new(Parts {
         sfu: sfu.clone(),
         keys: TokenKeys::new(secret.as_bytes()),
@@ -91,6 +92,7 @@ pub async fn run(
         lifecycle,
         resume_window: Duration::from_secs(cfg.resume_window_secs),
         limits: crate::limits::RequestLimits::new(cfg.request_rate, cfg.request_burst),
+        focus,
     });
     let (layer, io) = SocketIo::builder()
         .max_payload(1 << 20)
@@ -104,6 +106,7 @@ pub async fn run(
     state.set_io(io.clone());
     handlers::register(&io);
     tokio::spawn(pump::run(state.clone(), events));
+    tokio::spawn(crate::idle_trim::run(state.clone()));
 
     if let Some(url) = cfg.redis_url.clone() {
         tokio::spawn(health::watch_redis(url, state.health().clone()));
@@ -120,6 +123,8 @@ pub async fn run(
             tokio::spawn(health::watch_nats(client.clone(), st.health().clone()));
             let (focus, lifecycle) = (st.focus().clone(), st.lifecycle().clone());
             let c = client.clone();
+            let f = focus.clone();
+            tokio::spawn(async move { f.outbox.sync_loop().await });
             tokio::spawn(async move { focus.outbox.run(c).await });
             let c = client.clone();
             tokio::spawn(async move { lifecycle.outbox.run(c).await });
@@ -167,9 +172,27 @@ pub async fn run(
     if let Some(t) = &state.turn() {
         t.relay.shutdown();
     }
+    // Focus events NATS has not acknowledged yet go to the spill file for the next run.
+    state.focus().outbox.persist();
     info!("shutting down media core");
     tokio::task::spawn_blocking(move || sfu.shutdown()).await?;
     Ok(())
+}
+
+/// The focus events' state: with NATS, an outbox with a spill file (unless
+/// --focus-spill-max-bytes is 0). A spill file that cannot be opened stops the start: the
+/// operator asked for events not to be lost.
+fn focus_state(cfg: &Config) -> anyhow::Result<crate::focus::Focus> {
+    let max = cfg.focus_queue_max.max(1);
+    if cfg.nats_url.is_none() || cfg.focus_spill_max_bytes == 0 {
+        return Ok(crate::focus::Focus::new(max, None));
+    }
+    let path = cfg.focus_spill_path.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("studyroom-focus-{}.spill", cfg.http.port()))
+    });
+    let spill = crate::spill::SpillFile::open(&path, cfg.focus_spill_max_bytes)
+        .context("--focus-spill-path")?;
+    Ok(crate::focus::Focus::new(max, Some(spill)))
 }
 
 /// Graceful drain: turn unready, refuse new joins, tell every client to reconnect

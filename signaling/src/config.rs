@@ -195,9 +195,24 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_NODE_TTL_MS", default_value_t = 3000)]
     pub node_ttl_ms: u64,
 
-    /// NATS URL (platform events; today: health only).
+    /// NATS URL (room lifecycle and focus events on JetStream, platform commands).
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
+
+    /// Focus events held in memory while NATS is away; past this they go to the spill file.
+    #[arg(long, env = "STUDYROOM_FOCUS_QUEUE_MAX", default_value_t = 10_000)]
+    pub focus_queue_max: usize,
+
+    /// Spill file for focus events past --focus-queue-max (replayed in order when NATS is
+    /// back, and by the next run). Default: `studyroom-focus-<http port>.spill` in the
+    /// system's temporary directory.
+    #[arg(long, env = "STUDYROOM_FOCUS_SPILL_PATH")]
+    pub focus_spill_path: Option<PathBuf>,
+
+    /// Size bound of the focus spill file in bytes (past it the newest events are dropped
+    /// and counted); 0 turns spilling off (the oldest event in memory is dropped instead).
+    #[arg(long, env = "STUDYROOM_FOCUS_SPILL_MAX_BYTES", default_value_t = 256 << 20)]
+    pub focus_spill_max_bytes: u64,
 
     /// OpenTelemetry: send traces (OTLP over HTTP/protobuf) to this collector base URL,
     /// e.g. `http://otel-collector:4318`.

@@ -4,7 +4,8 @@
 //! the JetStream publisher when NATS is configured.
 //!
 //! Events go to JetStream through an [`Outbox`] (bounded, ordered, each acknowledged; see
-//! `outbox.rs`), on `studyroom.proctoring.<room>.focus`.
+//! `outbox.rs`), on `studyroom.proctoring.<room>.focus`; past `--focus-queue-max` in memory
+//! they spill to a file (`spill.rs`) so a long NATS outage loses none.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::outbox::{Message, Outbox, subject_token};
+use crate::spill::SpillFile;
 
 /// Events kept per room.
 const HISTORY_PER_ROOM: usize = 1000;
@@ -22,7 +24,7 @@ const HISTORY_ROOMS: usize = 1000;
 /// Rate limit: at most this many events per participant per window.
 const RATE_MAX: usize = 20;
 const RATE_WINDOW: Duration = Duration::from_secs(10);
-/// Events waiting for NATS at most.
+/// Events waiting for NATS in memory at most (`--focus-queue-max`'s default).
 pub const QUEUE_MAX: usize = 10_000;
 
 /// One focus change, as proctors and NATS see it (`docs/events.md`).
@@ -95,15 +97,27 @@ pub struct Focus {
 
 impl Default for Focus {
     fn default() -> Self {
+        Focus::new(QUEUE_MAX, None)
+    }
+}
+
+impl Focus {
+    /// At most `queue_max` events wait for NATS in memory; past that they go to `spill`
+    /// (when given), else the oldest is dropped.
+    pub fn new(queue_max: usize, spill: Option<SpillFile>) -> Self {
+        let outbox = Outbox::new(
+            "focus events",
+            "STUDYROOM_PROCTORING",
+            "studyroom.proctoring.>",
+            queue_max,
+        );
         Focus {
             inner: Mutex::default(),
             accepted: AtomicU64::new(0),
-            outbox: Outbox::new(
-                "focus events",
-                "STUDYROOM_PROCTORING",
-                "studyroom.proctoring.>",
-                QUEUE_MAX,
-            ),
+            outbox: match spill {
+                Some(s) => outbox.with_spill(s),
+                None => outbox,
+            },
         }
     }
 }

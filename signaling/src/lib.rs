@@ -18,11 +18,13 @@ mod focus;
 mod handlers;
 mod health;
 mod http;
+mod idle_trim;
 mod limits;
 mod metrics;
 mod outbox;
 mod pump;
 mod resume;
+mod spill;
 mod state;
 pub mod turn_relay;
 

@@ -221,6 +221,21 @@ pub fn render(state: &AppState) -> String {
         "Focus events waiting for a JetStream acknowledgement.",
         f.pending(),
     );
+    let (spilled, spill_bytes) = f.outbox.spilled();
+    metric(
+        &mut o,
+        "studyroom_focus_events_spilled",
+        "gauge",
+        "Focus events waiting in the spill file (past --focus-queue-max in memory).",
+        spilled,
+    );
+    metric(
+        &mut o,
+        "studyroom_focus_spill_bytes",
+        "gauge",
+        "Size of the focus spill file (bounded by --focus-spill-max-bytes).",
+        spill_bytes,
+    );
     let l = &state.lifecycle();
     metric(
         &mut o,
@@ -354,12 +369,65 @@ pub fn render(state: &AppState) -> String {
     o
 }
 
+/// The media core's live object counts, one gauge each. Why: a soak run (scripts/soak.py)
+/// must tell a leak of transports/consumers/timers from allocator retention, and these are
+/// the per-structure counts that go back to 0 when every room has emptied.
+async fn render_core_counts(state: &AppState, o: &mut String) {
+    let c = state.sfu().counts().await;
+    for (name, help, v) in [
+        ("studyroom_sfu_rooms", "Rooms in the media core.", c.rooms),
+        (
+            "studyroom_sfu_participants",
+            "Participants in the media core.",
+            c.participants,
+        ),
+        (
+            "studyroom_sfu_transports",
+            "Live transports (peer connections) in the media core.",
+            c.transports,
+        ),
+        (
+            "studyroom_sfu_producers",
+            "Live producers (incoming tracks).",
+            c.producers,
+        ),
+        (
+            "studyroom_sfu_consumers",
+            "Live consumers (one subscriber's view of a producer).",
+            c.consumers,
+        ),
+        (
+            "studyroom_sfu_routes",
+            "Routing-index entries (addresses + ICE ufrags).",
+            c.routes,
+        ),
+        (
+            "studyroom_sfu_timers",
+            "Pending timers in the media core.",
+            c.timers,
+        ),
+    ] {
+        metric(o, name, "gauge", help, v);
+    }
+    metric(
+        o,
+        "studyroom_tokio_alive_tasks",
+        "gauge",
+        "Live tokio tasks (per-connection tasks among them): flat when nothing leaks.",
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+    );
+}
+
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut body = render(&state);
+    render_core_counts(&state, &mut body).await;
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&state),
+        body,
     )
 }

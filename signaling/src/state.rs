@@ -57,6 +57,7 @@ pub(crate) struct Parts {
     pub(crate) lifecycle: Arc<events::Lifecycle>,
     pub(crate) resume_window: Duration,
     pub(crate) limits: limits::RequestLimits,
+    pub(crate) focus: focus::Focus,
 }
 
 struct Inner {
@@ -111,7 +112,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             drain: OnceLock::new(),
             health: Arc::new(health::Health::default()),
-            focus: Arc::new(focus::Focus::default()),
+            focus: Arc::new(p.focus),
             redis_url: p.redis_url,
             nats_url: p.nats_url,
             node_id: p.node_id,
