@@ -46,6 +46,11 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 cargo fmt --version >/dev/null
 cargo clippy --version >/dev/null
+# cargo-fuzz for scripts/fuzz-smoke.sh (the fuzz targets' short CI runs).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  say "cargo install cargo-fuzz"
+  cargo install cargo-fuzz --locked >/dev/null
+fi
 
 # --- Node packages for tests/e2e -------------------------------------------------------
 # `npm ci` wipes node_modules, so run it only when the lockfile changed since the last one.

@@ -39,7 +39,7 @@ import urllib.request
 COLUMNS = [
     "t_s", "phase", "rss_mib", "fds", "threads", "tokio_tasks", "participants",
     "socketio_connections", "rooms", "transports", "producers", "consumers", "routes",
-    "timers", "redis_keys",
+    "timers", "signaling_entries", "redis_keys",
 ]
 METRICS = {
     "studyroom_tokio_alive_tasks": "tokio_tasks",
@@ -67,7 +67,10 @@ def proc_sample(pid):
 
 
 def metrics_sample(url):
-    out = {}
+    """The gauges of METRICS, plus signaling_entries: the sum of signaling's per-connection /
+    per-participant maps (studyroom_signaling_entries{map=...}) except the focus history,
+    which is kept per room by design (bounded); the maps themselves under "maps"."""
+    out = {"signaling_entries": 0, "maps": {}}
     with urllib.request.urlopen(url, timeout=5) as r:
         for line in r.read().decode().splitlines():
             if line.startswith("#") or " " not in line:
@@ -75,6 +78,11 @@ def metrics_sample(url):
             name, value = line.rsplit(" ", 1)
             if name in METRICS:
                 out[METRICS[name]] = int(float(value))
+            elif name.startswith("studyroom_signaling_entries{"):
+                m = name.split('"')[1]
+                out["maps"][m] = int(float(value))
+                if m != "focus_histories":
+                    out["signaling_entries"] += int(float(value))
     return out
 
 
@@ -148,8 +156,9 @@ def main():
             m = metrics_sample(metrics_url)
             row = {"t_s": round(time.monotonic() - t0, 1), "phase": phase, "rss_mib": round(rss, 2),
                    "fds": fds, "threads": threads, "redis_keys": redis_keys(redis_url)}
-            for k in METRICS.values():
+            for k in list(METRICS.values()) + ["signaling_entries"]:
                 row[k] = m.get(k, "")
+            row["maps"] = m["maps"]
             rows.append(row)
             print(",".join(str(row[c]) for c in COLUMNS), flush=True)
 
@@ -219,11 +228,15 @@ def main():
             problems.append(f"{key} grows {s:+.3f} {unit} in the second half of load")
     a, b = idle0[-1], idle1[-1]
     for key in ["participants", "socketio_connections", "rooms", "transports", "producers", "consumers",
-                "routes", "timers"]:
+                "routes", "timers", "signaling_entries"]:
         if b[key] not in ("", 0):
             problems.append(f"{key} is {b[key]} after everyone left")
+    left = {k: v for k, v in b["maps"].items() if v and k != "focus_histories"}
+    if left:
+        problems.append(f"signaling maps not empty after everyone left: {left}")
     print(f"idle after: participants {b['participants']}, transports {b['transports']}, consumers "
-          f"{b['consumers']}, routes {b['routes']}, timers {b['timers']}")
+          f"{b['consumers']}, routes {b['routes']}, timers {b['timers']}, signaling map entries "
+          f"{b['signaling_entries']}")
     for key, slack in [("fds", 4), ("threads", 2), ("tokio_tasks", 2)]:
         if b[key] != "" and a[key] != "" and b[key] > a[key] + slack:
             problems.append(f"{key} {a[key]} idle before, {b[key]} idle after (slack {slack})")

@@ -17,6 +17,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 
+echo "== fuzz targets: a few seconds each (scripts/fuzz-smoke.sh; long runs in FUZZING.md)"
+bash scripts/fuzz-smoke.sh
+
 echo "== build the server for end-to-end tests"
 cargo build --release -p studyroom-signaling -p studyroom-loadtest
 export STUDYROOM_BIN=$CARGO_TARGET_DIR/release/studyroom
@@ -32,6 +35,8 @@ NETNS_LO2=1 bash scripts/netns_run.sh python3 tests/interop/aiortc_interop.py
 echo "== load-test tools: k6 signaling scripts (smoke), WebRTC load generator scenarios (smoke), media fan-out (smoke)"
 bash scripts/netns_run.sh bash scripts/k6-smoke.sh
 bash scripts/netns_run.sh bash scripts/loadgen-smoke.sh
+echo "== soak (3 min): churn with the server sampled every 10 s; nothing grows, idle returns to idle (scripts/soak.py)"
+bash scripts/netns_run.sh bash scripts/soak-ci.sh
 "$CARGO_TARGET_DIR"/release/studyroom-loadtest fanout --subscribers 5 --seconds 2 --video-pps 100 --port 45000 >/dev/null
 
 echo "== deploy files: Dockerfile (hadolint), compose (docker-compose config, schema), k8s (schemas)"

@@ -207,6 +207,18 @@ fn check_room(room: &str) -> Result<(), CmdError> {
     }
 }
 
+/// A command's subject suffix and body, parsed and checked as [`handle`] does before it
+/// touches any state (pure; fuzzed by `signaling/fuzz`).
+pub(crate) fn parse_checked(command: &str, body: &[u8]) -> Result<(), CmdError> {
+    let room = match Command::parse(command, body)? {
+        Command::ListRooms => return Ok(()),
+        Command::CloseRoom(r) => r.room,
+        Command::RemoveParticipant(r) => r.room,
+        Command::MuteTrack(r) => r.room,
+    };
+    check_room(&room)
+}
+
 async fn handle(
     state: &AppState,
     client: &async_nats::Client,

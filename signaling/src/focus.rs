@@ -246,6 +246,12 @@ impl Focus {
         });
     }
 
+    /// Learners with live focus state, and rooms with a history (for the metrics).
+    pub fn sizes(&self) -> (usize, usize) {
+        let g = self.inner.lock().expect("focus lock");
+        (g.learners.len(), g.history.len())
+    }
+
     /// Events waiting for NATS.
     pub fn pending(&self) -> usize {
         self.outbox.pending()

@@ -28,6 +28,9 @@ mod media;
 
 pub(crate) use leave::{announce_left, depart, depart_participant, remove_participant};
 use media::{answer, ice, mute, publish, restart_ice, set_quality, unpublish};
+pub(crate) use media::{
+    parse_answer, parse_ice, parse_mute, parse_publish, parse_quality, parse_unpublish,
+};
 
 /// The revision of docs/protocol.md this server speaks, sent as `protocol` in the `join`
 /// and `resume` acks. Bumped (with a changelog entry in docs/protocol.md) whenever a client
@@ -336,7 +339,7 @@ pub fn kind_str(k: MediaKind) -> &'static str {
     }
 }
 
-fn object(d: Option<Value>) -> Result<Value, ApiError> {
+pub(crate) fn object(d: Option<Value>) -> Result<Value, ApiError> {
     match d {
         None | Some(Value::Null) => Ok(json!({})),
         Some(v @ Value::Object(_)) => Ok(v),
@@ -562,15 +565,9 @@ struct FocusReq {
     at: Option<f64>,
 }
 
-/// A learner's page lost or regained focus.
-#[tracing::instrument(name = "focus", level = "info", skip_all, fields(sid = %socket.id))]
-async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+/// `focus`'s payload, checked: lost (true) or regained, the reason, the client's time.
+pub(crate) fn parse_focus(d: Option<Value>) -> Result<(bool, String, Option<u64>), ApiError> {
     let req: FocusReq = parse(d)?;
-    let (p, room) = participant_of(state, socket)?;
-    let claims = session_claims(state, socket)?;
-    if claims.role != RoleClaim::Learner {
-        return Err(ApiError::new("forbidden", "only learners report focus"));
-    }
     let lost = match req.state.as_str() {
         "lost" => true,
         "regained" => false,
@@ -590,13 +587,25 @@ async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result
         .at
         .filter(|t| t.is_finite() && *t >= 0.0 && *t < 1e15)
         .map(|t| t as u64);
+    Ok((lost, req.reason, client_at))
+}
+
+/// A learner's page lost or regained focus.
+#[tracing::instrument(name = "focus", level = "info", skip_all, fields(sid = %socket.id))]
+async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    let (lost, reason, client_at) = parse_focus(d)?;
+    let (p, room) = participant_of(state, socket)?;
+    let claims = session_claims(state, socket)?;
+    if claims.role != RoleClaim::Learner {
+        return Err(ApiError::new("forbidden", "only learners report focus"));
+    }
     let ev = state.focus().report(
         &room,
         &p.to_string(),
         &claims.sub,
         &claims.name,
         lost,
-        &req.reason,
+        &reason,
         client_at,
         now_ms(),
         std::time::Instant::now(),
@@ -623,6 +632,12 @@ async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result
     Ok(json!({ "ok": true, "event": ev }))
 }
 
+/// `focusHistory`'s payload, checked: whose history (all when `None`).
+pub(crate) fn parse_focus_history(d: Option<Value>) -> Result<Option<String>, ApiError> {
+    let req: FocusHistoryReq = parse(d)?;
+    Ok(req.participant_id)
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FocusHistoryReq {
@@ -637,13 +652,13 @@ async fn focus_history(
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let req: FocusHistoryReq = parse(d)?;
+    let who = parse_focus_history(d)?;
     let (_, room) = participant_of(state, socket)?;
     let claims = session_claims(state, socket)?;
     if claims.role != RoleClaim::Proctor {
         return Err(ApiError::new("forbidden", "focus history is for proctors"));
     }
-    Ok(json!({ "events": state.focus().history(&room, req.participant_id.as_deref()) }))
+    Ok(json!({ "events": state.focus().history(&room, who.as_deref()) }))
 }
 
 fn session_claims(state: &AppState, socket: &SocketRef) -> Result<crate::auth::Claims, ApiError> {

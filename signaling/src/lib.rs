@@ -15,6 +15,8 @@ mod delivery;
 mod departure;
 mod events;
 mod focus;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handlers;
 mod health;
 mod http;

@@ -122,6 +122,11 @@ impl RequestLimits {
     }
 
     /// Requests refused so far.
+    /// Connections with a live bucket.
+    pub(crate) fn tracked(&self) -> usize {
+        self.buckets.lock().expect("limits lock").len()
+    }
+
     pub(crate) fn limited(&self) -> u64 {
         self.limited.load(Ordering::Relaxed)
     }

@@ -409,6 +409,27 @@ async fn render_core_counts(state: &AppState, o: &mut String) {
     ] {
         metric(o, name, "gauge", help, v);
     }
+    // Signaling's per-connection and per-participant maps: what is left after everyone has
+    // gone shows a map that misses its removal.
+    let mut maps: Vec<(&str, usize)> = Vec::new();
+    {
+        let s = state.sessions();
+        maps.push(("sessions_by_sid", s.by_sid.len()));
+        maps.push(("sessions_by_participant", s.by_participant.len()));
+        maps.push(("early_offers", s.early_offers.len()));
+        maps.extend(s.parked.sizes());
+    }
+    maps.push(("rate_limit_buckets", state.limits().tracked()));
+    let (learners, histories) = state.focus().sizes();
+    maps.push(("focus_learners", learners));
+    maps.push(("focus_histories", histories));
+    let _ = writeln!(
+        o,
+        "# HELP studyroom_signaling_entries Entries in signaling's per-connection / per-participant maps.\n# TYPE studyroom_signaling_entries gauge"
+    );
+    for (name, n) in maps {
+        let _ = writeln!(o, "studyroom_signaling_entries{{map=\"{name}\"}} {n}");
+    }
     metric(
         o,
         "studyroom_tokio_alive_tasks",

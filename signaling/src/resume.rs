@@ -100,6 +100,16 @@ impl Parked {
         }
     }
 
+    /// Entries per map (`detached`, `tokens`, `token_of`, `unanswered`), for the metrics.
+    pub(crate) fn sizes(&self) -> [(&'static str, usize); 4] {
+        [
+            ("parked_detached", self.detached.len()),
+            ("parked_tokens", self.tokens.len()),
+            ("parked_token_of", self.token_of.len()),
+            ("parked_unanswered", self.unanswered.len()),
+        ]
+    }
+
     /// Drops everything kept for `p`; returns its detached entry if it had one.
     pub(crate) fn forget(&mut self, p: ParticipantId) -> Option<Detached> {
         self.revoke_token(p);
@@ -294,6 +304,16 @@ fn failed(message: &str) -> ApiError {
     ApiError::new("resume_failed", message)
 }
 
+/// `resume`'s payload, checked: the resume token.
+pub(crate) fn parse_resume(d: Option<Value>) -> Result<String, ApiError> {
+    let req: ResumeReq = handlers::parse(d)?;
+    match req.resume_token {
+        Value::String(t) if !t.is_empty() && t.len() <= 128 => Ok(t),
+        Value::String(_) => Err(ApiError::bad("resumeToken: 1 to 128 characters")),
+        _ => Err(ApiError::bad("resumeToken must be a string")),
+    }
+}
+
 /// `resume {resumeToken}`: continue a detached participant on this socket. The ack is
 /// `join`'s plus `resumed: true` and a new token; [`after_resume_ack`] then attaches the
 /// socket and delivers what was queued.
@@ -303,12 +323,7 @@ pub(crate) async fn resume(
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let req: ResumeReq = handlers::parse(d)?;
-    let token = match &req.resume_token {
-        Value::String(t) if !t.is_empty() && t.len() <= 128 => t.clone(),
-        Value::String(_) => return Err(ApiError::bad("resumeToken: 1 to 128 characters")),
-        _ => return Err(ApiError::bad("resumeToken must be a string")),
-    };
+    let token = parse_resume(d)?;
     if state.draining() {
         return Err(failed("this node is draining; join elsewhere"));
     }

@@ -39,14 +39,9 @@ pub(super) fn check_sdp(sdp: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[tracing::instrument(name = "publish", level = "info", skip_all, fields(sid = %socket.id))]
-pub(super) async fn publish(
-    socket: &SocketRef,
-    state: &AppState,
-    d: Option<Value>,
-) -> Result<Value, ApiError> {
+/// `publish`'s payload, checked: the SDP and the tracks (pure; fuzzed by `signaling/fuzz`).
+pub(crate) fn parse_publish(d: Option<Value>) -> Result<(String, Vec<TrackRequest>), ApiError> {
     let req: PublishReq = parse(d)?;
-    let (p, _) = participant_of(state, socket)?;
     check_sdp(&req.sdp)?;
     let mut tracks = Vec::new();
     for t in req.tracks {
@@ -63,7 +58,18 @@ pub(super) async fn publish(
             muted: t.muted,
         });
     }
-    let a = state.sfu().publish(p, req.sdp, tracks).await?;
+    Ok((req.sdp, tracks))
+}
+
+#[tracing::instrument(name = "publish", level = "info", skip_all, fields(sid = %socket.id))]
+pub(super) async fn publish(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
+    let (sdp, tracks) = parse_publish(d)?;
+    let (p, _) = participant_of(state, socket)?;
+    let a = state.sfu().publish(p, sdp, tracks).await?;
     Ok(json!({ "sdp": a.sdp, "tracks": a.tracks.iter().map(track_json).collect::<Vec<_>>() }))
 }
 
@@ -72,17 +78,23 @@ pub(super) struct AnswerReq {
     sdp: String,
 }
 
+/// `answer`'s payload, checked: the SDP.
+pub(crate) fn parse_answer(d: Option<Value>) -> Result<String, ApiError> {
+    let req: AnswerReq = parse(d)?;
+    check_sdp(&req.sdp)?;
+    Ok(req.sdp)
+}
+
 #[tracing::instrument(name = "answer", level = "info", skip_all, fields(sid = %socket.id))]
 pub(super) async fn answer(
     socket: &SocketRef,
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let req: AnswerReq = parse(d)?;
+    let sdp = parse_answer(d)?;
     let (p, _) = participant_of(state, socket)?;
-    check_sdp(&req.sdp)?;
     let seq = state.sessions().parked.offer_seq(p);
-    state.sfu().answer(p, req.sdp).await?;
+    state.sfu().answer(p, sdp).await?;
     // Answered: nothing to send again on a resume (unless a newer offer went out meanwhile).
     state.sessions().parked.answered(p, seq);
     Ok(json!({ "ok": true }))
@@ -119,24 +131,33 @@ pub(super) async fn ice(
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let req: IceReq = parse(d)?;
+    let parsed = parse_ice(d)?;
     let (p, _) = participant_of(state, socket)?;
+    if let Some((role, candidate)) = parsed {
+        state.sfu().candidate(p, role, candidate).await?;
+    }
+    Ok(json!({ "ok": true }))
+}
+
+/// `ice`'s payload, checked: which connection and the candidate (`None`: end of
+/// candidates, nothing to do).
+pub(crate) fn parse_ice(d: Option<Value>) -> Result<Option<(Role, String)>, ApiError> {
+    let req: IceReq = parse(d)?;
     let role = match req.target.as_str() {
         "publisher" => Role::Publisher,
         "subscriber" => Role::Subscriber,
         _ => return Err(ApiError::bad("target must be publisher or subscriber")),
     };
     let Some(c) = req.candidate else {
-        return Ok(json!({ "ok": true })); // end of candidates
+        return Ok(None);
     };
     if c.candidate.is_empty() {
-        return Ok(json!({ "ok": true }));
+        return Ok(None);
     }
     if c.candidate.len() > 1024 {
         return Err(ApiError::bad("candidate too long"));
     }
-    state.sfu().candidate(p, role, c.candidate).await?;
-    Ok(json!({ "ok": true }))
+    Ok(Some((role, c.candidate)))
 }
 
 #[derive(Deserialize)]
@@ -151,18 +172,21 @@ pub(super) fn parse_track(s: &str) -> Result<TrackId, ApiError> {
         .map_err(|_| ApiError::new("unknown_track", "no such track"))
 }
 
+/// `mute`'s payload, checked.
+pub(crate) fn parse_mute(d: Option<Value>) -> Result<(TrackId, bool), ApiError> {
+    let req: MuteReq = parse(d)?;
+    Ok((parse_track(&req.track_id)?, req.muted))
+}
+
 #[tracing::instrument(name = "mute", level = "info", skip_all, fields(sid = %socket.id))]
 pub(super) async fn mute(
     socket: &SocketRef,
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let req: MuteReq = parse(d)?;
+    let (track, muted) = parse_mute(d)?;
     let (p, _) = participant_of(state, socket)?;
-    state
-        .sfu()
-        .mute(p, parse_track(&req.track_id)?, req.muted)
-        .await?;
+    state.sfu().mute(p, track, muted).await?;
     Ok(json!({ "ok": true }))
 }
 
@@ -172,18 +196,21 @@ pub(super) struct UnpublishReq {
     track_id: String,
 }
 
+/// `unpublish`'s payload, checked.
+pub(crate) fn parse_unpublish(d: Option<Value>) -> Result<TrackId, ApiError> {
+    let req: UnpublishReq = parse(d)?;
+    parse_track(&req.track_id)
+}
+
 #[tracing::instrument(name = "unpublish", level = "info", skip_all, fields(sid = %socket.id))]
 pub(super) async fn unpublish(
     socket: &SocketRef,
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let req: UnpublishReq = parse(d)?;
+    let track = parse_unpublish(d)?;
     let (p, _) = participant_of(state, socket)?;
-    state
-        .sfu()
-        .unpublish(p, parse_track(&req.track_id)?)
-        .await?;
+    state.sfu().unpublish(p, track).await?;
     Ok(json!({ "ok": true }))
 }
 
@@ -202,8 +229,20 @@ pub(super) async fn set_quality(
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let req: QualityReq = parse(d)?;
+    let (publisher, source, quality) = parse_quality(d)?;
     let (p, _) = participant_of(state, socket)?;
+    state
+        .sfu()
+        .set_quality(p, publisher, source, quality)
+        .await?;
+    Ok(json!({ "ok": true }))
+}
+
+/// `setQuality`'s payload, checked.
+pub(crate) fn parse_quality(
+    d: Option<Value>,
+) -> Result<(ParticipantId, Source, Quality), ApiError> {
+    let req: QualityReq = parse(d)?;
     let publisher: ParticipantId = req
         .participant_id
         .parse()
@@ -216,9 +255,5 @@ pub(super) async fn set_quality(
         .quality
         .parse()
         .map_err(|_| ApiError::bad("quality must be low, medium or high"))?;
-    state
-        .sfu()
-        .set_quality(p, publisher, source, quality)
-        .await?;
-    Ok(json!({ "ok": true }))
+    Ok((publisher, source, quality))
 }
