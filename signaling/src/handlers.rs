@@ -219,10 +219,12 @@ fn register_handlers(socket: &SocketRef) {
         "leave",
         async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck| {
             let was_joined = participant_of(&s, &socket).is_ok();
-            respond(&socket, "leave", ack, h, Ok(json!({ "ok": true })));
+            // Depart before the ack: a client that closes its socket on the ack must not
+            // race the disconnect handler into keeping the participant for a resume.
             if was_joined {
                 depart(&s, socket.id, Departure::Left).await;
             }
+            respond(&socket, "leave", ack, h, Ok(json!({ "ok": true })));
             let _ = socket.disconnect();
         },
     );

@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use super::route::{MAX_ADDRS_PER_TRANSPORT, RouteDatagramTo, Unroutable};
 use super::speakers::SPEAKER_PERIOD;
+use super::bandwidth::ALLOCATION_PERIOD;
 use super::*;
 use crate::ids::{TrackId, TransportId};
 
@@ -203,6 +204,7 @@ impl ShardCore {
         let mut forward = std::mem::take(&mut self.forward_buf);
         let mut keyframe_requests: Vec<Mid> = Vec::new();
         let mut failed = false;
+        let mut reconnected = false;
         {
             let Some(t) = self.transports.get_mut(&tid) else {
                 self.forward_buf = forward;
@@ -252,9 +254,11 @@ impl ShardCore {
                             match s {
                                 IceConnectionState::Disconnected => {
                                     t.disconnected_since.get_or_insert(now);
+                                    t.ice_interrupted = true;
                                 }
                                 IceConnectionState::Connected | IceConnectionState::Completed => {
                                     t.disconnected_since = None;
+                                    reconnected |= std::mem::take(&mut t.ice_interrupted);
                                 }
                                 _ => {}
                             }
@@ -275,6 +279,17 @@ impl ShardCore {
                                 t.loss = Some(l);
                             }
                         }
+                        Event::EgressBitrateEstimate(kind) => match kind {
+                            str0m::bwe::BweKind::Twcc { estimate, .. } => {
+                                t.estimate = Some(estimate.as_u64());
+                            }
+                            // A browser without transport-cc: its REMB (per m-line, the
+                            // receiver's view of the whole session) stands in.
+                            str0m::bwe::BweKind::Remb { estimate, .. } => {
+                                t.estimate = Some(estimate.as_u64());
+                            }
+                            _ => {}
+                        },
                         _ => {}
                     },
                     Err(e) => {
@@ -295,8 +310,41 @@ impl ShardCore {
         for mid in keyframe_requests {
             self.on_keyframe_request(tid, mid, now);
         }
+        if reconnected {
+            self.after_reconnect(tid, now);
+        }
         if failed && let Some(p) = self.transports.get(&tid).map(|t| t.participant) {
             self.remove_participant(p, RemovalReason::TransportFailed);
+        }
+    }
+
+    /// A transport is back after its path broke (ICE disconnected, or an ICE restart):
+    /// what was lost meanwhile cannot be repaired from caches (the receiver asks for
+    /// packets the SFU never got, or sent into the void), so ask for key frames now
+    /// rather than waiting for the browser's own request seconds later. A subscriber:
+    /// every track it receives; a publisher: its own tracks (its subscribers missed them).
+    fn after_reconnect(&mut self, tid: TransportId, now: Instant) {
+        let Some(t) = self.transports.get(&tid) else {
+            return;
+        };
+        info!(transport = tid.0, participant = %t.participant, "media path back: asking for key frames");
+        match &t.kind {
+            TransportKind::Subscriber { consumers, .. } => {
+                let mids: Vec<Mid> = consumers
+                    .values()
+                    .filter(|c| c.active && c.producer.is_some() && c.kind == MediaKind::Video)
+                    .map(|c| c.mid)
+                    .collect();
+                for mid in mids {
+                    self.on_keyframe_request(tid, mid, now);
+                }
+            }
+            TransportKind::Publisher { by_mid } => {
+                let tracks: Vec<TrackId> = by_mid.values().copied().collect();
+                for track in tracks {
+                    self.request_keyframe(track, now);
+                }
+            }
         }
     }
 
@@ -331,6 +379,11 @@ impl ShardCore {
         }
         for (p, why) in dead {
             self.remove_participant(p, why);
+        }
+        // Bandwidth: every subscriber's estimate spent on its consumers.
+        if self.next_allocation.is_none_or(|t| t <= now) {
+            self.next_allocation = Some(now + ALLOCATION_PERIOD);
+            self.allocate_all(now);
         }
         // Active speakers.
         if self.next_speakers.is_none_or(|t| t <= now) {

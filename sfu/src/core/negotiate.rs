@@ -8,6 +8,7 @@ use tracing::info;
 
 use super::rewrite::Rewriter;
 use super::simulcast::Selection;
+use super::allocator;
 use super::*;
 use crate::ids::{ParticipantId, TrackId, TransportId};
 
@@ -37,6 +38,9 @@ impl ShardCore {
             warned_codec: false,
             sel: Selection::default(),
             group: p.info.participant,
+            target: allocator::Target::Layer(usize::MAX),
+            target_changed: None,
+            await_keyframe: false,
         });
         c.producer = Some(producer);
         c.pt_map.clear();
@@ -211,6 +215,7 @@ impl ShardCore {
         self.index.add_ufrag(&ufrag, tid);
         info!(transport = tid.0, participant = %t.participant, "ICE restarted");
         t.ufrag = ufrag;
+        t.ice_interrupted = true;
         self.stats.ice_restarts += 1;
     }
 }

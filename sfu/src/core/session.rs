@@ -32,6 +32,10 @@ struct SendingMline {
     clock_rate: u32,
 }
 
+/// Where a subscriber's bandwidth estimate starts: enough for audio and a middle layer, so
+/// a new listener sees video at once and probing climbs from there.
+const INITIAL_ESTIMATE_BPS: u64 = 800_000;
+
 impl ShardCore {
     /// A participant joins `room`. With the subscribe grant it gets a subscriber transport
     /// and consumers for every track already in the room.
@@ -261,6 +265,7 @@ impl ShardCore {
                     peak: 0.0,
                     level: 0.0,
                     last_loud_at: None,
+                    rate: RateMeter::default(),
                 },
             );
             if let Some(r) = self.rooms.get_mut(&room) {
@@ -565,6 +570,11 @@ impl ShardCore {
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
+        if role == Role::Subscriber {
+            // Send-side bandwidth estimation (transport-cc feedback from the browser,
+            // probing with padding) feeds the stream allocator (allocator.rs).
+            builder = builder.enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        }
         let mut rtc = builder
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -620,6 +630,8 @@ impl ShardCore {
                 },
                 egress: HashMap::new(),
                 loss: None,
+                estimate: None,
+                ice_interrupted: false,
             },
         );
         // Drive once so the instance reports its first timeout.
