@@ -141,6 +141,21 @@ pub enum SfuEvent {
         /// Why.
         reason: RemovalReason,
     },
+    /// A subscriber's video of `track` stopped because its downlink cannot carry even
+    /// the lowest layer (the stream allocator paused it; audio keeps flowing).
+    VideoPaused {
+        /// The subscriber.
+        participant: ParticipantId,
+        /// The paused track.
+        track: TrackId,
+    },
+    /// The video paused for bandwidth flows again.
+    VideoResumed {
+        /// The subscriber.
+        participant: ParticipantId,
+        /// The resumed track.
+        track: TrackId,
+    },
     /// The set of active speakers in a room changed (loudest first, level 0..1).
     ActiveSpeakers {
         /// Room name.

@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use super::route::{MAX_ADDRS_PER_TRANSPORT, RouteDatagramTo, Unroutable};
 use super::speakers::SPEAKER_PERIOD;
+use super::bandwidth::ALLOCATION_PERIOD;
 use super::*;
 use crate::ids::{TrackId, TransportId};
 
@@ -284,6 +285,17 @@ impl ShardCore {
                                 t.loss = Some(l);
                             }
                         }
+                        Event::EgressBitrateEstimate(kind) => match kind {
+                            str0m::bwe::BweKind::Twcc { estimate, .. } => {
+                                t.estimate = Some(estimate.as_u64());
+                            }
+                            // A browser without transport-cc: its REMB (per m-line, the
+                            // receiver's view of the whole session) stands in.
+                            str0m::bwe::BweKind::Remb { estimate, .. } => {
+                                t.estimate = Some(estimate.as_u64());
+                            }
+                            _ => {}
+                        },
                         _ => {}
                     },
                     Err(e) => {
@@ -383,6 +395,11 @@ impl ShardCore {
         }
         for (p, why) in dead {
             self.remove_participant(p, why);
+        }
+        // Bandwidth: every subscriber's estimate spent on its consumers.
+        if self.next_allocation.is_none_or(|t| t <= now) {
+            self.next_allocation = Some(now + ALLOCATION_PERIOD);
+            self.allocate_all(now);
         }
         // Active speakers.
         if self.next_speakers.is_none_or(|t| t <= now) {

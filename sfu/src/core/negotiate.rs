@@ -13,6 +13,7 @@ use str0m::format::PayloadParams;
 use super::rewrite::Rewriter;
 use super::sdp_text;
 use super::simulcast::Selection;
+use super::allocator;
 use super::*;
 use crate::ids::{ParticipantId, Source, TrackId, TransportId};
 
@@ -70,6 +71,9 @@ impl ShardCore {
             codec: None,
             sel: Selection::default(),
             group: p.info.participant,
+            target: allocator::Target::Layer(usize::MAX),
+            target_changed: None,
+            await_keyframe: false,
         });
         c.producer = Some(producer);
         c.codec = p.params;

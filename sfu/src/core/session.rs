@@ -33,6 +33,10 @@ struct SendingMline {
     params: Option<PayloadParams>,
 }
 
+/// Where a subscriber's bandwidth estimate starts: enough for audio and a middle layer, so
+/// a new listener sees video at once and probing climbs from there.
+const INITIAL_ESTIMATE_BPS: u64 = 800_000;
+
 impl ShardCore {
     /// The participant, or `NotJoined`.
     fn joined(&self, participant: ParticipantId) -> Result<&Participant, SfuError> {
@@ -278,6 +282,7 @@ impl ShardCore {
                     peak: 0.0,
                     level: 0.0,
                     last_loud_at: None,
+                    rate: RateMeter::default(),
                 },
             );
             if let Some(r) = self.rooms.get_mut(&room) {
@@ -578,6 +583,11 @@ impl ShardCore {
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
+        if role == Role::Subscriber {
+            // Send-side bandwidth estimation (transport-cc feedback from the browser,
+            // probing with padding) feeds the stream allocator (allocator.rs).
+            builder = builder.enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        }
         let mut rtc = builder
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -633,6 +643,7 @@ impl ShardCore {
                 },
                 egress: HashMap::new(),
                 loss: None,
+                estimate: None,
                 ice_interrupted: false,
             },
         );

@@ -1,0 +1,230 @@
+//! The stream allocator: one subscriber transport's bandwidth estimate (str0m's send-side
+//! estimator, fed by the browser's transport-cc feedback, with probing) spent on its
+//! consumers in priority order.
+//!
+//! Order: audio first (never paused), then screen shares, then the active speakers'
+//! cameras, then the other cameras. Each video gets the highest layer that fits what is
+//! left (at most the layer the subscriber asked for with `setQuality`); a video whose
+//! lowest layer does not fit is **paused** (audio keeps flowing) and resumed when it fits.
+//!
+//! Hysteresis, so a steady link does not see layers flap: a consumer goes down at once
+//! when what it receives no longer fits (congestion must be relieved now), but up only one
+//! step at a time, only once the estimate covers the next step (str0m probes towards the
+//! `desired` rate we set, so a rising estimate is a probe that showed the room), and only
+//! [`UPGRADE_HOLD`] after its last change.
+//!
+//! This module is the decision alone (pure: inputs in, targets out); `decide` in
+//! `consumer.rs` applies a target per packet, the core wires both (`ShardCore::allocate`).
+
+use std::time::{Duration, Instant};
+
+/// A consumer's allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// No video (below the lowest layer).
+    Paused,
+    /// Layer index into the producer's ranked layers, lowest first (0 for a video
+    /// without simulcast).
+    Layer(usize),
+}
+
+/// Minimum time between two upward moves of one consumer.
+pub const UPGRADE_HOLD: Duration = Duration::from_secs(5);
+/// Share of the estimate the allocator spends (the rest absorbs RTX, RTCP and estimate
+/// noise).
+pub const HEADROOM: f64 = 0.9;
+/// What an audio consumer is reserved when its producer's rate is not known yet.
+pub const AUDIO_RESERVE_BPS: u64 = 48_000;
+/// What a video layer is reserved before its bitrate was measured.
+pub const UNMEASURED_LAYER_BPS: u64 = 150_000;
+
+/// Priority classes, highest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// Audio: always allocated.
+    Audio = 0,
+    /// Screen shares.
+    Screen = 1,
+    /// An active speaker's (or pinned) camera.
+    Speaker = 2,
+    /// Other cameras.
+    Camera = 3,
+}
+
+/// One consumer as the allocator sees it.
+#[derive(Debug, Clone)]
+pub struct Want {
+    /// Priority class.
+    pub priority: Priority,
+    /// Bitrate of each layer it may get, lowest first, already capped by what the
+    /// subscriber asked for (one entry for a video without simulcast or for audio).
+    pub layers: Vec<u64>,
+    /// What it gets now.
+    pub current: Target,
+    /// When its target last changed (None: never).
+    pub last_change: Option<Instant>,
+}
+
+/// The allocation of one transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// A target per want, in the order given.
+    pub targets: Vec<Target>,
+    /// What the transport would like to send: every video one step above its target
+    /// (the rate to probe for).
+    pub desired_bps: u64,
+    /// What the targets add up to.
+    pub allocated_bps: u64,
+}
+
+/// Spend `estimate_bps` on `wants` (see the module docs).
+pub fn allocate(estimate_bps: u64, wants: &[Want], now: Instant) -> Allocation {
+    let mut budget = (estimate_bps as f64 * HEADROOM) as u64;
+    let mut order: Vec<usize> = (0..wants.len()).collect();
+    order.sort_by_key(|i| (wants[*i].priority, *i));
+    let mut targets = vec![Target::Paused; wants.len()];
+    let mut desired = 0u64;
+    let mut allocated = 0u64;
+    for i in order {
+        let w = &wants[i];
+        if w.layers.is_empty() {
+            continue;
+        }
+        if w.priority == Priority::Audio {
+            let need = w.layers[0];
+            budget = budget.saturating_sub(need);
+            targets[i] = Target::Layer(0);
+            desired += need;
+            allocated += need;
+            continue;
+        }
+        // The highest layer that fits what is left.
+        let fits = w.layers.iter().rposition(|b| *b <= budget);
+        let mut t = match fits {
+            Some(l) => Target::Layer(l),
+            None => Target::Paused,
+        };
+        // Up: one step at a time, and not within UPGRADE_HOLD of the last change.
+        if rank(t) > rank(w.current) {
+            let held = w
+                .last_change
+                .is_some_and(|at| now.saturating_duration_since(at) < UPGRADE_HOLD);
+            t = if held { w.current } else { step_up(w.current) };
+        }
+        let need = match t {
+            Target::Paused => 0,
+            Target::Layer(l) => w.layers[l.min(w.layers.len() - 1)],
+        };
+        budget = budget.saturating_sub(need);
+        allocated += need;
+        let next = match step_up(t) {
+            Target::Layer(l) if l < w.layers.len() => w.layers[l],
+            _ => need,
+        };
+        desired += next.max(need);
+        targets[i] = t;
+    }
+    Allocation {
+        targets,
+        desired_bps: desired,
+        allocated_bps: allocated,
+    }
+}
+
+fn rank(t: Target) -> i64 {
+    match t {
+        Target::Paused => -1,
+        Target::Layer(l) => l as i64,
+    }
+}
+
+fn step_up(t: Target) -> Target {
+    match t {
+        Target::Paused => Target::Layer(0),
+        Target::Layer(l) => Target::Layer(l + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(priority: Priority, layers: &[u64], current: Target) -> Want {
+        Want {
+            priority,
+            layers: layers.to_vec(),
+            current,
+            last_change: None,
+        }
+    }
+
+    fn audio() -> Want {
+        video(Priority::Audio, &[40_000], Target::Layer(0))
+    }
+
+    const SIM: [u64; 3] = [150_000, 500_000, 1_500_000];
+
+    #[test]
+    fn a_big_estimate_gives_every_video_its_top_layer_one_step_at_a_time() {
+        let now = Instant::now();
+        let mut wants = vec![audio(), video(Priority::Camera, &SIM, Target::Layer(0))];
+        let a = allocate(10_000_000, &wants, now);
+        assert_eq!(a.targets[1], Target::Layer(1), "one step up");
+        wants[1].current = Target::Layer(1);
+        wants[1].last_change = Some(now);
+        let a = allocate(10_000_000, &wants, now + Duration::from_secs(1));
+        assert_eq!(a.targets[1], Target::Layer(1), "held within UPGRADE_HOLD");
+        let a = allocate(10_000_000, &wants, now + UPGRADE_HOLD);
+        assert_eq!(a.targets[1], Target::Layer(2));
+    }
+
+    #[test]
+    fn down_at_once_to_what_fits_and_pause_below_the_lowest_layer() {
+        let now = Instant::now();
+        let mut wants = vec![audio(), video(Priority::Camera, &SIM, Target::Layer(2))];
+        wants[1].last_change = Some(now);
+        // 300 kbit/s: 270 spendable, 40 for audio: the 150 k layer fits.
+        let a = allocate(300_000, &wants, now);
+        assert_eq!(a.targets, vec![Target::Layer(0), Target::Layer(0)]);
+        // 100 kbit/s: audio only.
+        let a = allocate(100_000, &wants, now);
+        assert_eq!(a.targets, vec![Target::Layer(0), Target::Paused]);
+        assert!(a.allocated_bps <= 90_000);
+        // The paused video asks to probe for its lowest layer.
+        assert!(a.desired_bps >= 40_000 + 150_000);
+    }
+
+    #[test]
+    fn audio_is_never_paused_and_screens_come_before_cameras() {
+        let now = Instant::now();
+        let wants = vec![
+            video(Priority::Camera, &SIM, Target::Layer(0)),
+            video(Priority::Screen, &[400_000], Target::Layer(0)),
+            audio(),
+            video(Priority::Speaker, &SIM, Target::Layer(0)),
+        ];
+        // 700 kbit/s: 630 spendable; audio 40, screen 400, speaker 150, camera: 40 left.
+        let a = allocate(700_000, &wants, now);
+        assert_eq!(a.targets[2], Target::Layer(0), "audio");
+        assert_eq!(a.targets[1], Target::Layer(0), "screen");
+        assert_eq!(a.targets[3], Target::Layer(0), "speaker");
+        assert_eq!(a.targets[0], Target::Paused, "the other camera waits");
+        // Nothing at all: audio still flows.
+        let a = allocate(0, &wants, now);
+        assert_eq!(a.targets[2], Target::Layer(0));
+        assert_eq!(a.targets[1], Target::Paused);
+    }
+
+    #[test]
+    fn a_paused_video_resumes_on_its_lowest_layer_when_it_fits() {
+        let now = Instant::now();
+        let mut wants = vec![audio(), video(Priority::Camera, &SIM, Target::Paused)];
+        wants[1].last_change = Some(now);
+        let later = now + UPGRADE_HOLD;
+        assert_eq!(allocate(200_000, &wants, later).targets[1], Target::Paused);
+        assert_eq!(
+            allocate(250_000, &wants, later).targets[1],
+            Target::Layer(0)
+        );
+    }
+}
