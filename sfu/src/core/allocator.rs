@@ -11,7 +11,10 @@
 //! when what it receives no longer fits (congestion must be relieved now), but up only one
 //! step at a time, only once the estimate covers the next step (str0m probes towards the
 //! `desired` rate we set, so a rising estimate is a probe that showed the room), and only
-//! [`UPGRADE_HOLD`] after its last change.
+//! [`UPGRADE_HOLD`] after it last went down. A climb (up after up, as a new subscriber's
+//! estimate ramps) waits [`RAMP_HOLD`] between steps: a link that just showed room for
+//! the next layer is not the congested one the long hold protects against. On a steady
+//! link a consumer therefore changes at most once per [`UPGRADE_HOLD`] (down, then held).
 //!
 //! This module is the decision alone (pure: inputs in, targets out); `decide` in
 //! `consumer.rs` applies a target per packet, the core wires both (`ShardCore::allocate`).
@@ -28,8 +31,19 @@ pub enum Target {
     Layer(usize),
 }
 
-/// Minimum time between two upward moves of one consumer.
+/// After a consumer went down (or paused), how long before it may go up again.
 pub const UPGRADE_HOLD: Duration = Duration::from_secs(5);
+/// After a consumer went up, how long before its next step up.
+pub const RAMP_HOLD: Duration = Duration::from_secs(1);
+
+/// How long after moving `from` -> `to` the consumer may not go up.
+pub fn hold_after(from: Target, to: Target) -> Duration {
+    if rank(to) < rank(from) {
+        UPGRADE_HOLD
+    } else {
+        RAMP_HOLD
+    }
+}
 /// Share of the estimate the allocator spends (the rest absorbs RTX, RTCP and estimate
 /// noise).
 pub const HEADROOM: f64 = 0.9;
@@ -61,8 +75,8 @@ pub struct Want {
     pub layers: Vec<u64>,
     /// What it gets now.
     pub current: Target,
-    /// When its target last changed (None: never).
-    pub last_change: Option<Instant>,
+    /// No move up before this (see [`hold_after`]; None: free to move).
+    pub hold_until: Option<Instant>,
 }
 
 /// The allocation of one transport.
@@ -104,11 +118,9 @@ pub fn allocate(estimate_bps: u64, wants: &[Want], now: Instant) -> Allocation {
             Some(l) => Target::Layer(l),
             None => Target::Paused,
         };
-        // Up: one step at a time, and not within UPGRADE_HOLD of the last change.
+        // Up: one step at a time, and not while held.
         if rank(t) > rank(w.current) {
-            let held = w
-                .last_change
-                .is_some_and(|at| now.saturating_duration_since(at) < UPGRADE_HOLD);
+            let held = w.hold_until.is_some_and(|until| now < until);
             t = if held { w.current } else { step_up(w.current) };
         }
         let need = match t {
@@ -154,7 +166,7 @@ mod tests {
             priority,
             layers: layers.to_vec(),
             current,
-            last_change: None,
+            hold_until: None,
         }
     }
 
@@ -171,18 +183,37 @@ mod tests {
         let a = allocate(10_000_000, &wants, now);
         assert_eq!(a.targets[1], Target::Layer(1), "one step up");
         wants[1].current = Target::Layer(1);
-        wants[1].last_change = Some(now);
-        let a = allocate(10_000_000, &wants, now + Duration::from_secs(1));
-        assert_eq!(a.targets[1], Target::Layer(1), "held within UPGRADE_HOLD");
-        let a = allocate(10_000_000, &wants, now + UPGRADE_HOLD);
+        wants[1].hold_until = Some(now + hold_after(Target::Layer(0), Target::Layer(1)));
+        let a = allocate(10_000_000, &wants, now + RAMP_HOLD / 2);
+        assert_eq!(a.targets[1], Target::Layer(1), "held within RAMP_HOLD");
+        let a = allocate(10_000_000, &wants, now + RAMP_HOLD);
         assert_eq!(a.targets[1], Target::Layer(2));
+    }
+
+    #[test]
+    fn after_going_down_a_consumer_waits_the_long_hold_before_going_up() {
+        let now = Instant::now();
+        let mut wants = vec![audio(), video(Priority::Camera, &SIM, Target::Layer(2))];
+        let a = allocate(700_000, &wants, now);
+        assert_eq!(a.targets[1], Target::Layer(1));
+        wants[1].current = Target::Layer(1);
+        wants[1].hold_until = Some(now + hold_after(Target::Layer(2), Target::Layer(1)));
+        // The link frees up at once: still held (no flapping on a steady link).
+        for s in 1..5 {
+            let at = now + Duration::from_secs(s);
+            assert_eq!(allocate(10_000_000, &wants, at).targets[1], Target::Layer(1));
+        }
+        assert_eq!(
+            allocate(10_000_000, &wants, now + UPGRADE_HOLD).targets[1],
+            Target::Layer(2)
+        );
     }
 
     #[test]
     fn down_at_once_to_what_fits_and_pause_below_the_lowest_layer() {
         let now = Instant::now();
         let mut wants = vec![audio(), video(Priority::Camera, &SIM, Target::Layer(2))];
-        wants[1].last_change = Some(now);
+        wants[1].hold_until = Some(now + UPGRADE_HOLD);
         // 300 kbit/s: 270 spendable, 40 for audio: the 150 k layer fits.
         let a = allocate(300_000, &wants, now);
         assert_eq!(a.targets, vec![Target::Layer(0), Target::Layer(0)]);
@@ -219,7 +250,7 @@ mod tests {
     fn a_paused_video_resumes_on_its_lowest_layer_when_it_fits() {
         let now = Instant::now();
         let mut wants = vec![audio(), video(Priority::Camera, &SIM, Target::Paused)];
-        wants[1].last_change = Some(now);
+        wants[1].hold_until = Some(now + UPGRADE_HOLD);
         let later = now + UPGRADE_HOLD;
         assert_eq!(allocate(200_000, &wants, later).targets[1], Target::Paused);
         assert_eq!(

@@ -13,7 +13,7 @@ use str0m::media::MediaKind;
 
 use super::allocator::{self, AUDIO_RESERVE_BPS, Priority, Target, UNMEASURED_LAYER_BPS, Want};
 use super::*;
-use crate::ids::{Source, TrackId, TransportId};
+use crate::ids::{ParticipantId, Source, TrackId, TransportId};
 
 /// How often allocations are recomputed.
 pub(super) const ALLOCATION_PERIOD: Duration = Duration::from_millis(200);
@@ -32,7 +32,7 @@ impl ShardCore {
         }
     }
 
-    fn allocate(&mut self, tid: TransportId, now: Instant) {
+    pub(super) fn allocate(&mut self, tid: TransportId, now: Instant) {
         let Some(t) = self.transports.get(&tid) else {
             return;
         };
@@ -60,7 +60,7 @@ impl ShardCore {
                     priority: Priority::Audio,
                     layers: vec![p.rate.bps.max(AUDIO_RESERVE_BPS)],
                     current: Target::Layer(0),
-                    last_change: None,
+                    hold_until: None,
                 }
             } else {
                 let priority = if c.source == Source::Screen {
@@ -89,7 +89,7 @@ impl ShardCore {
                     priority,
                     layers,
                     current,
-                    last_change: c.target_changed,
+                    hold_until: c.hold_until,
                 }
             };
             keys.push(*key);
@@ -114,8 +114,16 @@ impl ShardCore {
                     continue;
                 }
                 let was_paused = c.target == Target::Paused;
+                // The first allocation (from "whatever was asked") is a start, not a
+                // congestion event: only the short hold.
+                let first = c.target == Target::Layer(usize::MAX);
+                let hold = if first {
+                    allocator::RAMP_HOLD
+                } else {
+                    allocator::hold_after(want.current, *target)
+                };
                 c.target = *target;
-                c.target_changed = Some(now);
+                c.hold_until = Some(now + hold);
                 let Some(track) = c.producer else { continue };
                 match (was_paused, *target == Target::Paused) {
                     (false, true) => {
@@ -148,5 +156,19 @@ impl ShardCore {
         for track in resumed {
             self.request_keyframe(track, now);
         }
+    }
+}
+
+impl ShardCore {
+    /// The send-side bandwidth estimate of `participant`'s subscriber transport (bits per
+    /// second), once str0m has one.
+    pub fn subscriber_estimate(&self, participant: ParticipantId) -> Option<u64> {
+        self.transports
+            .values()
+            .find(|t| {
+                t.participant == participant
+                    && matches!(t.kind, TransportKind::Subscriber { .. })
+            })
+            .and_then(|t| t.estimate)
     }
 }

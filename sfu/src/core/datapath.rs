@@ -205,6 +205,7 @@ impl ShardCore {
         let mut keyframe_requests: Vec<Mid> = Vec::new();
         let mut failed = false;
         let mut reconnected = false;
+        let mut first_estimate = false;
         {
             let Some(t) = self.transports.get_mut(&tid) else {
                 self.forward_buf = forward;
@@ -285,17 +286,21 @@ impl ShardCore {
                                 t.loss = Some(l);
                             }
                         }
-                        Event::EgressBitrateEstimate(kind) => match kind {
-                            str0m::bwe::BweKind::Twcc { estimate, .. } => {
-                                t.estimate = Some(estimate.as_u64());
+                        Event::EgressBitrateEstimate(kind) => {
+                            let estimate = match kind {
+                                str0m::bwe::BweKind::Twcc { estimate, .. } => Some(estimate),
+                                // A browser without transport-cc: its REMB (per m-line,
+                                // the receiver's view of the whole session) stands in.
+                                str0m::bwe::BweKind::Remb { estimate, .. } => Some(estimate),
+                                _ => None,
+                            };
+                            if let Some(e) = estimate {
+                                // The first one (str0m's start value, at connection):
+                                // allocate now, before the first layers overshoot it.
+                                first_estimate |= t.estimate.is_none();
+                                t.estimate = Some(e.as_u64());
                             }
-                            // A browser without transport-cc: its REMB (per m-line, the
-                            // receiver's view of the whole session) stands in.
-                            str0m::bwe::BweKind::Remb { estimate, .. } => {
-                                t.estimate = Some(estimate.as_u64());
-                            }
-                            _ => {}
-                        },
+                        }
                         _ => {}
                     },
                     Err(e) => {
@@ -318,6 +323,9 @@ impl ShardCore {
         }
         if reconnected {
             self.after_reconnect(tid, now);
+        }
+        if first_estimate {
+            self.allocate(tid, now);
         }
         if failed && let Some(p) = self.transports.get(&tid).map(|t| t.participant) {
             self.remove_participant(p, RemovalReason::TransportFailed);

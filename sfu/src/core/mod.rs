@@ -161,8 +161,8 @@ struct Consumer {
     /// What the stream allocator gives it (`allocator.rs`); `Layer(usize::MAX)` until the
     /// subscriber's transport has an estimate: whatever the subscriber asked for.
     target: allocator::Target,
-    /// When `target` last changed.
-    target_changed: Option<Instant>,
+    /// No move up before this (`allocator::hold_after`).
+    hold_until: Option<Instant>,
     /// After a pause (video without simulcast): forward from the next key frame on.
     await_keyframe: bool,
 }

@@ -72,7 +72,7 @@ impl ShardCore {
             sel: Selection::default(),
             group: p.info.participant,
             target: allocator::Target::Layer(usize::MAX),
-            target_changed: None,
+            hold_until: None,
             await_keyframe: false,
         });
         c.producer = Some(producer);
