@@ -97,7 +97,12 @@ pub(crate) fn offer(state: &AppState, p: ParticipantId, payload: Value) {
 }
 
 /// An event for one participant alone (e.g. `videoPaused`), queued while it is detached.
-pub(crate) fn to_participant(state: &AppState, p: ParticipantId, event: &'static str, data: &Value) {
+pub(crate) fn to_participant(
+    state: &AppState,
+    p: ParticipantId,
+    event: &'static str,
+    data: &Value,
+) {
     let outcome = {
         let mut guard = state.sessions();
         push_locked(state, &mut guard, p, event, data)

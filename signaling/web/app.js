@@ -112,6 +112,7 @@ function ensureTile(p) {
       <span class="ind mic-off" hidden>마이크 꺼짐 / Mic off</span>
       <span class="ind cam-off" hidden>카메라 꺼짐 / Camera off</span>
       <span class="ind away" hidden>자리 비움 / Away</span>
+      <span class="ind video-paused" hidden>대역폭 부족으로 영상 일시 중지 / Video paused (low bandwidth)</span>
     </div>`;
   $('.name', tile).textContent = p.name || p.identity || p.id;
   $('.role', tile).textContent = ROLE_LABEL[p.role] || '';
@@ -295,6 +296,15 @@ function wireRoom(room) {
   room.on('participantLeft', ({ id }) => { const t = tileFor(id); if (t) t.remove(); });
   room.on('trackPublished', (t) => refreshIndicators(room, t.participantId));
   room.on('trackMuted', (m) => refreshIndicators(room, m.participantId));
+  // The server paused a video because this downlink cannot carry it: say so on the tile.
+  const videoPaused = (paused) => ({ participantId }) => {
+    const t = participantId && tileFor(participantId);
+    if (!t) return;
+    if (paused) t.dataset.videoPaused = 'bandwidth'; else delete t.dataset.videoPaused;
+    $('.ind.video-paused', t).hidden = !paused;
+  };
+  room.on('videoPaused', videoPaused(true));
+  room.on('videoResumed', videoPaused(false));
   room.on('trackUnpublished', (m) => {
     const tile = tileFor(m.participantId);
     if (tile) detach(tile, m.id);

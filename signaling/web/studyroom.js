@@ -45,7 +45,10 @@
 // (move to another node, or `disconnected`); if it refuses (`resume_failed`) we join afresh.
 // Events (room.on(name, fn)): participantJoined(p), participantLeft({id, reason}),
 //   trackPublished(track), trackUnpublished({id, participantId}),
-//   trackMuted({id, participantId, muted}), remoteTrack(participantId, trackId, kind, source,
+//   trackMuted({id, participantId, muted}), videoPaused({trackId, participantId, reason}) /
+//   videoResumed({trackId, participantId, reason}) when the server stops / restarts one
+//   remote video because our downlink cannot carry it (reason "bandwidth"; audio goes on),
+//   remoteTrack(participantId, trackId, kind, source,
 //   MediaStreamTrack), remoteTrackEnded(participantId, trackId), activeSpeakers(speakers),
 //   localTrack(source, MediaStreamTrack), localTrackEnded(source), localMuted(source, muted),
 //   connectionState(which, state), error(err), disconnected(reason), left(),
@@ -265,6 +268,8 @@ export class StudyRoom {
     on('trackUnpublished', (m) => this._onTrackUnpublished(m));
     on('trackMuted', (m) => this._onTrackMuted(m));
     on('activeSpeakers', (m) => this._emit('activeSpeakers', (m && m.speakers) || []));
+    on('videoPaused', (m) => this._onVideoPaused('videoPaused', m));
+    on('videoResumed', (m) => this._onVideoPaused('videoResumed', m));
     on('offer', (o) => this._onOffer(o));
     on('reconnect', (m) => this._onReconnect(m));
     // The platform closed the room or removed us (NATS commands): no rejoin, no migration.
@@ -1104,6 +1109,16 @@ export class StudyRoom {
     if (this.state === 'left') return;
     this._emit(event, m || {});
     this._close();
+  }
+
+  // The server paused or resumed one remote video for bandwidth: name its participant.
+  _onVideoPaused(event, m) {
+    if (!m || typeof m.trackId !== 'string') return;
+    let participantId = null;
+    for (const p of this.participants.values()) {
+      if (p.tracks.some((t) => t.id === m.trackId)) participantId = p.id;
+    }
+    this._emit(event, { trackId: m.trackId, participantId, reason: m.reason || 'bandwidth' });
   }
 
   _onTrackMuted(m) {

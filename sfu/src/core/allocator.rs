@@ -201,7 +201,10 @@ mod tests {
         // The link frees up at once: still held (no flapping on a steady link).
         for s in 1..5 {
             let at = now + Duration::from_secs(s);
-            assert_eq!(allocate(10_000_000, &wants, at).targets[1], Target::Layer(1));
+            assert_eq!(
+                allocate(10_000_000, &wants, at).targets[1],
+                Target::Layer(1)
+            );
         }
         assert_eq!(
             allocate(10_000_000, &wants, now + UPGRADE_HOLD).targets[1],

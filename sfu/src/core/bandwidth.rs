@@ -24,7 +24,9 @@ impl ShardCore {
         let subs: Vec<TransportId> = self
             .transports
             .iter()
-            .filter(|(_, t)| t.estimate.is_some() && matches!(t.kind, TransportKind::Subscriber { .. }))
+            .filter(|(_, t)| {
+                t.estimate.is_some() && matches!(t.kind, TransportKind::Subscriber { .. })
+            })
             .map(|(id, _)| *id)
             .collect();
         for tid in subs {
@@ -115,8 +117,14 @@ impl ShardCore {
                 }
                 let was_paused = c.target == Target::Paused;
                 // The first allocation (from "whatever was asked") is a start, not a
-                // congestion event: only the short hold.
+                // congestion event: only the short hold, and no pause before the estimate
+                // has shown the link cannot carry the lowest layer.
                 let first = c.target == Target::Layer(usize::MAX);
+                let target = &if first && *target == Target::Paused {
+                    Target::Layer(0)
+                } else {
+                    *target
+                };
                 let hold = if first {
                     allocator::RAMP_HOLD
                 } else {
@@ -166,8 +174,7 @@ impl ShardCore {
         self.transports
             .values()
             .find(|t| {
-                t.participant == participant
-                    && matches!(t.kind, TransportKind::Subscriber { .. })
+                t.participant == participant && matches!(t.kind, TransportKind::Subscriber { .. })
             })
             .and_then(|t| t.estimate)
     }

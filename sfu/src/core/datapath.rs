@@ -12,11 +12,29 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output};
 use tracing::{debug, error, info, warn};
 
+use super::bandwidth::ALLOCATION_PERIOD;
 use super::route::{MAX_ADDRS_PER_TRANSPORT, RouteDatagramTo, Unroutable};
 use super::speakers::SPEAKER_PERIOD;
-use super::bandwidth::ALLOCATION_PERIOD;
 use super::*;
 use crate::ids::{TrackId, TransportId};
+
+/// Shortest wait for str0m's delay-based estimator timer.
+///
+/// Why: str0m 0.25's delay controller, when no transport-cc report came for a while (a
+/// subscriber whose media paused), re-arms itself `min(smoothed RTT, 25 ms)` ahead. With a
+/// near-zero RTT (loopback, the simulated network) that is "now" again: the transport is
+/// due at once, forever, and a shard spins (the deterministic harness stopped its clock).
+/// The timer only re-checks whether feedback arrived; serving it a millisecond late
+/// changes no estimate.
+const BWE_TIMER_FLOOR: Duration = Duration::from_millis(1);
+
+fn bwe_timer_floor(at: Instant, reason: str0m::Reason, now: Instant) -> Instant {
+    if reason == str0m::Reason::BweDelayControl {
+        at.max(now + BWE_TIMER_FLOOR)
+    } else {
+        at
+    }
+}
 
 impl ShardCore {
     /// One datagram arrived on local port index `port_idx` from `remote`.
@@ -224,6 +242,7 @@ impl ShardCore {
                 };
                 match out {
                     Ok(Output::Timeout(at)) => {
+                        let at = bwe_timer_floor(at, t.rtc.last_timeout_reason(), now);
                         if t.next_timeout != Some(at) {
                             t.next_timeout = Some(at);
                             self.timers.push(Reverse((at, tid)));

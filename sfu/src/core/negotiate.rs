@@ -10,10 +10,10 @@ use std::collections::HashMap;
 
 use str0m::format::PayloadParams;
 
+use super::allocator;
 use super::rewrite::Rewriter;
 use super::sdp_text;
 use super::simulcast::Selection;
-use super::allocator;
 use super::*;
 use crate::ids::{ParticipantId, Source, TrackId, TransportId};
 

@@ -33,9 +33,10 @@ struct SendingMline {
     params: Option<PayloadParams>,
 }
 
-/// Where a subscriber's bandwidth estimate starts: enough for audio and a middle layer, so
-/// a new listener sees video at once and probing climbs from there.
-const INITIAL_ESTIMATE_BPS: u64 = 800_000;
+/// Where a subscriber's bandwidth estimate starts: a camera's usual top layer and audio, so
+/// a new listener sees video at once; on a slower link the estimate falls within a few
+/// seconds and the allocator moves down (never to a pause on its first allocation).
+const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
 
 impl ShardCore {
     /// The participant, or `NotJoined`.
@@ -583,7 +584,7 @@ impl ShardCore {
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
-        if role == Role::Subscriber {
+        if role == Role::Subscriber && self.cfg.bandwidth_estimation {
             // Send-side bandwidth estimation (transport-cc feedback from the browser,
             // probing with padding) feeds the stream allocator (allocator.rs).
             builder = builder.enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)));

@@ -203,11 +203,7 @@ impl Layers {
                     .iter()
                     .find(|l| l.rid == *r)
                     .map_or(unmeasured, |l| {
-                        if l.bitrate > 0 {
-                            l.bitrate
-                        } else {
-                            unmeasured
-                        }
+                        if l.bitrate > 0 { l.bitrate } else { unmeasured }
                     })
             })
             .collect()
