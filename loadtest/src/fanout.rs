@@ -199,6 +199,7 @@ pub fn fanout(
     video_pps: u32,
     shards: usize,
     port: u16,
+    bwe: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -207,6 +208,7 @@ pub fn fanout(
         port_min: port,
         port_max: port + 9,
         shards,
+        bandwidth_estimation: bwe,
         ..SfuConfig::default()
     };
     let (sfu, mut events) = Sfu::start(cfg)?;

@@ -41,7 +41,7 @@ pub async fn run(
         consent_timeout: Duration::from_secs(cfg.consent_timeout_secs.max(1)),
         max_participants_per_room: cfg.max_room_size.max(1),
         allow_impairment: cfg.allow_impairment,
-        bandwidth_estimation: !cfg.disable_bwe,
+        bandwidth_estimation: cfg.bwe,
         ..SfuConfig::default()
     };
     let (sfu, events) = Sfu::start(sfu_cfg).context("starting the media core")?;

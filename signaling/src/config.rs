@@ -147,10 +147,11 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_REQUEST_BURST", default_value_t = 200)]
     pub request_burst: u32,
 
-    /// Turn off per-subscriber bandwidth estimation and the stream allocator (every
-    /// subscriber then gets the layer it asked for, whatever its downlink carries).
-    #[arg(long, env = "STUDYROOM_DISABLE_BWE")]
-    pub disable_bwe: bool,
+    /// Per-subscriber bandwidth estimation and the stream allocator (layers by downlink,
+    /// videoPaused/videoResumed). Off by default for now: on a loaded machine the estimate
+    /// of an open loopback link was seen swinging enough to flap layers (BENCHMARKS.md).
+    #[arg(long, env = "STUDYROOM_BWE")]
+    pub bwe: bool,
 
     /// Tests only: honour `loss` impairment in dev tokens.
     #[arg(long, env = "STUDYROOM_ALLOW_IMPAIRMENT")]

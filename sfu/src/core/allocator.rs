@@ -35,6 +35,17 @@ pub enum Target {
 pub const UPGRADE_HOLD: Duration = Duration::from_secs(5);
 /// After a consumer went up, how long before its next step up.
 pub const RAMP_HOLD: Duration = Duration::from_secs(1);
+/// A video is paused only when its lowest layer has not fit for this long: one low
+/// estimate (a burst of jitter read as congestion) moves layers, it does not stop video.
+pub const PAUSE_AFTER: Duration = Duration::from_secs(2);
+/// Going up needs the next layer to fit with this margin, so a layer that only just fits
+/// is not taken, congested and left again.
+pub const UP_MARGIN: f64 = 1.2;
+
+/// Whether `from` -> `to` is a move up (a resume included).
+pub fn is_up(from: Target, to: Target) -> bool {
+    rank(to) > rank(from)
+}
 
 /// How long after moving `from` -> `to` the consumer may not go up.
 pub fn hold_after(from: Target, to: Target) -> Duration {
@@ -77,6 +88,8 @@ pub struct Want {
     pub current: Target,
     /// No move up before this (see [`hold_after`]; None: free to move).
     pub hold_until: Option<Instant>,
+    /// Since when its lowest layer has not fit (None: it fits).
+    pub short_since: Option<Instant>,
 }
 
 /// The allocation of one transport.
@@ -84,6 +97,8 @@ pub struct Want {
 pub struct Allocation {
     /// A target per want, in the order given.
     pub targets: Vec<Target>,
+    /// Per want: its lowest layer does not fit now (feed back as `short_since`).
+    pub short: Vec<bool>,
     /// What the transport would like to send: every video one step above its target
     /// (the rate to probe for).
     pub desired_bps: u64,
@@ -97,6 +112,7 @@ pub fn allocate(estimate_bps: u64, wants: &[Want], now: Instant) -> Allocation {
     let mut order: Vec<usize> = (0..wants.len()).collect();
     order.sort_by_key(|i| (wants[*i].priority, *i));
     let mut targets = vec![Target::Paused; wants.len()];
+    let mut short = vec![false; wants.len()];
     let mut desired = 0u64;
     let mut allocated = 0u64;
     for i in order {
@@ -114,14 +130,33 @@ pub fn allocate(estimate_bps: u64, wants: &[Want], now: Instant) -> Allocation {
         }
         // The highest layer that fits what is left.
         let fits = w.layers.iter().rposition(|b| *b <= budget);
+        short[i] = fits.is_none();
         let mut t = match fits {
             Some(l) => Target::Layer(l),
             None => Target::Paused,
         };
-        // Up: one step at a time, and not while held.
+        // Up: only what fits with the margin, one step at a time, and not while held.
         if rank(t) > rank(w.current) {
+            let with_margin = w
+                .layers
+                .iter()
+                .rposition(|b| (*b as f64 * UP_MARGIN) as u64 <= budget)
+                .map_or(Target::Paused, Target::Layer);
             let held = w.hold_until.is_some_and(|until| now < until);
-            t = if held { w.current } else { step_up(w.current) };
+            t = if held || rank(with_margin) <= rank(w.current) {
+                w.current
+            } else {
+                step_up(w.current)
+            };
+        }
+        // Pause only on sustained evidence: until then the lowest layer.
+        if t == Target::Paused && w.current != Target::Paused {
+            let sustained = w
+                .short_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= PAUSE_AFTER);
+            if !sustained {
+                t = Target::Layer(0);
+            }
         }
         let need = match t {
             Target::Paused => 0,
@@ -138,6 +173,7 @@ pub fn allocate(estimate_bps: u64, wants: &[Want], now: Instant) -> Allocation {
     }
     Allocation {
         targets,
+        short,
         desired_bps: desired,
         allocated_bps: allocated,
     }
@@ -167,6 +203,7 @@ mod tests {
             layers: layers.to_vec(),
             current,
             hold_until: None,
+            short_since: None,
         }
     }
 
@@ -220,8 +257,16 @@ mod tests {
         // 300 kbit/s: 270 spendable, 40 for audio: the 150 k layer fits.
         let a = allocate(300_000, &wants, now);
         assert_eq!(a.targets, vec![Target::Layer(0), Target::Layer(0)]);
-        // 100 kbit/s: audio only.
+        // 100 kbit/s: the lowest layer does not fit; kept until that has lasted PAUSE_AFTER,
+        // then audio only.
         let a = allocate(100_000, &wants, now);
+        assert_eq!(a.targets, vec![Target::Layer(0), Target::Layer(0)]);
+        assert!(a.short[1]);
+        wants[1].short_since = Some(now);
+        let a = allocate(100_000, &wants, now + PAUSE_AFTER / 2);
+        assert_eq!(a.targets[1], Target::Layer(0));
+        let later = now + PAUSE_AFTER;
+        let a = allocate(100_000, &wants, later);
         assert_eq!(a.targets, vec![Target::Layer(0), Target::Paused]);
         assert!(a.allocated_bps <= 90_000);
         // The paused video asks to probe for its lowest layer.
@@ -230,13 +275,18 @@ mod tests {
 
     #[test]
     fn audio_is_never_paused_and_screens_come_before_cameras() {
-        let now = Instant::now();
-        let wants = vec![
+        let start = Instant::now();
+        let mut wants = vec![
             video(Priority::Camera, &SIM, Target::Layer(0)),
             video(Priority::Screen, &[400_000], Target::Layer(0)),
             audio(),
             video(Priority::Speaker, &SIM, Target::Layer(0)),
         ];
+        // Short of bandwidth for a while (pauses need sustained evidence).
+        for w in &mut wants {
+            w.short_since = Some(start);
+        }
+        let now = start + PAUSE_AFTER;
         // 700 kbit/s: 630 spendable; audio 40, screen 400, speaker 150, camera: 40 left.
         let a = allocate(700_000, &wants, now);
         assert_eq!(a.targets[2], Target::Layer(0), "audio");

@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
 use str0m::media::MediaKind;
+use tracing::debug;
 
 use super::allocator::{self, AUDIO_RESERVE_BPS, Priority, Target, UNMEASURED_LAYER_BPS, Want};
 use super::*;
 use crate::ids::{ParticipantId, Source, TrackId, TransportId};
+
+/// A move down this soon after a move up means the step up failed (see `failed_ups`).
+const FAILED_UP_WINDOW: Duration = Duration::from_secs(2);
 
 /// How often allocations are recomputed.
 pub(super) const ALLOCATION_PERIOD: Duration = Duration::from_millis(200);
@@ -63,6 +67,7 @@ impl ShardCore {
                     layers: vec![p.rate.bps.max(AUDIO_RESERVE_BPS)],
                     current: Target::Layer(0),
                     hold_until: None,
+                    short_since: None,
                 }
             } else {
                 let priority = if c.source == Source::Screen {
@@ -92,6 +97,7 @@ impl ShardCore {
                     layers,
                     current,
                     hold_until: c.hold_until,
+                    short_since: c.short_since,
                 }
             };
             keys.push(*key);
@@ -104,9 +110,19 @@ impl ShardCore {
             return;
         };
         if let TransportKind::Subscriber { consumers, .. } = &mut t.kind {
-            for ((key, want), target) in keys.iter().zip(&wants).zip(&alloc.targets) {
+            for (((key, want), target), short) in keys
+                .iter()
+                .zip(&wants)
+                .zip(&alloc.targets)
+                .zip(&alloc.short)
+            {
                 let Some(c) = consumers.get_mut(key) else {
                     continue;
+                };
+                c.short_since = if *short {
+                    c.short_since.or(Some(now))
+                } else {
+                    None
                 };
                 if c.kind == MediaKind::Audio || *target == want.current {
                     // Unchanged (a first allocation only records where it starts).
@@ -125,11 +141,34 @@ impl ShardCore {
                 } else {
                     *target
                 };
+                let up = allocator::is_up(want.current, *target);
                 let hold = if first {
                     allocator::RAMP_HOLD
-                } else {
+                } else if up {
+                    c.last_up = Some(now);
                     allocator::hold_after(want.current, *target)
+                } else {
+                    // Down soon after going up: that step did not fit after all (a probe
+                    // overestimated). Back off: each such failure doubles the hold.
+                    // (Counted once per move up: the steps down that follow are one event.)
+                    match c.last_up.take() {
+                        Some(at) if now.saturating_duration_since(at) < FAILED_UP_WINDOW => {
+                            c.failed_ups = (c.failed_ups + 1).min(3);
+                        }
+                        Some(_) => c.failed_ups = 0,
+                        None => {}
+                    }
+                    allocator::hold_after(want.current, *target) * (1 << c.failed_ups)
                 };
+                debug!(
+                    %subscriber,
+                    mid = %c.mid,
+                    estimate_kbps = estimate / 1000,
+                    layers_kbps = ?want.layers.iter().map(|b| b / 1000).collect::<Vec<_>>(),
+                    from = ?c.target,
+                    to = ?target,
+                    "allocation changes"
+                );
                 c.target = *target;
                 c.hold_until = Some(now + hold);
                 let Some(track) = c.producer else { continue };

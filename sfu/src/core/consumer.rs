@@ -117,6 +117,12 @@ impl Consumer {
         let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
             return false;
         };
+        // Forwarded media is not paced (a field store; str0m reads it when it queues). The
+        // stream allocator keeps each subscriber under its estimate instead, as LiveKit's
+        // pass-through pacer and mediasoup do. str0m's pacer sends at 1.1 x the estimate:
+        // at a few hundred kbit/s a forwarded key frame waited up to a second in it, the
+        // browser's delay gradient read that as congestion, and the estimate collapsed.
+        tx.set_unpaced(true);
         let write = RtpWrite::new(
             out_pt,
             SeqNo::from(rw.seq),

@@ -163,6 +163,12 @@ struct Consumer {
     target: allocator::Target,
     /// No move up before this (`allocator::hold_after`).
     hold_until: Option<Instant>,
+    /// Since when its lowest layer has not fit its subscriber's estimate.
+    short_since: Option<Instant>,
+    /// Its last move up, and how many moves up in a row were undone soon after (each
+    /// doubles the hold after the next move down, at most 8 x).
+    last_up: Option<Instant>,
+    failed_ups: u32,
     /// After a pause (video without simulcast): forward from the next key frame on.
     await_keyframe: bool,
 }

@@ -73,6 +73,9 @@ impl ShardCore {
             group: p.info.participant,
             target: allocator::Target::Layer(usize::MAX),
             hold_until: None,
+            short_since: None,
+            last_up: None,
+            failed_ups: 0,
             await_keyframe: false,
         });
         c.producer = Some(producer);

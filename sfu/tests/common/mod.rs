@@ -134,9 +134,6 @@ pub fn config() -> SfuConfig {
     SfuConfig {
         advertise_ip: IpAddr::V4(SERVER_IP),
         consent_timeout: Duration::from_secs(10),
-        // Forwarding semantics are tested on an unlimited network; bandwidth.rs turns the
-        // estimator and allocator on against a bottleneck.
-        bandwidth_estimation: false,
         ..SfuConfig::default()
     }
 }
