@@ -657,7 +657,15 @@ async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result
     if state.nats_url().is_some() {
         state.focus().enqueue(ev.clone());
     }
-    Ok(json!({ "ok": true, "event": ev }))
+    // On disk before the ack: an acknowledged focus event reaches the audit log.
+    let audit_id = state
+        .webhook()
+        .map(|w| w.push(&room, ev.at, crate::focus::published_json(&ev)));
+    let mut ack = json!({ "ok": true, "event": ev });
+    if let Some(id) = audit_id {
+        ack["auditId"] = id.into();
+    }
+    Ok(ack)
 }
 
 #[derive(Deserialize)]

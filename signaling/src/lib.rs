@@ -25,6 +25,7 @@ mod pump;
 mod resume;
 mod state;
 pub mod turn_relay;
+mod webhook;
 
 /// Socket.IO namespace of the protocol.
 pub const NAMESPACE: &str = "/study";

@@ -15,7 +15,9 @@ use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
 
 use crate::auth::{Claims, TokenKeys};
-use crate::{cluster, commands, departure, events, focus, health, limits, resume, turn_relay};
+use crate::{
+    cluster, commands, departure, events, focus, health, limits, resume, turn_relay, webhook,
+};
 
 /// Per-connection state.
 pub(crate) struct Session {
@@ -57,6 +59,7 @@ pub(crate) struct Parts {
     pub(crate) lifecycle: Arc<events::Lifecycle>,
     pub(crate) resume_window: Duration,
     pub(crate) limits: limits::RequestLimits,
+    pub(crate) webhook: Option<Arc<webhook::Webhook>>,
 }
 
 struct Inner {
@@ -91,6 +94,8 @@ struct Inner {
     departures: departure::Counters,
     /// Request rate limit per connection.
     limits: limits::RequestLimits,
+    /// The audit-log webhook (None without --audit-webhook-url).
+    webhook: Option<Arc<webhook::Webhook>>,
 }
 
 impl AppState {
@@ -121,6 +126,7 @@ impl AppState {
             resume_window: p.resume_window,
             departures: departure::Counters::default(),
             limits: p.limits,
+            webhook: p.webhook,
         }))
     }
 
@@ -218,6 +224,11 @@ impl AppState {
     /// Request rate limit per connection.
     pub(crate) fn limits(&self) -> &limits::RequestLimits {
         &self.0.limits
+    }
+
+    /// The audit-log webhook, when configured.
+    pub(crate) fn webhook(&self) -> Option<&Arc<webhook::Webhook>> {
+        self.0.webhook.as_ref()
     }
 
     /// Sets the Socket.IO handle (once, by the composition root).
