@@ -75,6 +75,7 @@ struct TokenQuery {
     identity: Option<String>,
     publish: Option<String>,
     subscribe: Option<String>,
+    chat: Option<String>,
     /// Seconds until expiry (negative: already expired, for tests).
     ttl: Option<i64>,
     /// Test impairment: percent of media datagrams dropped towards this participant.
@@ -138,6 +139,7 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<TokenQuery>) -
         exp,
         publish: flag(&q.publish),
         subscribe: flag(&q.subscribe),
+        chat: flag(&q.chat),
         impair_loss: q.loss.map(|l| (l / 100.0).clamp(0.0, 0.9)),
     };
     Json(json!({ "token": state.keys().sign(&claims), "room": room, "identity": identity }))

@@ -8,6 +8,7 @@
 
 mod app;
 pub mod auth;
+mod chat;
 pub mod cluster;
 mod commands;
 pub mod config;

@@ -261,6 +261,20 @@ pub fn render(state: &AppState) -> String {
         "Age of the oldest event waiting for the audit webhook.",
         oldest,
     );
+    metric(
+        &mut o,
+        "studyroom_chat_messages_total",
+        "counter",
+        "Chat messages accepted and pushed to their room.",
+        state.chat().sent.load(relaxed),
+    );
+    metric(
+        &mut o,
+        "studyroom_chat_messages_refused_total",
+        "counter",
+        "Chat messages refused (not a string, empty, too long, rate limit, chat off).",
+        state.chat().refused.load(relaxed),
+    );
     let l = &state.lifecycle();
     metric(
         &mut o,

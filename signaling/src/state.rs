@@ -16,7 +16,7 @@ use socketioxide::socket::Sid;
 
 use crate::auth::{Claims, TokenKeys};
 use crate::{
-    cluster, commands, departure, events, focus, health, limits, resume, turn_relay, webhook,
+    chat, cluster, commands, departure, events, focus, health, limits, resume, turn_relay, webhook,
 };
 
 /// Per-connection state.
@@ -80,6 +80,7 @@ struct Inner {
     drain: OnceLock<(tokio::time::Instant, Option<String>)>,
     health: Arc<health::Health>,
     focus: Arc<focus::Focus>,
+    chat: chat::Chat,
     redis_url: Option<String>,
     nats_url: Option<String>,
     /// This node's id (`local` when it stands alone).
@@ -117,6 +118,7 @@ impl AppState {
             drain: OnceLock::new(),
             health: Arc::new(health::Health::default()),
             focus: Arc::new(focus::Focus::default()),
+            chat: chat::Chat::default(),
             redis_url: p.redis_url,
             nats_url: p.nats_url,
             node_id: p.node_id,
@@ -224,6 +226,11 @@ impl AppState {
     /// Request rate limit per connection.
     pub(crate) fn limits(&self) -> &limits::RequestLimits {
         &self.0.limits
+    }
+
+    /// Room chat (rate limits, counters).
+    pub(crate) fn chat(&self) -> &chat::Chat {
+        &self.0.chat
     }
 
     /// The audit-log webhook, when configured.

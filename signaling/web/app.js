@@ -11,6 +11,9 @@
 // `reconnecting` with "다른 서버로 이동 중 / Moving to another server" until StudyRoom has
 // joined and published on the other node (then `joined` again); `data-server` is the URL of
 // the node the page talks to.
+// Chat (#chat-panel, hidden when the token's grant turned it off; `&chat=0` asks the dev
+// token for that): the log (#chat-log, a polite live region, entries with
+// data-message-id / data-from) and a form (Enter sends).
 // Proctors (`role=proctor`: publishes nothing) get a live feed of the learners' focus events
 // (#focus-feed, newest on top, pre-filled from the join ack's history; each entry carries
 // data-participant-id / data-state / data-reason / data-at / data-lost-ms), and a learner's
@@ -51,7 +54,7 @@ function tokenClaims(token) {
 
 async function fetchToken(query) {
   const params = new URLSearchParams();
-  for (const key of ['room', 'name', 'role', 'publish', 'loss']) {
+  for (const key of ['room', 'name', 'role', 'publish', 'loss', 'chat']) {
     if (query.has(key)) params.set(key, query.get(key));
   }
   const res = await fetch(`/dev/token?${params}`);
@@ -257,6 +260,62 @@ function showFocusEvent(ev) {
   }
 }
 
+// ---- chat --------------------------------------------------------------------------------
+
+const CHAT_LOG_MAX = 200;
+const chatIds = new Set();
+
+// One message in the log (each id once; the join ack's history may repeat after a move).
+// `text` comes HTML-escaped from the server (docs/protocol.md, "Chat"), so it is inserted
+// as HTML: entities show as the characters the sender typed, markup never runs.
+function showMessage(m) {
+  if (!m || typeof m.id !== 'string' || chatIds.has(m.id)) return;
+  chatIds.add(m.id);
+  const li = document.createElement('li');
+  li.className = `chat-entry ${m.from && m.from.role === 'proctor' ? 'proctor' : ''}`;
+  li.dataset.messageId = m.id;
+  li.dataset.from = (m.from && m.from.id) || '';
+  const time = document.createElement('time');
+  time.dateTime = new Date(m.at).toISOString();
+  time.textContent = clock(m.at);
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = `${(m.from && m.from.name) || '?'}${m.from && m.from.role === 'proctor' ? ' (감독관 / Proctor)' : ''}:`;
+  const text = document.createElement('span');
+  text.className = 'text';
+  text.innerHTML = m.text;
+  li.append(time, ' ', who, ' ', text);
+  const log = $('#chat-log');
+  log.appendChild(li);
+  while (log.children.length > CHAT_LOG_MAX) log.firstElementChild.remove();
+  log.scrollTop = log.scrollHeight;
+}
+
+const CHAT_ERRORS = {
+  message_too_long: '메시지가 너무 깁니다 (최대 2000자) / Message too long (up to 2000 characters)',
+  rate_limited: '너무 빨리 보내고 있습니다. 잠시 후 다시 / Too fast: wait a moment',
+  chat_disabled: '이 방은 채팅이 꺼져 있습니다 / Chat is off in this room',
+  bad_request: '빈 메시지는 보낼 수 없습니다 / Cannot send an empty message',
+};
+
+function wireChat(room) {
+  room.on('message', showMessage);
+  room.on('chatHistory', (messages) => { for (const m of messages) showMessage(m); });
+  $('#chat-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const input = $('#chat-input');
+    const text = input.value;
+    if (!text.trim()) return;
+    try {
+      await room.sendMessage(text);
+      input.value = '';
+    } catch (e) {
+      $('#status').textContent = CHAT_ERRORS[e.code] || `오류 / Error: ${e.message}`;
+    }
+    input.focus();
+  });
+}
+
 // ---- controls ----------------------------------------------------------------------------
 
 function wireToggle(button, run) {
@@ -367,6 +426,7 @@ async function start(query) {
   const room = new StudyRoom({ videoCodec: query.get('codec') || undefined, simulcast: query.get('simulcast') === '1' });
   window.studyroom = room;
   wireRoom(room);
+  wireChat(room);
   setState('connecting', '연결 중… / Connecting…');
   try {
     const token = await fetchToken(query);
@@ -381,6 +441,7 @@ async function start(query) {
     await room.join();
     document.body.dataset.server = room.url;
     $('#room-view').hidden = false;
+    $('#chat-panel').hidden = !room.chat;
     $('#local-tile').hidden = !canPublish;
     if (canPublish) await room.publish({ camera: true, microphone: true });
     if (proctor) setState('joined', '감독관으로 입장했습니다 / Joined as a proctor');

@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'moved' | 'draining' | 'resume_failed' | 'unknown_track' | 'media_timeout'
   | 'unsupported_codec' | 'already_published' | 'already_connected' | 'not_connected'
   | 'protocol_mismatch' | 'transport' | 'left' | 'internal'
+  | 'message_too_long' | 'chat_disabled'
   | (string & {});
 
 /** A failed request: `code` is the server's error code (or the client's, see ErrorCode). */
@@ -76,6 +77,17 @@ export interface FocusEvent {
   lost_ms: number | null;
 }
 
+/** A chat message (docs/protocol.md, "Chat"). */
+export interface ChatMessage {
+  id: string;
+  room: string;
+  from: { id: string; identity: string; name: string; role: Role };
+  /** Trimmed and HTML-escaped by the server (`&`, `<`, `>`, `"`, `'`): safe to insert as HTML. */
+  text: string;
+  /** Server time, ms since the epoch. */
+  at: number;
+}
+
 /** The `join` ack. */
 export interface JoinAck {
   /** The protocol revision the server speaks (2). */
@@ -89,6 +101,10 @@ export interface JoinAck {
   nodes?: string[];
   /** Proctors: the room's recent focus events, oldest first. */
   focusHistory?: FocusEvent[];
+  /** The token's chat grant. */
+  chat: boolean;
+  /** With chat: the last 100 messages, oldest first. */
+  chatHistory?: ChatMessage[];
 }
 
 /** What `publish()` resolves with: one entry per local track. */
@@ -173,6 +189,8 @@ export interface StudyRoomEvents {
   focus: [event: FocusEvent];
   focusHistory: [events: FocusEvent[]];
   focusReported: [report: FocusReport];
+  message: [message: ChatMessage];
+  chatHistory: [messages: ChatMessage[]];
 }
 
 export type StudyRoomEventName = keyof StudyRoomEvents;
@@ -213,6 +231,8 @@ export declare class StudyRoom {
   readonly remoteTracks: Map<string, RemoteTrack>;
   readonly publisherPc: RTCPeerConnection | null;
   readonly subscriberPc: RTCPeerConnection | null;
+  /** The token's chat grant (false: chat is off for us). */
+  readonly chat: boolean;
   /** Live nodes' URLs from the last join ack. */
   readonly nodes: string[];
   /** Recent events as plain data (debugging, tests). */
@@ -236,6 +256,10 @@ export declare class StudyRoom {
   stopScreenShare(): Promise<void>;
   /** Proctors: the room's recent focus events, or one participant's. */
   focusHistory(participantId?: string): Promise<FocusEvent[]>;
+  /** Sends a chat message; resolves with it as the room sees it. */
+  sendMessage(text: string): Promise<ChatMessage>;
+  /** The room's chat history, oldest first. */
+  chatHistory(): Promise<ChatMessage[]>;
   /** Restarts ICE on both peer connections now. */
   restartIce(reason?: string): Promise<unknown[]>;
   /** Leaves the room and closes everything. */

@@ -17,6 +17,8 @@ export async function joinExam(token: string, log: (line: string) => void): Prom
     const published = await room.publish({ camera: true, microphone: true });
     for (const t of published) log(`sending ${t.source} as ${t.trackId ?? '(pending)'}`);
     await room.setMuted('microphone', true);
+    room.on('message', (m) => log(`${m.from.name}: ${m.text}`));
+    if (room.chat) await room.sendMessage('안녕하세요 / Hello');
   } catch (e) {
     if (e instanceof StudyRoomError && e.code === 'protocol_mismatch') log('update the client');
     throw e;
