@@ -134,12 +134,21 @@ pub trait RoomStore: Send + Sync {
         &self,
         room: &str,
     ) -> impl Future<Output = StoreResult<Vec<ParticipantRecord>>> + Send;
-    /// Find a participant of a room by identity.
+    /// Find a participant of a room by identity (both backends: a scan of
+    /// [`Self::participants`], rooms are small).
     fn find_identity(
         &self,
         room: &str,
         identity: &str,
-    ) -> impl Future<Output = StoreResult<Option<ParticipantRecord>>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<ParticipantRecord>>> + Send {
+        async move {
+            Ok(self
+                .participants(room)
+                .await?
+                .into_iter()
+                .find(|p| p.identity == identity))
+        }
+    }
     /// Add or replace a track of a participant (ignored if the participant is not there).
     fn upsert_track(
         &self,

@@ -342,13 +342,6 @@ impl RoomStore for Mutex<MemoryStore> {
     async fn participants(&self, room: &str) -> StoreResult<Vec<ParticipantRecord>> {
         Ok(lock(self).participants(room))
     }
-    async fn find_identity(
-        &self,
-        room: &str,
-        identity: &str,
-    ) -> StoreResult<Option<ParticipantRecord>> {
-        Ok(lock(self).find_identity(room, identity))
-    }
     async fn upsert_track(&self, room: &str, track: &TrackRecord) -> StoreResult<()> {
         lock(self).upsert_track(room, track.clone());
         Ok(())

@@ -445,18 +445,6 @@ impl RoomStore for RedisStore {
             .collect())
     }
 
-    async fn find_identity(
-        &self,
-        room: &str,
-        identity: &str,
-    ) -> StoreResult<Option<ParticipantRecord>> {
-        Ok(self
-            .participants(room)
-            .await?
-            .into_iter()
-            .find(|p| p.identity == identity))
-    }
-
     async fn upsert_track(&self, room: &str, track: &TrackRecord) -> StoreResult<()> {
         let _: i64 = self
             .run(

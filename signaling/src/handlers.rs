@@ -166,9 +166,15 @@ async fn authenticate(
 /// registered there exist and would be dropped silently.
 fn register_handlers(socket: &SocketRef) {
     /// A request event whose handler is `async fn(&SocketRef, &AppState, Option<Value>)
-    /// -> Result<Value, ApiError>`, answered through `respond`.
+    /// -> Result<Value, ApiError>`, admitted by the rate limit and answered through
+    /// `respond`. With `then after`, `after(&SocketRef, &AppState)` runs once a success has
+    /// been acked (what must reach the client only after its ack: room events for a
+    /// `join` or `resume`).
     macro_rules! request {
-        ($socket:expr, $event:literal, $handler:ident) => {
+        ($socket:expr, $event:literal, $handler:path) => {
+            request!($socket, $event, $handler, then |_: &SocketRef, _: &AppState| {})
+        };
+        ($socket:expr, $event:literal, $handler:path, then $after:expr) => {
             $socket.on(
                 $event,
                 async |socket: SocketRef,
@@ -180,48 +186,18 @@ fn register_handlers(socket: &SocketRef) {
                         return respond(&socket, $event, ack, h, Err(e));
                     }
                     let r = $handler(&socket, &s, d.ok()).await;
+                    let done = r.is_ok();
                     respond(&socket, $event, ack, h, r);
+                    if done {
+                        $after(&socket, &s);
+                    }
                 },
             )
         };
     }
 
-    socket.on(
-        "join",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            if let Err(e) = admit(&s, &socket) {
-                return respond(&socket, "join", ack, h, Err(e));
-            }
-            let r = join(&socket, &s, d.ok()).await;
-            let joined = r.is_ok();
-            respond(&socket, "join", ack, h, r);
-            if joined {
-                after_join_ack(&socket, &s);
-            }
-        },
-    );
-    socket.on(
-        "resume",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            if let Err(e) = admit(&s, &socket) {
-                return respond(&socket, "resume", ack, h, Err(e));
-            }
-            let r = resume::resume(&socket, &s, d.ok()).await;
-            let resumed = r.is_ok();
-            respond(&socket, "resume", ack, h, r);
-            if resumed {
-                resume::after_resume_ack(&socket, &s);
-            }
-        },
-    );
+    request!(socket, "join", join, then after_join_ack);
+    request!(socket, "resume", resume::resume, then resume::after_resume_ack);
     request!(socket, "publish", publish);
     request!(socket, "answer", answer);
     request!(socket, "restartIce", restart_ice);
@@ -245,20 +221,7 @@ fn register_handlers(socket: &SocketRef) {
     request!(socket, "focus", focus);
     request!(socket, "message", message);
     request!(socket, "history", history);
-    socket.on(
-        "focusHistory",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            if let Err(e) = admit(&s, &socket) {
-                return respond(&socket, "focusHistory", ack, h, Err(e));
-            }
-            let r = focus_history(&socket, &s, d.ok());
-            respond(&socket, "focusHistory", ack, h, r);
-        },
-    );
+    request!(socket, "focusHistory", focus_history);
     socket.on_fallback(
         async |socket: SocketRef,
                State(s): State<AppState>,
@@ -824,8 +787,9 @@ struct FocusHistoryReq {
     participant_id: Option<String>,
 }
 
-/// A proctor asks for the room's focus history.
-fn focus_history(
+/// A proctor asks for the room's focus history. (Async only to be registered like the
+/// other requests: it reads memory and awaits nothing.)
+async fn focus_history(
     socket: &SocketRef,
     state: &AppState,
     d: Option<Value>,

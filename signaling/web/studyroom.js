@@ -11,6 +11,11 @@
 // Local ICE candidates are trickled with `ice`, after the description they belong to was
 // acknowledged.
 //
+// Why one file (~1 100 lines): StudyRoom is one state machine. Session, resume, node moves,
+// ICE restarts and both peer connections read and reset the same fields (socket, epoch,
+// pcs, queued candidates), so its parts would not stand alone as modules. What does stand
+// alone lives apart: the Socket.IO wire format (sio.js) and the UI (app.js).
+//
 // Options: `new StudyRoom({ url, videoCodec })`; `videoCodec` ('VP8' | 'VP9' | 'H264' | 'AV1',
 // case-insensitive; default: the browser's own order) restricts the camera's m-line to that
 // codec (plus rtx/red/fec) with RTCRtpTransceiver.setCodecPreferences, so the server must
