@@ -16,6 +16,11 @@
 //! is compacted first; if the live events alone do not leave room, the oldest are dropped
 //! (returned to the caller, which counts and logs them).
 //!
+//! One process per spool: `open` takes an exclusive lock on `<path>.lock` (held until the
+//! spool is dropped; the kernel releases it when the process dies, `kill -9` included), so
+//! a second studyroom pointed at the same file refuses to start instead of sending every
+//! event twice.
+//!
 //! Durability: every record is written with one `write` call, so it is in the kernel once
 //! `append_*` returns and survives the process dying; `sync` (called by the driver about
 //! once a second) flushes it to the disk against a power loss.
@@ -83,6 +88,8 @@ pub struct Spool {
     by_id: HashMap<String, u64>,
     endpoints: Vec<String>,
     dirty: bool,
+    /// Held for the spool's life (see the module docs).
+    _lock: File,
 }
 
 fn event_line(ev: &Pending) -> Vec<u8> {
@@ -118,6 +125,22 @@ impl Spool {
     ) -> io::Result<(Spool, Loaded)> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        if let Err(e) = lock.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "in use by another process (one studyroom per spool file)",
+                ),
+                std::fs::TryLockError::Error(e) => e,
+            });
         }
         let mut order: Vec<Arc<Pending>> = Vec::new();
         let mut done: HashMap<String, HashSet<String>> = HashMap::new();
@@ -195,6 +218,7 @@ impl Spool {
             by_id,
             endpoints,
             dirty: false,
+            _lock: lock,
         };
         s.compact()?;
         Ok((
@@ -374,6 +398,22 @@ mod tests {
         assert_eq!(
             l.events[0].0.seq, 11,
             "numbered from first_seq in file order"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn one_process_per_spool() {
+        let d = dir("lock");
+        let p = d.join("s.spool");
+        let eps = vec![endpoint_key("http://a")];
+        let (first, _) = Spool::open(&p, eps.clone(), 1 << 20, 0).unwrap();
+        let e = Spool::open(&p, eps.clone(), 1 << 20, 0).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        drop(first);
+        assert!(
+            Spool::open(&p, eps, 1 << 20, 0).is_ok(),
+            "free once dropped"
         );
         let _ = std::fs::remove_dir_all(&d);
     }
