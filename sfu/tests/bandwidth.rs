@@ -293,6 +293,9 @@ fn a_capacity_drop_moves_the_subscriber_down_and_its_return_moves_it_back_up() {
         current_layer(s, b) == Some(2)
     });
     let back = back.expect("back on the top layer after the cap lifts");
+    eprintln!(
+        "figures: down {down:?} after the 1 Mbit/s cap; {dropped} of {delivered} dropped once adapted; back on top {back:?} after it lifted"
+    );
     assert!(
         back <= Duration::from_secs(15),
         "back on top within 15 virtual seconds, took {back:?}"
@@ -306,6 +309,7 @@ fn below_the_lowest_layer_video_pauses_audio_keeps_flowing_and_video_resumes() {
         current_layer(s, b) == Some(2)
     })
     .expect("top layer on an open link");
+    p.run(&mut sim, Duration::from_secs(2));
 
     // 100 kbit/s: not even the 150 kbit/s layer fits; audio (~50 kbit/s) does.
     sim.clients[b].down = capped(100);
@@ -343,10 +347,11 @@ fn below_the_lowest_layer_video_pauses_audio_keeps_flowing_and_video_resumes() {
     );
 
     sim.clients[b].down = open();
-    run_until_cond(&mut sim, &mut p, Duration::from_secs(20), |s| {
+    let resumed = run_until_cond(&mut sim, &mut p, Duration::from_secs(30), |s| {
         paused_events(s, b).1 == 1
     })
     .expect("the video resumes when the link allows");
+    eprintln!("figures: resumed {resumed:?} after the 100 kbit/s cap lifted");
     let from = sim.clients[b].received.len();
     p.run(&mut sim, Duration::from_secs(2));
     assert!(
