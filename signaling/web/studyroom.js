@@ -279,8 +279,8 @@ export class StudyRoom {
     on('trackUnpublished', (m) => this._onTrackUnpublished(m));
     on('trackMuted', (m) => this._onTrackMuted(m));
     on('activeSpeakers', (m) => this._emit('activeSpeakers', (m && m.speakers) || []));
-    on('videoPaused', (m) => this._onVideoPaused('videoPaused', m));
-    on('videoResumed', (m) => this._onVideoPaused('videoResumed', m));
+    on('videoPaused', (m) => { const i = this._videoPauseInfo(m); if (i) this._emit('videoPaused', i); });
+    on('videoResumed', (m) => { const i = this._videoPauseInfo(m); if (i) this._emit('videoResumed', i); });
     on('offer', (o) => this._onOffer(o));
     on('reconnect', (m) => this._onReconnect(m));
     // The platform closed the room or removed us (NATS commands): no rejoin, no migration.
@@ -1144,13 +1144,13 @@ export class StudyRoom {
   }
 
   // The server paused or resumed one remote video for bandwidth: name its participant.
-  _onVideoPaused(event, m) {
-    if (!m || typeof m.trackId !== 'string') return;
+  _videoPauseInfo(m) {
+    if (!m || typeof m.trackId !== 'string') return null;
     let participantId = null;
     for (const p of this.participants.values()) {
       if (p.tracks.some((t) => t.id === m.trackId)) participantId = p.id;
     }
-    this._emit(event, { trackId: m.trackId, participantId, reason: m.reason || 'bandwidth' });
+    return { trackId: m.trackId, participantId, reason: m.reason || 'bandwidth' };
   }
 
   _onTrackMuted(m) {
