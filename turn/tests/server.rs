@@ -623,6 +623,9 @@ fn a_source_that_stops_is_forgotten_and_served_again() {
     assert_eq!(bare_allocate(&mut w, "203.0.113.67:4000", 99), Some(508));
     w.advance(Duration::from_secs(2));
     for n in 0..5 {
-        assert_eq!(bare_allocate(&mut w, "203.0.113.67:4000", 100 + n), Some(401));
+        assert_eq!(
+            bare_allocate(&mut w, "203.0.113.67:4000", 100 + n),
+            Some(401)
+        );
     }
 }
