@@ -31,7 +31,7 @@ mod relay;
 
 use crate::cidr::PeerPolicy;
 use crate::codec::{self, ChannelData, Class, Kind, Message, ParseError, Writer, attr, method};
-use allocate_gate::AllocateGate;
+use allocate_gate::{AllocateGate, Gate};
 use relay::{permitted, relay_to_peer, take_tokens};
 
 /// Transport a client reached us over.
@@ -422,18 +422,23 @@ impl TurnServer {
                 };
                 // Allocate floods are refused before any credential work (allocate_gate.rs).
                 // 508, not 486: no username is known yet, and 486 is the per-username quota.
-                if request == Request::Allocate && !self.gate.open(now, client.addr.ip()) {
-                    self.stats.allocate_rate_limited += 1;
-                    self.reply_error(client, m.method, &m.txid, RATE_LIMITED, None, io);
-                    return;
-                }
-                let Some((username, key)) = self.authenticate(now, client, m, io) else {
-                    if request == Request::Allocate && self.gate.charge(now, client.addr.ip()) {
+                if request == Request::Allocate
+                    && let Gate::Closed { first } = self.gate.open(now, client.addr.ip())
+                {
+                    if first {
                         warn!(
                             proto = ?client.proto,
                             "unauthenticated Allocate requests from one source past --turn-allocate-rate: refusing them with 508"
                         );
                         debug!(source = %client.addr.ip(), "Allocate limit reached");
+                    }
+                    self.stats.allocate_rate_limited += 1;
+                    self.reply_error(client, m.method, &m.txid, RATE_LIMITED, None, io);
+                    return;
+                }
+                let Some((username, key)) = self.authenticate(now, client, m, io) else {
+                    if request == Request::Allocate {
+                        self.gate.charge(now, client.addr.ip());
                     }
                     return;
                 };

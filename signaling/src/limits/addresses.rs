@@ -33,6 +33,15 @@ use super::bucket::{Bucket, Rate};
 
 /// How often idle entries are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// A pause this long between refusals ends a streak.
+const STREAK_GAP: Duration = Duration::from_secs(1);
+
+/// Record a refusal at `now`; true if it starts a streak.
+fn streak_starts(last: &mut Option<Instant>, now: Instant) -> bool {
+    let first = last.is_none_or(|t| now.saturating_duration_since(t) >= STREAK_GAP);
+    *last = Some(now);
+    first
+}
 
 /// Why a handshake was refused (both are `too_many_connections` on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +52,8 @@ pub(crate) enum ConnectRefused {
     TooMany,
 }
 
-/// A refusal, and whether it is the first since the address was last admitted (log that
-/// one, not every refusal of a flood).
+/// A refusal, and whether it starts a streak: the address had no refusal for
+/// [`STREAK_GAP`] (log that one, not every refusal of a flood).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refused<Why> {
     pub(crate) why: Why,
@@ -55,8 +64,9 @@ struct Entry {
     connects: Bucket,
     joins: Bucket,
     live: u32,
-    refusing_connects: bool,
-    refusing_joins: bool,
+    /// Last refusals, for logging once per streak.
+    connect_refused_at: Option<Instant>,
+    join_refused_at: Option<Instant>,
 }
 
 struct Table {
@@ -149,8 +159,8 @@ impl AddressLimits {
             connects: Bucket::full(self.connect, now),
             joins: Bucket::full(self.join, now),
             live: 0,
-            refusing_connects: false,
-            refusing_joins: false,
+            connect_refused_at: None,
+            join_refused_at: None,
         });
         f(e)
     }
@@ -167,10 +177,9 @@ impl AddressLimits {
                 ConnectRefused::TooMany
             } else {
                 e.live += 1;
-                e.refusing_connects = false;
                 return Ok(());
             };
-            let first = !std::mem::replace(&mut e.refusing_connects, true);
+            let first = streak_starts(&mut e.connect_refused_at, now);
             Err(Refused { why, first })
         });
         if let Err(refused) = r {
@@ -200,10 +209,9 @@ impl AddressLimits {
         let join = self.join;
         let r = self.with_entry(ip, now, |e| {
             if e.joins.take(join, now) {
-                e.refusing_joins = false;
                 return Ok(());
             }
-            let first = !std::mem::replace(&mut e.refusing_joins, true);
+            let first = streak_starts(&mut e.join_refused_at, now);
             Err(Refused { why: (), first })
         });
         if r.is_err() {
@@ -259,14 +267,27 @@ mod tests {
         assert_eq!(l.connect(a, t), refused(ConnectRefused::TooFast, true));
         assert_eq!(l.connect(a, t), refused(ConnectRefused::TooFast, false));
         assert_eq!(l.connect(ip("198.51.100.2"), t), Ok(()), "another address");
-        // A second later the bucket is full again, but the live cap (7) holds.
-        let t1 = t + Duration::from_secs(1);
+        // A flood at the refill pace: one admitted now and then, still one streak.
+        let t_half = t + Duration::from_millis(100);
+        assert_eq!(l.connect(a, t_half), Ok(()));
+        assert_eq!(
+            l.connect(a, t_half),
+            refused(ConnectRefused::TooFast, false)
+        );
+        l.release(a);
+        // Over a second later the bucket is full again, but the live cap (7) holds.
+        let t1 = t_half + STREAK_GAP;
         assert_eq!(l.connect(a, t1), Ok(()));
         assert_eq!(l.connect(a, t1), Ok(()));
-        assert_eq!(l.connect(a, t1), refused(ConnectRefused::TooMany, true));
+        assert_eq!(
+            l.connect(a, t1),
+            refused(ConnectRefused::TooMany, true),
+            "a second after the last refusal: a new streak"
+        );
+        assert_eq!(l.connect(a, t1), refused(ConnectRefused::TooMany, false));
         l.release(a);
         assert_eq!(l.connect(a, t1), Ok(()), "a connection left: room for one");
-        assert_eq!(l.refused_connects(), (2, 1));
+        assert_eq!(l.refused_connects(), (3, 2));
     }
 
     #[test]

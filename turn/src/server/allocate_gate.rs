@@ -27,6 +27,18 @@ pub(crate) const MAX_TRACKED: usize = 65_536;
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// Refused since it was last full: a new streak is logged once, not per request.
+    refusing: bool,
+}
+
+/// What [`AllocateGate::open`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Look at the request.
+    Open,
+    /// Refuse it unread; `first` for the first refusal since the source was last quiet
+    /// long enough to fill its bucket (log that one).
+    Closed { first: bool },
 }
 
 impl Bucket {
@@ -73,6 +85,7 @@ impl AllocateGate {
         let full = Bucket {
             tokens: self.burst,
             at: now,
+            refusing: false,
         };
         if self.by_source.contains_key(&key) || (create && self.by_source.len() < MAX_TRACKED) {
             return Some(self.by_source.entry(key).or_insert(full));
@@ -84,34 +97,36 @@ impl AllocateGate {
     }
 
     /// May an Allocate from `ip` be looked at now? (Checked before any credential work.)
-    pub(crate) fn open(&mut self, now: Instant, ip: IpAddr) -> bool {
+    pub(crate) fn open(&mut self, now: Instant, ip: IpAddr) -> Gate {
         if self.rate <= 0.0 {
-            return true;
+            return Gate::Open;
         }
         let (rate, burst) = (self.rate, self.burst);
-        match self.bucket(ip, now, false) {
-            None => true,
-            Some(b) => {
-                b.refill(now, rate, burst);
-                b.tokens >= 1.0
-            }
+        let Some(b) = self.bucket(ip, now, false) else {
+            return Gate::Open;
+        };
+        b.refill(now, rate, burst);
+        if b.tokens >= burst {
+            b.refusing = false;
+        }
+        if b.tokens >= 1.0 {
+            return Gate::Open;
+        }
+        Gate::Closed {
+            first: !std::mem::replace(&mut b.refusing, true),
         }
     }
 
-    /// An Allocate from `ip` failed authentication: it takes a token. True when that
-    /// emptied the source's bucket (the moment worth one log line).
-    pub(crate) fn charge(&mut self, now: Instant, ip: IpAddr) -> bool {
+    /// An Allocate from `ip` failed authentication: it takes a token.
+    pub(crate) fn charge(&mut self, now: Instant, ip: IpAddr) {
         if self.rate <= 0.0 {
-            return false;
+            return;
         }
         let (rate, burst) = (self.rate, self.burst);
-        let Some(b) = self.bucket(ip, now, true) else {
-            return false;
-        };
-        b.refill(now, rate, burst);
-        let before = b.tokens;
-        b.tokens = (b.tokens - 1.0).max(0.0);
-        before >= 1.0 && b.tokens < 1.0
+        if let Some(b) = self.bucket(ip, now, true) {
+            b.refill(now, rate, burst);
+            b.tokens = (b.tokens - 1.0).max(0.0);
+        }
     }
 
     /// Forget sources whose bucket is full again (called from the server's timer).
@@ -151,16 +166,31 @@ mod tests {
         let t = Instant::now();
         let (a, b) = (ip("203.0.113.1"), ip("203.0.113.2"));
         for _ in 0..5 {
-            assert!(g.open(t, a));
+            assert_eq!(g.open(t, a), Gate::Open);
             g.charge(t, a);
         }
-        assert!(!g.open(t, a), "burst used up");
-        assert!(g.open(t, b), "another source has its own bucket");
-        // 100 ms: one token back (10/s).
-        assert!(g.open(t + Duration::from_millis(100), a));
+        assert_eq!(g.open(t, a), Gate::Closed { first: true }, "burst used up");
+        assert_eq!(g.open(t, a), Gate::Closed { first: false });
+        assert_eq!(
+            g.open(t, b),
+            Gate::Open,
+            "another source has its own bucket"
+        );
+        // 100 ms: one token back (10/s); taking it and being refused again is the same streak.
+        let t1 = t + Duration::from_millis(100);
+        assert_eq!(g.open(t1, a), Gate::Open);
+        g.charge(t1, a);
+        assert_eq!(g.open(t1, a), Gate::Closed { first: false });
+        // Quiet until full: a new streak.
+        let t2 = t1 + Duration::from_secs(1);
+        for _ in 0..5 {
+            assert_eq!(g.open(t2, a), Gate::Open);
+            g.charge(t2, a);
+        }
+        assert_eq!(g.open(t2, a), Gate::Closed { first: true });
         // Requests that pass authentication are never charged: an open source stays open.
         for _ in 0..100 {
-            assert!(g.open(t, b));
+            assert_eq!(g.open(t, b), Gate::Open);
         }
     }
 
@@ -170,11 +200,11 @@ mod tests {
         let t = Instant::now();
         g.charge(t, ip("2001:db8:1:2::1"));
         g.charge(t, ip("2001:db8:1:2:ffff::9"));
-        assert!(!g.open(t, ip("2001:db8:1:2::77")), "same /64");
-        assert!(g.open(t, ip("2001:db8:1:3::1")), "another /64");
+        assert_ne!(g.open(t, ip("2001:db8:1:2::77")), Gate::Open, "same /64");
+        assert_eq!(g.open(t, ip("2001:db8:1:3::1")), Gate::Open, "another /64");
         g.charge(t, ip("::ffff:198.51.100.7"));
         g.charge(t, ip("198.51.100.7"));
-        assert!(!g.open(t, ip("198.51.100.7")));
+        assert_ne!(g.open(t, ip("198.51.100.7")), Gate::Open);
     }
 
     #[test]
@@ -198,7 +228,7 @@ mod tests {
             .collect();
         let mut admitted = 0;
         for n in &newcomers {
-            if g.open(t, *n) {
+            if g.open(t, *n) == Gate::Open {
                 admitted += 1;
                 g.charge(t, *n);
             }
@@ -213,7 +243,7 @@ mod tests {
         let t = Instant::now();
         for _ in 0..1000 {
             g.charge(t, ip("203.0.113.1"));
-            assert!(g.open(t, ip("203.0.113.1")));
+            assert_eq!(g.open(t, ip("203.0.113.1")), Gate::Open);
         }
         assert_eq!(g.tracked(), 0);
     }
