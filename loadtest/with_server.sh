@@ -12,17 +12,13 @@ if [ "$#" -eq 0 ]; then
 fi
 BIN=${STUDYROOM_BIN:-$(dirname "$1")/studyroom}
 log=$(mktemp)
+# shellcheck source=../scripts/lib/dev-server.sh
+source "$(dirname "$0")/../scripts/lib/dev-server.sh"
+trap 'stop_dev_server; rm -f "$log"' EXIT
 # shellcheck disable=SC2086
-"$BIN" --dev ${SERVER_ARGS:-} >"$log" 2>&1 &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$log"; }
-trap cleanup EXIT
-for _ in $(seq 100); do
-  curl -sf -o /dev/null http://127.0.0.1:5002/healthz && break
-  sleep 0.1
-done
+start_dev_server "$BIN" "$log" ${SERVER_ARGS:-}
 rc=0
-"$@" --server-pid "$pid" || rc=$?
+"$@" --server-pid "$DEV_SERVER_PID" || rc=$?
 if [ "$rc" -ne 0 ]; then
   echo "---- studyroom log (tail) ----" >&2
   tail -20 "$log" >&2

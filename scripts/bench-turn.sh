@@ -37,25 +37,27 @@ load() {
     "$(echo "$cpus * 1000 / (${sent:-1} + ${recv:-0})" | bc -l)" "$lost"
 }
 
+# load_udp_tcp NAME PID: once the server listens on 3478, the client-to-client load over
+# UDP, then over TCP; then stops the server.
+load_udp_tcp() {
+  local name=$1 pid=$2
+  wait_udp 3478
+  load "$name-udp" "$pid" -y -e 127.0.0.1
+  load "$name-tcp" "$pid" -y -t -e 127.0.0.1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
 echo "== load: $M clients x $N messages of $L bytes every $Z ms, client-to-client (-y) through the relay, UDP"
 turnserver -n --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 --listening-port=3478 \
   --lt-cred-mech --user=user:pass --realm=bench --fingerprint --no-tls --no-dtls --no-cli \
   --allow-loopback-peers --min-port=49160 --max-port=49999 --log-file=stdout --simple-log \
   > "$TMP/coturn.log" 2>&1 &
-CP=$!
-wait_udp 3478
-load coturn-udp "$CP" -y -e 127.0.0.1
-load coturn-tcp "$CP" -y -t -e 127.0.0.1
-kill "$CP"; wait "$CP" 2>/dev/null || true
+load_udp_tcp coturn $!
 
 "$BIN" turn --turn-listen 127.0.0.1:3478 --node-ip 127.0.0.1 --turn-user user:pass \
   --turn-allow-peer 127.0.0.0/8 --turn-user-quota 100000 --turn-relay-ports 49160-49999 \
   > "$TMP/studyroom-turn.log" 2>&1 &
-SP=$!
-wait_udp 3478
-load studyroom-udp "$SP" -y -e 127.0.0.1
-load studyroom-tcp "$SP" -y -t -e 127.0.0.1
-kill "$SP"; wait "$SP" 2>/dev/null || true
+load_udp_tcp studyroom $!
 
 echo "== hand-over: uclient relays to the SFU's media port 40000 of a full studyroom --dev (the SFU drops the payload; one direction)"
 for mode in handover no-handover; do

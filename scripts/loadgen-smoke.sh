@@ -18,14 +18,11 @@ BIN=${STUDYROOM_BIN:?set STUDYROOM_BIN}
 LG=${LOADTEST_BIN:-$(dirname "$BIN")/studyroom-loadtest}
 OUT=$(mktemp -d)
 log=$OUT/studyroom.log
-"$BIN" --dev --allow-impairment >"$log" 2>&1 &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$OUT"; }
-trap cleanup EXIT
-for _ in $(seq 100); do
-  curl -sf -o /dev/null http://127.0.0.1:5002/healthz && break
-  sleep 0.1
-done
+# shellcheck source=lib/dev-server.sh
+source scripts/lib/dev-server.sh
+trap 'stop_dev_server; rm -rf "$OUT"' EXIT
+start_dev_server "$BIN" "$log" --allow-impairment
+pid=$DEV_SERVER_PID
 
 # run NAME ARGS...: runs the generator, then checks its JSON summary.
 run() {

@@ -295,15 +295,17 @@ pub fn spawn(
         rx,
         cfg,
         bind_ip,
-        live,
         cert,
         pcs: Vec::new(),
         free: Vec::new(),
         by_key: HashMap::new(),
-        parts: HashMap::new(),
-        gap_mark: None,
-        latency: Histogram::default(),
-        send_drops: 0,
+        sinks: Sinks {
+            live,
+            parts: HashMap::new(),
+            gap_mark: None,
+            latency: Histogram::default(),
+            send_drops: 0,
+        },
     };
     let h = std::thread::Builder::new()
         .name(format!("lg-media-{n}"))
@@ -378,21 +380,28 @@ struct Part {
     gaps: HashMap<Mid, GapTracker>,
 }
 
-struct Engine {
-    poll: Poll,
-    rx: std::sync::mpsc::Receiver<Cmd>,
-    cfg: MediaCfg,
-    bind_ip: IpAddr,
+/// Where every connection's output is accounted: what draining a connection writes to,
+/// kept apart from the connection table so that a connection (borrowed from `pcs`) and
+/// the sinks can be borrowed mutably at once.
+struct Sinks {
     live: Arc<Live>,
-    cert: Option<str0m::config::DtlsCert>,
-    pcs: Vec<Option<Pc>>,
-    free: Vec<usize>,
-    by_key: HashMap<(u64, bool), usize>,
     parts: HashMap<u64, Part>,
     /// The last [`Cmd::MarkGaps`] (trackers created later count from it).
     gap_mark: Option<Instant>,
     latency: Histogram,
     send_drops: u64,
+}
+
+struct Engine {
+    poll: Poll,
+    rx: std::sync::mpsc::Receiver<Cmd>,
+    cfg: MediaCfg,
+    bind_ip: IpAddr,
+    cert: Option<str0m::config::DtlsCert>,
+    pcs: Vec<Option<Pc>>,
+    free: Vec<usize>,
+    by_key: HashMap<(u64, bool), usize>,
+    sinks: Sinks,
 }
 
 impl Engine {
@@ -462,8 +471,8 @@ impl Engine {
                     let _ = reply.send(self.rebind(pid, publisher, subscriber));
                 }
                 Cmd::MarkGaps { at } => {
-                    self.gap_mark = Some(at);
-                    for part in self.parts.values_mut() {
+                    self.sinks.gap_mark = Some(at);
+                    for part in self.sinks.parts.values_mut() {
                         for g in part.gaps.values_mut() {
                             g.mark(at);
                         }
@@ -525,19 +534,19 @@ impl Engine {
             switch: None,
         });
         self.by_key.insert((pid, subscriber), i);
-        self.parts.entry(pid).or_default();
+        self.sinks.parts.entry(pid).or_default();
         Ok(i)
     }
 
     fn close_slot(&mut self, i: usize) {
         if let Some(mut pc) = self.pcs[i].take() {
             if let Some(j) = mean_jitter_ms(&pc) {
-                self.parts.entry(pc.pid).or_default().report.jitter_ms = Some(j);
+                self.sinks.parts.entry(pc.pid).or_default().report.jitter_ms = Some(j);
             }
             pc.rtc.disconnect();
             let _ = self.poll.registry().deregister(&mut pc.sock);
             if pc.connected {
-                self.live.connected.fetch_sub(1, Ordering::Relaxed);
+                self.sinks.live.connected.fetch_sub(1, Ordering::Relaxed);
             }
             self.free.push(i);
         }
@@ -559,15 +568,7 @@ impl Engine {
             if pc.rtc.handle_input(Input::Receive(now, r)).is_err() {
                 continue;
             }
-            Self::drain(
-                pc,
-                &self.live,
-                &mut self.latency,
-                &mut self.send_drops,
-                &mut self.parts,
-                self.gap_mark,
-                now,
-            );
+            self.sinks.drain(pc, now);
         }
         Some(pc.next_timeout)
     }
@@ -582,13 +583,13 @@ impl Engine {
                 && let Some(ps) = pc.publisher.as_mut()
                 && ps.pts.is_some()
             {
-                let part = self.parts.entry(pc.pid).or_default();
+                let part = self.sinks.parts.entry(pc.pid).or_default();
                 wrote = send_media(
                     &self.cfg,
                     &mut pc.rtc,
                     ps,
                     now,
-                    &self.live,
+                    &self.sinks.live,
                     &mut part.report,
                 );
                 next = next.min(ps.next_audio).min(ps.next_video);
@@ -597,15 +598,7 @@ impl Engine {
                 if pc.rtc.handle_input(Input::Timeout(now)).is_err() {
                     continue;
                 }
-                Self::drain(
-                    pc,
-                    &self.live,
-                    &mut self.latency,
-                    &mut self.send_drops,
-                    &mut self.parts,
-                    self.gap_mark,
-                    now,
-                );
+                self.sinks.drain(pc, now);
             }
             next = next.min(pc.next_timeout);
         }

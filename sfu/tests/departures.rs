@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use common::Sim;
-use sfu::core::{Grants, RemovalReason, SfuEvent};
+use sfu::core::{Grants, RemovalReason};
 use sfu::{ParticipantId, Source};
 use str0m::media::MediaKind;
 
@@ -114,20 +114,6 @@ fn bundle_and_rejected(sdp: &str) -> (Vec<String>, usize) {
     (bundle, rejected)
 }
 
-fn removed(sim: &Sim) -> Vec<(ParticipantId, RemovalReason)> {
-    sim.events
-        .iter()
-        .filter_map(|e| match e {
-            SfuEvent::ParticipantRemoved {
-                participant,
-                reason,
-                ..
-            } => Some((*participant, *reason)),
-            _ => None,
-        })
-        .collect()
-}
-
 fn vanish_one(seed: u64, victim: usize, how: Vanish) {
     let mut sim = room_of_five(seed);
     let everyone: Vec<usize> = (0..5).collect();
@@ -171,7 +157,7 @@ fn vanish_one(seed: u64, victim: usize, how: Vanish) {
     let survivors: Vec<usize> = (0..sim.clients.len())
         .filter(|i| *i != victim || matches!(how, Vanish::NeverAnswers))
         .collect();
-    let gone = removed(&sim);
+    let gone = sim.removals();
     for &s in &survivors {
         assert!(
             !gone.iter().any(|(p, _)| *p == sim.clients[s].id),
@@ -407,7 +393,7 @@ fn network_switch_with_ice_restart_keeps_everything() {
             }
         }
     }
-    assert!(removed(&sim).is_empty());
+    assert!(sim.removals().is_empty());
     // Back on the new path, the SFU asked the mover for a key frame at once (what its
     // subscribers missed cannot be repaired from caches).
     assert!(

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{BOTH, Sim};
-use sfu::core::{Counts, RemovalReason, SfuEvent};
+use sfu::core::{Counts, RemovalReason};
 use sfu::{MediaKind, Source};
 
 #[test]
@@ -62,20 +62,8 @@ fn abrupt_disconnect_is_noticed_by_consent_timeout() {
     sim.clients[b].silent = true;
     sim.events.clear();
     sim.run_for(Duration::from_secs(40));
-    let removed: Vec<_> = sim
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            SfuEvent::ParticipantRemoved {
-                participant,
-                reason,
-                ..
-            } => Some((*participant, *reason)),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        removed,
+        sim.removals(),
         vec![(sim.clients[b].id, RemovalReason::ConsentTimeout)]
     );
     let c = sim.core.counts();

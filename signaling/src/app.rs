@@ -17,7 +17,8 @@ use crate::auth::TokenKeys;
 use crate::config::Config;
 use crate::state::{AppState, Parts};
 use crate::{
-    NAMESPACE, cluster, commands, events, handlers, health, http, metrics, pump, resume, turn_relay,
+    NAMESPACE, cluster, commands, events, handlers, health, http, metrics, pump, resume,
+    turn_relay, webhook,
 };
 
 /// Run the server until `shutdown` resolves.
@@ -57,6 +58,19 @@ pub async fn run(
         boot,
         cfg.nats_url.is_some(),
     ));
+    // Before anything listens: a bad webhook setting or an unreadable spool stops the start.
+    let webhook = if cfg.audit_webhook_urls.is_empty() {
+        None
+    } else {
+        Some(Arc::new(webhook::Webhook::new(webhook::WebhookConfig {
+            urls: cfg.audit_webhook_urls.clone(),
+            secret: cfg.audit_webhook_secret.clone().unwrap_or_default(),
+            spool: cfg.audit_webhook_spool.clone(),
+            spool_max_bytes: cfg.audit_webhook_spool_max_bytes,
+            timeout: Duration::from_millis(cfg.audit_webhook_timeout_ms.max(1)),
+            max_backoff: Duration::from_millis(cfg.audit_webhook_max_backoff_ms),
+        })?))
+    };
     let turn = if cfg.no_turn {
         None
     } else {
@@ -91,7 +105,11 @@ pub async fn run(
         lifecycle,
         resume_window: Duration::from_secs(cfg.resume_window_secs),
         limits: crate::limits::Limits::from_config(&cfg),
+        webhook: webhook.clone(),
     });
+    if let Some(w) = webhook {
+        tokio::spawn(w.run());
+    }
     let (layer, io) = SocketIo::builder()
         .max_payload(1 << 20)
         // Per-socket outgoing queue: a big room leaving at once sends each remaining

@@ -257,6 +257,51 @@ pub struct Config {
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
 
+    /// Audit-log webhook: POST every focus event, signed, to this URL (repeatable; each
+    /// URL gets every event). See docs/events.md.
+    #[arg(
+        long = "audit-webhook-url",
+        env = "STUDYROOM_AUDIT_WEBHOOK_URLS",
+        value_delimiter = ','
+    )]
+    pub audit_webhook_urls: Vec<String>,
+
+    /// Audit-log webhook: HMAC-SHA256 key for `X-Studyroom-Signature` (required with a URL,
+    /// at least 16 characters).
+    #[arg(long, env = "STUDYROOM_AUDIT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub audit_webhook_secret: Option<String>,
+
+    /// Audit-log webhook: spool file keeping undelivered events across restarts (without
+    /// it they are kept in memory only).
+    #[arg(long, env = "STUDYROOM_AUDIT_WEBHOOK_SPOOL")]
+    pub audit_webhook_spool: Option<PathBuf>,
+
+    /// Audit-log webhook: largest spool file in bytes; beyond it the oldest undelivered
+    /// events are dropped (counted, logged).
+    #[arg(
+        long,
+        env = "STUDYROOM_AUDIT_WEBHOOK_SPOOL_MAX_BYTES",
+        default_value_t = 64 << 20
+    )]
+    pub audit_webhook_spool_max_bytes: u64,
+
+    /// Audit-log webhook: per-request timeout in milliseconds (a timeout is retried).
+    #[arg(
+        long,
+        env = "STUDYROOM_AUDIT_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub audit_webhook_timeout_ms: u64,
+
+    /// Audit-log webhook: largest delay between retries in milliseconds (the delay starts
+    /// at 500 ms and doubles).
+    #[arg(
+        long,
+        env = "STUDYROOM_AUDIT_WEBHOOK_MAX_BACKOFF_MS",
+        default_value_t = 30_000
+    )]
+    pub audit_webhook_max_backoff_ms: u64,
+
     /// OpenTelemetry: send traces (OTLP over HTTP/protobuf) to this collector base URL,
     /// e.g. `http://otel-collector:4318`.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -411,7 +456,8 @@ mod tests {
         let f = dir.join("a.toml");
         std::fs::write(
             &f,
-            "node_ip = \"10.1.2.3\"\nshards = 3\ndev = true\nturn_url = [\"turn:a\", \"turn:b\"]\n",
+            "node_ip = \"10.1.2.3\"\nshards = 3\ndev = true\nturn_url = [\"turn:a\", \"turn:b\"]\n\
+             audit_webhook_url = [\"http://a/x\", \"https://b/y\"]\n",
         )
         .unwrap();
         let c = load_from(args(&[
@@ -426,6 +472,7 @@ mod tests {
         assert_eq!(c.shards, 5, "flag beats file");
         assert!(c.dev);
         assert_eq!(c.turn_urls, ["turn:a", "turn:b"]);
+        assert_eq!(c.audit_webhook_urls, ["http://a/x", "https://b/y"]);
         std::fs::write(&f, "node_ip = \"not-an-ip\"\n").unwrap();
         let e = load_from(args(&["studyroom", "--config", f.to_str().unwrap()])).unwrap_err();
         assert!(e.contains("key `node_ip`"), "{e}");

@@ -195,9 +195,15 @@ async fn authenticate(
 /// registered there exist and would be dropped silently.
 fn register_handlers(socket: &SocketRef) {
     /// A request event whose handler is `async fn(&SocketRef, &AppState, Option<Value>)
-    /// -> Result<Value, ApiError>`, answered through `respond`.
+    /// -> Result<Value, ApiError>`, admitted by the rate limit and answered through
+    /// `respond`. With `then after`, `after(&SocketRef, &AppState)` runs once a success has
+    /// been acked (what must reach the client only after its ack: room events for a
+    /// `join` or `resume`).
     macro_rules! request {
-        ($socket:expr, $event:literal, $handler:ident) => {
+        ($socket:expr, $event:literal, $handler:path) => {
+            request!($socket, $event, $handler, then |_: &SocketRef, _: &AppState| {})
+        };
+        ($socket:expr, $event:literal, $handler:path, then $after:expr) => {
             $socket.on(
                 $event,
                 async |socket: SocketRef,
@@ -209,48 +215,18 @@ fn register_handlers(socket: &SocketRef) {
                         return respond(&socket, $event, ack, h, Err(e));
                     }
                     let r = $handler(&socket, &s, d.ok()).await;
+                    let done = r.is_ok();
                     respond(&socket, $event, ack, h, r);
+                    if done {
+                        $after(&socket, &s);
+                    }
                 },
             )
         };
     }
 
-    socket.on(
-        "join",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            if let Err(e) = admit(&s, &socket) {
-                return respond(&socket, "join", ack, h, Err(e));
-            }
-            let r = join(&socket, &s, d.ok()).await;
-            let joined = r.is_ok();
-            respond(&socket, "join", ack, h, r);
-            if joined {
-                after_join_ack(&socket, &s);
-            }
-        },
-    );
-    socket.on(
-        "resume",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            if let Err(e) = admit(&s, &socket) {
-                return respond(&socket, "resume", ack, h, Err(e));
-            }
-            let r = resume::resume(&socket, &s, d.ok()).await;
-            let resumed = r.is_ok();
-            respond(&socket, "resume", ack, h, r);
-            if resumed {
-                resume::after_resume_ack(&socket, &s);
-            }
-        },
-    );
+    request!(socket, "join", join, then after_join_ack);
+    request!(socket, "resume", resume::resume, then resume::after_resume_ack);
     request!(socket, "publish", publish);
     request!(socket, "answer", answer);
     request!(socket, "restartIce", restart_ice);
@@ -272,20 +248,9 @@ fn register_handlers(socket: &SocketRef) {
         },
     );
     request!(socket, "focus", focus);
-    socket.on(
-        "focusHistory",
-        async |socket: SocketRef,
-               State(s): State<AppState>,
-               ack: AckSender,
-               h: HasAck,
-               TryData(d): TryData<Value>| {
-            if let Err(e) = admit(&s, &socket) {
-                return respond(&socket, "focusHistory", ack, h, Err(e));
-            }
-            let r = focus_history(&socket, &s, d.ok());
-            respond(&socket, "focusHistory", ack, h, r);
-        },
-    );
+    request!(socket, "message", message);
+    request!(socket, "history", history);
+    request!(socket, "focusHistory", focus_history);
     socket.on_fallback(
         async |socket: SocketRef,
                State(s): State<AppState>,
@@ -388,6 +353,11 @@ fn participant_of(
 
 pub(crate) fn room_key(room: &str) -> String {
     format!("room:{room}")
+}
+
+/// The Socket.IO room of a room's participants allowed to chat (`message` pushes).
+pub(crate) fn chat_key(room: &str) -> String {
+    format!("chat:{room}")
 }
 
 /// The Socket.IO room of a room's proctors (events about proctors, focus events).
@@ -563,6 +533,10 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     if proctor {
         socket.join(proctors_key(&room));
     }
+    if claims.can_chat() {
+        socket.join(chat_key(&room));
+    }
+    load_chat_history(state, &room).await;
     let others = {
         let mut store = state.store();
         let mut others = store.participants(&room);
@@ -599,6 +573,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         // Disconnected while joining: undo.
         socket.leave(room_key(&room));
         socket.leave(proctors_key(&room));
+        socket.leave(chat_key(&room));
         let _ = state.sfu().leave(id).await;
         announce_left(state, id, &room, Departure::Disconnected).await;
         return Err(ApiError::new("not_joined", "disconnected during join"));
@@ -635,6 +610,10 @@ pub(crate) fn session_ack(
     });
     if let Some(c) = &state.cluster() {
         ack["nodes"] = json!(c.live_urls());
+    }
+    ack["chat"] = json!(claims.can_chat());
+    if claims.can_chat() {
+        ack["chatHistory"] = Value::Array(chat_history(state, &claims.room));
     }
     if claims.role == RoleClaim::Proctor {
         ack["focusHistory"] =
@@ -742,7 +721,148 @@ async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result
     if state.nats_url().is_some() {
         state.focus().enqueue(ev.clone());
     }
-    Ok(json!({ "ok": true, "event": ev }))
+    // On disk before the ack: an acknowledged focus event reaches the audit log.
+    let audit_id = state
+        .webhook()
+        .map(|w| w.push(&room, ev.at, crate::focus::published_json(&ev)));
+    let mut ack = json!({ "ok": true, "event": ev });
+    if let Some(id) = audit_id {
+        ack["auditId"] = id.into();
+    }
+    Ok(ack)
+}
+
+/// The room's chat history as the join ack and `history` carry it, oldest first.
+fn chat_history(state: &AppState, room: &str) -> Vec<Value> {
+    state
+        .store()
+        .chat_history(room)
+        .iter()
+        .filter_map(|m| serde_json::from_str(m).ok())
+        .collect()
+}
+
+/// Several nodes: a room this node has no chat history for (it starts hosting it, maybe
+/// taking it over from a node that died) reads the room's history from Redis once, within
+/// the store's timeout; without an answer it starts with none.
+async fn load_chat_history(state: &AppState, room: &str) {
+    let Some(cluster) = state.cluster().cloned() else {
+        return;
+    };
+    {
+        let store = state.store();
+        if store.has_chat(room) || !store.participants(room).is_empty() {
+            return;
+        }
+    }
+    match room_state::RoomStore::chat_history(cluster.store(), room).await {
+        Ok(h) if !h.is_empty() => {
+            let mut store = state.store();
+            if !store.has_chat(room) {
+                store.set_chat(room, h, room_state::CHAT_HISTORY_MAX);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(room = %room, "chat history not read from Redis: {e}"),
+    }
+}
+
+/// A chat message to the room.
+#[tracing::instrument(name = "message", level = "info", skip_all, fields(sid = %socket.id))]
+async fn message(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
+    let r = send_message(socket, state, d);
+    if let Err(e) = &r {
+        state.chat().refuse();
+        info!(code = e.code, "chat message refused: {}", e.message);
+    }
+    r
+}
+
+fn send_message(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    let (p, room) = participant_of(state, socket)?;
+    let claims = session_claims(state, socket)?;
+    if !claims.can_chat() {
+        return Err(ApiError::new(
+            "chat_disabled",
+            "chat is turned off for this participant's room (token grant)",
+        ));
+    }
+    let payload = object(d)?;
+    let text = crate::chat::clean_text(payload.get("text")).map_err(|r| match r {
+        crate::chat::Refused::NotText => ApiError::bad("text must be a string"),
+        crate::chat::Refused::Empty => ApiError::bad("text is empty"),
+        crate::chat::Refused::TooLong(n) => ApiError::new(
+            "message_too_long",
+            format!(
+                "text has {n} characters; at most {}",
+                crate::chat::TEXT_MAX_CHARS
+            ),
+        ),
+        crate::chat::Refused::RateLimited => ApiError::new("rate_limited", "slow down"),
+    })?;
+    let pid = p.to_string();
+    state
+        .chat()
+        .admit(&room, &pid, std::time::Instant::now())
+        .map_err(|_| ApiError::new("rate_limited", "too many chat messages; slow down"))?;
+    let from = json!({
+        "id": pid,
+        "identity": claims.sub,
+        "name": claims.name,
+        "role": claims.role.as_str(),
+    });
+    let at = now_ms();
+    // Numbered and stored under the store lock: history order is id order.
+    let (msg, stored) = {
+        let mut store = state.store();
+        let msg = state.chat().message(&room, from, text, at);
+        let stored = msg.to_string();
+        store.push_chat(&room, stored.clone(), room_state::CHAT_HISTORY_MAX);
+        (msg, stored)
+    };
+    delivery::to_room(state, Audience::Chat(&room), "message", &msg, Some(socket));
+    state
+        .lifecycle()
+        .emit(&room, Kind::Message, at, json!({ "message": msg }));
+    if let Some(cluster) = state.cluster().cloned() {
+        let room = room.clone();
+        tokio::spawn(async move {
+            if let Err(e) = room_state::RoomStore::push_chat(
+                cluster.store(),
+                &room,
+                &stored,
+                room_state::CHAT_HISTORY_MAX,
+            )
+            .await
+            {
+                warn!(room = %room, "chat message not mirrored to Redis: {e}");
+            }
+        });
+    }
+    debug!(participant = %p, room = %room, "chat message");
+    Ok(json!({ "ok": true, "message": msg }))
+}
+
+/// The room's chat history (the join ack has it too).
+async fn history(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
+    object(d)?;
+    let (_, room) = participant_of(state, socket)?;
+    let claims = session_claims(state, socket)?;
+    if !claims.can_chat() {
+        return Err(ApiError::new(
+            "chat_disabled",
+            "chat is turned off for this participant's room (token grant)",
+        ));
+    }
+    Ok(json!({ "messages": chat_history(state, &room) }))
 }
 
 #[derive(Deserialize)]
@@ -752,8 +872,9 @@ struct FocusHistoryReq {
     participant_id: Option<String>,
 }
 
-/// A proctor asks for the room's focus history.
-fn focus_history(
+/// A proctor asks for the room's focus history. (Async only to be registered like the
+/// other requests: it reads memory and awaits nothing.)
+async fn focus_history(
     socket: &SocketRef,
     state: &AppState,
     d: Option<Value>,

@@ -221,6 +221,60 @@ pub fn render(state: &AppState) -> String {
         "Focus events waiting for a JetStream acknowledgement.",
         f.pending(),
     );
+    let (delivered, rejected, retried, dropped, pending, oldest) = match state.webhook() {
+        Some(w) => (
+            w.counters.delivered.load(relaxed),
+            w.counters.rejected.load(relaxed),
+            w.counters.retried.load(relaxed),
+            w.counters.dropped.load(relaxed),
+            w.pending(),
+            w.oldest_pending_secs(),
+        ),
+        None => (0, 0, 0, 0, 0, 0.0),
+    };
+    let _ = writeln!(
+        o,
+        "# HELP studyroom_webhook_deliveries_total Audit webhook POSTs by result: delivered (2xx), rejected (4xx, given up), retry (5xx, timeout, unreachable: tried again), dropped (spool bound reached).\n# TYPE studyroom_webhook_deliveries_total counter"
+    );
+    for (result, n) in [
+        ("delivered", delivered),
+        ("rejected", rejected),
+        ("retry", retried),
+        ("dropped", dropped),
+    ] {
+        let _ = writeln!(
+            o,
+            "studyroom_webhook_deliveries_total{{result=\"{result}\"}} {n}"
+        );
+    }
+    metric(
+        &mut o,
+        "studyroom_webhook_pending",
+        "gauge",
+        "Audit webhook deliveries waiting (an event counts once per endpoint).",
+        pending,
+    );
+    metric(
+        &mut o,
+        "studyroom_webhook_oldest_pending_seconds",
+        "gauge",
+        "Age of the oldest event waiting for the audit webhook.",
+        oldest,
+    );
+    metric(
+        &mut o,
+        "studyroom_chat_messages_total",
+        "counter",
+        "Chat messages accepted and pushed to their room.",
+        state.chat().sent.load(relaxed),
+    );
+    metric(
+        &mut o,
+        "studyroom_chat_messages_refused_total",
+        "counter",
+        "Chat messages refused (not a string, empty, too long, rate limit, chat off).",
+        state.chat().refused.load(relaxed),
+    );
     let l = &state.lifecycle();
     metric(
         &mut o,

@@ -15,7 +15,9 @@ use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
 
 use crate::auth::{Claims, TokenKeys};
-use crate::{cluster, commands, departure, events, focus, health, limits, resume, turn_relay};
+use crate::{
+    chat, cluster, commands, departure, events, focus, health, limits, resume, turn_relay, webhook,
+};
 
 /// Per-connection state.
 pub(crate) struct Session {
@@ -59,6 +61,7 @@ pub(crate) struct Parts {
     pub(crate) lifecycle: Arc<events::Lifecycle>,
     pub(crate) resume_window: Duration,
     pub(crate) limits: limits::Limits,
+    pub(crate) webhook: Option<Arc<webhook::Webhook>>,
 }
 
 struct Inner {
@@ -79,6 +82,7 @@ struct Inner {
     drain: OnceLock<(tokio::time::Instant, Option<String>)>,
     health: Arc<health::Health>,
     focus: Arc<focus::Focus>,
+    chat: chat::Chat,
     redis_url: Option<String>,
     nats_url: Option<String>,
     /// This node's id (`local` when it stands alone).
@@ -93,6 +97,8 @@ struct Inner {
     departures: departure::Counters,
     /// Every limit (per connection, address, identity, node).
     limits: limits::Limits,
+    /// The audit-log webhook (None without --audit-webhook-url).
+    webhook: Option<Arc<webhook::Webhook>>,
 }
 
 impl AppState {
@@ -114,6 +120,7 @@ impl AppState {
             drain: OnceLock::new(),
             health: Arc::new(health::Health::default()),
             focus: Arc::new(focus::Focus::default()),
+            chat: chat::Chat::default(),
             redis_url: p.redis_url,
             nats_url: p.nats_url,
             node_id: p.node_id,
@@ -123,6 +130,7 @@ impl AppState {
             resume_window: p.resume_window,
             departures: departure::Counters::default(),
             limits: p.limits,
+            webhook: p.webhook,
         }))
     }
 
@@ -220,6 +228,16 @@ impl AppState {
     /// The limits on every door (`limits/`).
     pub(crate) fn limits(&self) -> &limits::Limits {
         &self.0.limits
+    }
+
+    /// Room chat (rate limits, counters).
+    pub(crate) fn chat(&self) -> &chat::Chat {
+        &self.0.chat
+    }
+
+    /// The audit-log webhook, when configured.
+    pub(crate) fn webhook(&self) -> Option<&Arc<webhook::Webhook>> {
+        self.0.webhook.as_ref()
     }
 
     /// Sets the Socket.IO handle (once, by the composition root).

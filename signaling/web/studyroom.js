@@ -11,6 +11,11 @@
 // Local ICE candidates are trickled with `ice`, after the description they belong to was
 // acknowledged.
 //
+// Why one file (~1 100 lines): StudyRoom is one state machine. Session, resume, node moves,
+// ICE restarts and both peer connections read and reset the same fields (socket, epoch,
+// pcs, queued candidates), so its parts would not stand alone as modules. What does stand
+// alone lives apart: the Socket.IO wire format (sio.js) and the UI (app.js).
+//
 // Options: `new StudyRoom({ url, videoCodec })`; `videoCodec` ('VP8' | 'VP9' | 'H264' | 'AV1',
 // case-insensitive; default: the browser's own order) restricts the camera's m-line to that
 // codec (plus rtx/red/fec) with RTCRtpTransceiver.setCodecPreferences, so the server must
@@ -69,6 +74,11 @@
 //   A *proctor* gets focus(FocusEvent) for every learner's change, focusHistory([FocusEvent])
 //   from its join ack (the room's recent history, oldest first), and can ask
 //   room.focusHistory(participantId?) -> [FocusEvent].
+// Chat (docs/protocol.md, "Chat"): room.sendMessage(text) -> ChatMessage; every message of
+//   the room, ours included (from its ack), is emitted as message(ChatMessage) (`text` is
+//   HTML-escaped by the server: safe to insert as HTML). The join ack's history is emitted as
+//   chatHistory([ChatMessage]) (again after a move: de-duplicate by `id`); room.chatHistory()
+//   asks for it. `room.chat` is false when the token's grant turned chat off.
 // Every failed request rejects with a StudyRoomError carrying the server's error `code`.
 // Versions (docs/protocol.md, "Versions"): the join and resume acks name the protocol
 // revision the server speaks; a server speaking none of `StudyRoom.protocols` is left at
@@ -187,6 +197,7 @@ export class StudyRoom {
     this.nodes = []; // live nodes' URLs from the last join ack (several-node deployments)
     this._iceWatch = {}; // which -> { timer, running, attempts } (ICE restart, see _watchIce)
     this._resume = { token: null, windowMs: 0 }; // from the last join/resume ack
+    this.chat = true; // the token's chat grant, from the join ack
   }
 
   on(event, fn) {
@@ -272,6 +283,7 @@ export class StudyRoom {
     on('roomClosed', (m) => this._sentAway('roomClosed', m));
     on('removed', (m) => this._sentAway('removed', m));
     on('focus', (ev) => { if (ev && typeof ev === 'object') this._emit('focus', ev); });
+    on('message', (m) => { if (m && typeof m === 'object') this._emit('message', m); });
     on('error', (e) => this._emit('error', { where: 'server', ...(e || {}) }));
     on('disconnect', (reason) => {
       // During a move the migration itself reports failure.
@@ -403,6 +415,8 @@ export class StudyRoom {
     this._restartOnNetworkChange();
     for (const p of this.participants.values()) this._emit('participantJoined', p);
     if (Array.isArray(res.focusHistory)) this._emit('focusHistory', res.focusHistory);
+    this.chat = res.chat !== false;
+    if (Array.isArray(res.chatHistory)) this._emit('chatHistory', res.chatHistory);
     if (this.participant.role === 'learner') this._startFocusReports();
   }
 
@@ -764,6 +778,24 @@ export class StudyRoom {
     }
     const res = await this._request('focusHistory', participantId === undefined ? {} : { participantId });
     return Array.isArray(res && res.events) ? res.events : [];
+  }
+
+  /**
+   * Sends a chat message to the room (up to 2 000 characters; trimmed by the server).
+   * Resolves with the ChatMessage as the room sees it (also emitted as `message`); rejects
+   * with `message_too_long`, `rate_limited`, `chat_disabled` or `bad_request`.
+   */
+  async sendMessage(text) {
+    if (typeof text !== 'string') throw new StudyRoomError('bad_request', 'text must be a string');
+    const res = await this._request('message', { text });
+    this._emit('message', res.message);
+    return res.message;
+  }
+
+  /** The room's chat history, oldest first (the last 100 messages). */
+  async chatHistory() {
+    const res = await this._request('history', {});
+    return Array.isArray(res && res.messages) ? res.messages : [];
   }
 
   // The device changed networks (Wi-Fi to LTE, a cable pulled and back): restart ICE at once

@@ -10,6 +10,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { io } from 'socket.io-client';
 import { startServer } from './lib/server.js';
 import { launchBrowser } from './lib/browser.js';
+import { handOffer, HAND_TRACKS } from './lib/hand-sdp.js';
+import { assertError, connected, until } from './lib/signaling-harness.js';
+import { devToken as devTokenAt, request } from './lib/sio-client.js';
 
 const DOC = new URL('../../docs/protocol.md', import.meta.url);
 let server;
@@ -47,7 +50,7 @@ function documentedTokenParams() {
 
 test('1. GET /dev/token: the documented parameters are the accepted ones, with their effects', async () => {
   // Every parameter the server reads (signaling/src/http.rs TokenQuery) is in the document.
-  const exercised = ['room', 'name', 'role', 'identity', 'publish', 'subscribe', 'ttl', 'loss'];
+  const exercised = ['room', 'name', 'role', 'identity', 'publish', 'subscribe', 'chat', 'ttl', 'loss'];
   assert.deepEqual([...documentedTokenParams()].sort(), [...exercised].sort(),
     'the /dev/token table in docs/protocol.md does not list exactly the parameters the server accepts');
   assert.match(doc, /`loss`[^\n]*needs `--allow-impairment`/, 'the document says loss needs --allow-impairment');
@@ -77,6 +80,9 @@ test('1. GET /dev/token: the documented parameters are the accepted ones, with t
   const noSub = await joined((await devToken({ room, name: 'Ns', subscribe: 'no' })).token);
   assertError(await request(noSub.socket, 'restartIce', {}), 'forbidden', 'subscribe=no');
   assert.equal(claims((await devToken({ publish: 'yes' })).token).publish, true);
+  // chat=0: the chat grant is off (chat.test.js covers what that does).
+  assert.equal(claims((await devToken({ chat: '0' })).token).chat, false);
+  assert.equal(pc.chat, undefined);
 
   // ttl: seconds until exp; negative gives an expired token.
   assert.ok(Math.abs(claims((await devToken({ ttl: '60' })).token).exp - (Date.now() / 1000 + 60)) < 5);
@@ -352,42 +358,9 @@ function mline(sdp, mid) {
  * with RTX (VP8 unless `video` names H264), both sendonly, BUNDLEd, DTLS actpass.
  * `videoFb` replaces the video codec's rtcp-fb values. No media ever flows from it.
  */
-function handOffer({ version = 2, video = 'VP8', videoFb = ['goog-remb', 'transport-cc', 'ccm fir', 'nack', 'nack pli'] } = {}) {
-  const fp = Array.from({ length: 32 }, (_, i) => ((i * 37 + 11) & 0xff).toString(16).padStart(2, '0').toUpperCase()).join(':');
-  const common = (mid) => [
-    'c=IN IP4 0.0.0.0', 'a=rtcp:9 IN IP4 0.0.0.0',
-    'a=ice-ufrag:e2eU', 'a=ice-pwd:e2eTestIcePassword0123456', 'a=ice-options:trickle',
-    `a=fingerprint:sha-256 ${fp}`, 'a=setup:actpass', `a=mid:${mid}`,
-    'a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid', 'a=sendonly', 'a=rtcp-mux',
-  ];
-  const [vpt, rtx] = video === 'H264' ? [102, 103] : [96, 97];
-  const rtpmap = video === 'H264'
-    ? [`a=rtpmap:${vpt} H264/90000`, `a=fmtp:${vpt} level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f`]
-    : [`a=rtpmap:${vpt} VP8/90000`];
-  return [
-    'v=0', `o=- 4611731400430051336 ${version} IN IP4 127.0.0.1`, 's=-', 't=0 0',
-    'a=group:BUNDLE 0 1', 'a=extmap-allow-mixed', 'a=msid-semantic: WMS e2e',
-    'm=audio 9 UDP/TLS/RTP/SAVPF 111', ...common(0),
-    'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', 'a=msid:e2e e2e-audio',
-    'a=rtpmap:111 opus/48000/2', 'a=rtcp-fb:111 transport-cc', 'a=fmtp:111 minptime=10;useinbandfec=1',
-    'a=ssrc:1001 cname:e2e', 'a=ssrc:1001 msid:e2e e2e-audio',
-    `m=video 9 UDP/TLS/RTP/SAVPF ${vpt} ${rtx}`, ...common(1), 'a=rtcp-rsize', 'a=msid:e2e e2e-video',
-    ...rtpmap, ...videoFb.map((fb) => `a=rtcp-fb:${vpt} ${fb}`),
-    `a=rtpmap:${rtx} rtx/90000`, `a=fmtp:${rtx} apt=${vpt}`,
-    'a=ssrc-group:FID 2001 2002', 'a=ssrc:2001 cname:e2e', 'a=ssrc:2001 msid:e2e e2e-video',
-    'a=ssrc:2002 cname:e2e', 'a=ssrc:2002 msid:e2e e2e-video',
-    '',
-  ].join('\r\n');
-}
-const HAND_TRACKS = [{ mid: '0', source: 'microphone' }, { mid: '1', source: 'camera' }];
-
 /** GET /dev/token?query -> { token, room, identity }. */
-async function devToken(query) {
-  const q = new URLSearchParams(query);
-  const r = await fetch(`${server.baseUrl}/dev/token?${q}`);
-  const text = await r.text();
-  assert.equal(r.status, 200, `GET /dev/token?${q} -> ${r.status} ${text}`);
-  return JSON.parse(text);
+function devToken(query) {
+  return devTokenAt(server.baseUrl, query);
 }
 
 /** The JWT's claims (payload only; the signature is the server's business). */
@@ -406,13 +379,6 @@ function client(token) {
   return socket;
 }
 
-function connected(socket) {
-  return new Promise((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('connect_error', reject);
-  });
-}
-
 /** Connects with `token` and joins; returns { socket, ack }. */
 async function joined(token) {
   const socket = client(token);
@@ -420,30 +386,6 @@ async function joined(token) {
   const ack = await request(socket, 'join', {});
   assert.ok(ack && !ack.error, `join refused: ${JSON.stringify(ack)}`);
   return { socket, ack };
-}
-
-async function request(socket, event, payload) {
-  try {
-    return await socket.timeout(5000).emitWithAck(event, payload);
-  } catch (e) {
-    throw new Error(`no ack for '${event}' within 5 s (${e.message})`);
-  }
-}
-
-function assertError(ack, code, what) {
-  assert.equal(ack?.error?.code, code, `${what}: expected ${code}, got ${JSON.stringify(ack)}`);
-  assert.ok(typeof ack.error.message === 'string' && ack.error.message.length > 0, `${what}: no message`);
-}
-
-/** Polls `fn` until it returns something truthy. */
-async function until(fn, what, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await delay(20);
-  }
 }
 
 /** Pushes of one event received so far. */

@@ -137,7 +137,7 @@ test('a track published again after an unpublish reuses the subscriber\'s m-line
   assert.deepEqual(await request(a.socket, 'unpublish', { trackId: video.id }), { ok: true });
   await until(() => received(b.socket, 'trackUnpublished').find((x) => x.id === video.id), 'trackUnpublished at B');
   const offersBefore = received(b.socket, 'offer').length;
-  const again = await request(a.socket, 'publish', { sdp: handOffer(3), tracks: HAND_TRACKS });
+  const again = await request(a.socket, 'publish', { sdp: handOffer({ version: 3 }), tracks: HAND_TRACKS });
   assert.ok(!again.error, `re-publish failed: ${JSON.stringify(again)}`);
   const video2 = again.tracks.find((t) => t.kind === 'video');
   assert.ok(video2 && video2.id !== video.id, `re-published video: ${JSON.stringify(again.tracks)}`);

@@ -32,7 +32,7 @@ mod relay;
 use crate::cidr::PeerPolicy;
 use crate::codec::{self, ChannelData, Class, Kind, Message, ParseError, Writer, attr, method};
 use allocate_gate::{AllocateGate, Gate};
-use relay::{permitted, relay_to_peer, take_tokens};
+use relay::{allocation_via, may_pass};
 
 /// Transport a client reached us over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -281,17 +281,11 @@ impl TurnServer {
         data: &[u8],
         io: &mut impl Io,
     ) {
-        let Some(a) = self
-            .by_relay
-            .get(&relayed)
-            .and_then(|id| self.allocs.get_mut(id))
-        else {
+        let Some(a) = allocation_via(&self.by_relay, &relayed, &mut self.allocs) else {
             self.stats.dropped += 1;
             return;
         };
-        if !permitted(a, now, peer, &self.cfg)
-            || !take_tokens(a, now, data.len(), self.cfg.bandwidth)
-        {
+        if !may_pass(a, now, peer, data.len(), &self.cfg) {
             self.stats.dropped += 1;
             return;
         }
@@ -370,24 +364,13 @@ impl TurnServer {
             self.stats.dropped += 1;
             return;
         };
-        let Some(a) = self
-            .by_client
-            .get(&client)
-            .and_then(|id| self.allocs.get_mut(id))
-        else {
-            self.stats.dropped += 1;
-            return;
+        let peer_of = |a: &Allocation| {
+            a.channels
+                .get(&cd.channel)
+                .filter(|c| c.expires > now)
+                .map(|c| c.peer)
         };
-        let Some(peer) = a
-            .channels
-            .get(&cd.channel)
-            .filter(|c| c.expires > now)
-            .map(|c| c.peer)
-        else {
-            self.stats.dropped += 1;
-            return;
-        };
-        relay_to_peer(&mut self.stats, &self.cfg, a, now, peer, cd.data, io);
+        self.relay_to_peer(now, client, peer_of, cd.data, io);
     }
 
     fn handle_stun(&mut self, now: Instant, client: Client, m: &Message<'_>, io: &mut impl Io) {

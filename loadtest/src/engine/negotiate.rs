@@ -166,15 +166,7 @@ impl Engine {
             return Err(anyhow!("the answer has no VP8 or no Opus"));
         }
         let now = Instant::now();
-        Self::drain(
-            pc,
-            &self.live,
-            &mut self.latency,
-            &mut self.send_drops,
-            &mut self.parts,
-            self.gap_mark,
-            now,
-        );
+        self.sinks.drain(pc, now);
         Ok(())
     }
 
@@ -203,15 +195,7 @@ impl Engine {
             .context("accept offer")?;
         pc.remote_ufrag = ufrag;
         let now = Instant::now();
-        Self::drain(
-            pc,
-            &self.live,
-            &mut self.latency,
-            &mut self.send_drops,
-            &mut self.parts,
-            self.gap_mark,
-            now,
-        );
+        self.sinks.drain(pc, now);
         Ok(answer.to_sdp_string())
     }
 }

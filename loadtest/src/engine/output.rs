@@ -13,17 +13,16 @@ use super::*;
 use crate::gaps::GapTracker;
 use crate::payload::{self, Stamp};
 
-impl Engine {
+impl Sinks {
     /// Poll `pc` until its next timeout: send datagrams, account events.
-    pub(super) fn drain(
-        pc: &mut Pc,
-        live: &Live,
-        latency: &mut Histogram,
-        send_drops: &mut u64,
-        parts: &mut HashMap<u64, Part>,
-        gap_mark: Option<Instant>,
-        now: Instant,
-    ) {
+    pub(super) fn drain(&mut self, pc: &mut Pc, now: Instant) {
+        let Sinks {
+            live,
+            parts,
+            gap_mark,
+            latency,
+            send_drops,
+        } = self;
         loop {
             match pc.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
@@ -134,7 +133,7 @@ impl Engine {
                             if let Some(mid) = st.mid {
                                 part.gaps
                                     .entry(mid)
-                                    .or_insert_with(|| GapTracker::new(gap_mark))
+                                    .or_insert_with(|| GapTracker::new(*gap_mark))
                                     .packet(arrived);
                             }
                         }
@@ -175,10 +174,13 @@ impl Engine {
             }
         }
     }
+}
 
+impl Engine {
     pub(super) fn report(&self) -> EngineReport {
         let now = Instant::now();
         let mut parts: HashMap<u64, PartReport> = self
+            .sinks
             .parts
             .iter()
             .map(|(k, v)| {
@@ -199,8 +201,8 @@ impl Engine {
         }
         EngineReport {
             parts,
-            latency_us: self.latency.clone(),
-            send_drops: self.send_drops,
+            latency_us: self.sinks.latency.clone(),
+            send_drops: self.sinks.send_drops,
         }
     }
 }

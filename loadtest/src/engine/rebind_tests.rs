@@ -43,16 +43,25 @@ impl Far {
         }
     }
 
-    /// Feed whatever arrived and the timeout, send what str0m wants sent.
+    /// Feed everything that arrived (until the socket is quiet for its 2 ms read timeout)
+    /// and the timeout, send what str0m wants sent. Reading the socket dry matters: one
+    /// datagram per pump falls behind the engine's media on a loaded machine, and a
+    /// backlog from before a rebind would then count as arriving after it.
     fn pump(&mut self) {
         let mut buf = [0u8; 2048];
-        if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+        while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
             self.sources.insert(from);
             if let Ok(r) = Receive::new(Protocol::Udp, from, self.local, &buf[..n]) {
                 let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
             }
+            self.send_output();
         }
         let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        self.send_output();
+    }
+
+    /// Poll str0m until its timeout (its contract after every input).
+    fn send_output(&mut self) {
         while let Ok(o) = self.rtc.poll_output() {
             match o {
                 Output::Timeout(_) => break,
@@ -120,6 +129,8 @@ fn rebound_peers_come_back_through_an_ice_restart() {
     // The switch: new sockets, old ones closed.
     let restart = rt.block_on(eng.rebind(1, true, true)).unwrap();
     let restart = SdpOffer::from_sdp_string(&restart.expect("a publisher restart offer")).unwrap();
+    // What is queued now was sent before the rebind: read it before counting.
+    publ.pump();
     // Half a second on the dead path: nothing gets through.
     let before = publ.rtp_packets;
     let until = Instant::now() + Duration::from_millis(500);

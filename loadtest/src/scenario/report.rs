@@ -261,6 +261,17 @@ pub(super) fn f(v: &Value) -> String {
     }
 }
 
+/// `p50 / p95 / p99` of a percentile object.
+fn percentiles(v: &Value) -> String {
+    format!("{} / {} / {}", f(&v["p50"]), f(&v["p95"]), f(&v["p99"]))
+}
+
+/// Two fractions as `a % / b %` (missing counts as 0).
+fn percent_pair(a: &Value, b: &Value) -> String {
+    let pct = |v: &Value| v.as_f64().unwrap_or(0.0) * 100.0;
+    format!("{:.3} % / {:.3} %", pct(a), pct(b))
+}
+
 /// The human summary table.
 pub fn table(s: &Value) -> String {
     let j = &s["joins"];
@@ -293,20 +304,11 @@ pub fn table(s: &Value) -> String {
         ("publish ack ms p50/p95/p99", "publish_ack_ms"),
         ("publish total ms (offer..answer set)", "publish_ms"),
     ] {
-        row(
-            name,
-            format!(
-                "{} / {} / {}",
-                f(&j[key]["p50"]),
-                f(&j[key]["p95"]),
-                f(&j[key]["p99"])
-            ),
-        );
+        row(name, percentiles(&j[key]));
     }
-    let t = &m["time_to_first_media_ms"];
     row(
         "time to first media ms p50/p95/p99",
-        format!("{} / {} / {}", f(&t["p50"]), f(&t["p95"]), f(&t["p99"])),
+        percentiles(&m["time_to_first_media_ms"]),
     );
     row(
         "receivers with media",
@@ -322,19 +324,11 @@ pub fn table(s: &Value) -> String {
     );
     row(
         "loss (run / window)",
-        format!(
-            "{:.3} % / {:.3} %",
-            m["loss"].as_f64().unwrap_or(0.0) * 100.0,
-            m["window_loss"].as_f64().unwrap_or(0.0) * 100.0
-        ),
+        percent_pair(&m["loss"], &m["window_loss"]),
     );
     row(
         "loss video / audio (run)",
-        format!(
-            "{:.3} % / {:.3} %",
-            m["video_loss"].as_f64().unwrap_or(0.0) * 100.0,
-            m["audio_loss"].as_f64().unwrap_or(0.0) * 100.0
-        ),
+        percent_pair(&m["video_loss"], &m["audio_loss"]),
     );
     row(
         "pps out / in (window)",
@@ -358,10 +352,9 @@ pub fn table(s: &Value) -> String {
             jt["p95"].as_f64().unwrap_or(f64::NAN)
         ),
     );
-    let l = &m["e2e_latency_ms"];
     row(
         "end-to-end latency ms p50/p95/p99",
-        format!("{} / {} / {}", f(&l["p50"]), f(&l["p95"]), f(&l["p99"])),
+        percentiles(&m["e2e_latency_ms"]),
     );
     row(
         "PLI at publishers / keyframes rx",

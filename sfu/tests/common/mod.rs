@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use sfu::core::{Grants, SfuEvent, ShardCore, TrackRequest};
+use sfu::core::{Grants, RemovalReason, SfuEvent, ShardCore, TrackRequest};
 use sfu::{ParticipantId, SfuConfig, Source};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -90,6 +90,20 @@ pub struct Client {
     pub dead_ports: Vec<u16>,
 }
 
+impl Client {
+    /// Every published m-line as a track request (a full re-publish of the same tracks).
+    fn track_requests(&self) -> Vec<TrackRequest> {
+        self.pub_mids
+            .iter()
+            .map(|(mid, _, source)| TrackRequest {
+                mid: mid.to_string(),
+                source: *source,
+                muted: false,
+            })
+            .collect()
+    }
+}
+
 struct InFlight {
     to_server: bool,
     client: usize,
@@ -124,6 +138,24 @@ fn client_rtc(now: Instant, addr: SocketAddr) -> Rtc {
     let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
     rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
     rtc
+}
+
+/// A client PC as its client was configured (H264-only or the default codecs).
+fn peer_rtc(h264_only: bool, now: Instant, addr: SocketAddr) -> Rtc {
+    if h264_only {
+        h264_rtc(now, addr)
+    } else {
+        client_rtc(now, addr)
+    }
+}
+
+/// The peer connections of every client still talking (not `silent`).
+fn live_rtcs(clients: &mut [Client]) -> impl Iterator<Item = &mut Rtc> {
+    clients.iter_mut().filter(|c| !c.silent).flat_map(|c| {
+        [c.pub_rtc.as_mut(), c.sub_rtc.as_mut()]
+            .into_iter()
+            .flatten()
+    })
 }
 
 /// A client PC that knows only Opus and H264 (publishes H264, cannot receive VP8).
@@ -239,14 +271,9 @@ impl Sim {
         let addr = self.clients[idx].addr;
         let c = &mut self.clients[idx];
         let h264_only = c.h264_only;
+        // The publisher PC uses another local port than the subscriber PC.
         let rtc = c.pub_rtc.get_or_insert_with(|| {
-            // The publisher PC uses another local port than the subscriber PC.
-            let addr = SocketAddr::new(addr.ip(), addr.port() + 1);
-            if h264_only {
-                h264_rtc(now, addr)
-            } else {
-                client_rtc(now, addr)
-            }
+            peer_rtc(h264_only, now, SocketAddr::new(addr.ip(), addr.port() + 1))
         });
         let mut api = rtc.sdp_api();
         let mut mids = Vec::new();
@@ -263,15 +290,7 @@ impl Sim {
         for (mid, kind, source) in &mids {
             c.pub_mids.push((*mid, *kind, *source));
         }
-        let reqs: Vec<TrackRequest> = c
-            .pub_mids
-            .iter()
-            .map(|(mid, _, source)| TrackRequest {
-                mid: mid.to_string(),
-                source: *source,
-                muted: false,
-            })
-            .collect();
+        let reqs = c.track_requests();
         let id = c.id;
         let answer = self
             .core
@@ -338,33 +357,13 @@ impl Sim {
             } = &ev
             {
                 let idx = (participant.0 - 1) as usize;
-                let now = self.now;
-                let addr = self.clients[idx].addr;
                 let c = &mut self.clients[idx];
                 c.offers += 1;
                 c.offer_tracks = tracks.clone();
                 c.offer_sdps.push(sdp.clone());
-                if c.hold_answers || c.silent {
-                    self.events.push(ev);
-                    continue;
+                if !(c.hold_answers || c.silent) {
+                    self.answer_offer(idx, sdp);
                 }
-                let h264_only = c.h264_only;
-                let rtc = c.sub_rtc.get_or_insert_with(|| {
-                    if h264_only {
-                        h264_rtc(now, addr)
-                    } else {
-                        client_rtc(now, addr)
-                    }
-                });
-                let answer = rtc
-                    .sdp_api()
-                    .accept_offer(SdpOffer::from_sdp_string(sdp).expect("offer parses"))
-                    .expect("accept offer");
-                rtc.handle_input(Input::Timeout(now)).expect("timeout");
-                let id = c.id;
-                self.core
-                    .subscriber_answer(now, id, &answer.to_sdp_string())
-                    .expect("answer accepted");
             }
             self.events.push(ev);
         }
@@ -500,17 +499,9 @@ impl Sim {
         if let Some(Reverse((at, _))) = self.flight.peek() {
             t = t.min(*at);
         }
-        for c in &mut self.clients {
-            if c.silent {
-                continue;
-            }
-            for rtc in [c.pub_rtc.as_mut(), c.sub_rtc.as_mut()]
-                .into_iter()
-                .flatten()
-            {
-                if let Ok(Output::Timeout(at)) = rtc.poll_output() {
-                    t = t.min(at);
-                }
+        for rtc in live_rtcs(&mut self.clients) {
+            if let Ok(Output::Timeout(at)) = rtc.poll_output() {
+                t = t.min(at);
             }
         }
         t.max(self.now)
@@ -562,17 +553,9 @@ impl Sim {
             self.core.flush(self.now);
             self.core.handle_timeout(self.now);
             let now = self.now;
-            for c in &mut self.clients {
-                if c.silent {
-                    continue;
-                }
-                for rtc in [c.pub_rtc.as_mut(), c.sub_rtc.as_mut()]
-                    .into_iter()
-                    .flatten()
-                {
-                    rtc.handle_input(Input::Timeout(now))
-                        .expect("client timeout");
-                }
+            for rtc in live_rtcs(&mut self.clients) {
+                rtc.handle_input(Input::Timeout(now))
+                    .expect("client timeout");
             }
             if self.now >= until {
                 self.drain();
@@ -784,23 +767,47 @@ impl Sim {
         sent
     }
 
+    /// Every participant removal among the events so far, with its reason, in order.
+    pub fn removals(&self) -> Vec<(ParticipantId, RemovalReason)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::ParticipantRemoved {
+                    participant,
+                    reason,
+                    ..
+                } => Some((*participant, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Answer the last held offer of client `idx` now (its answer was late).
     pub fn answer_held_offer(&mut self, idx: usize) {
-        let now = self.now;
         let c = &mut self.clients[idx];
         c.hold_answers = false;
         let sdp = c.offer_sdps.last().expect("an offer").clone();
-        let rtc = c.sub_rtc.get_or_insert_with(|| client_rtc(now, c.addr));
+        self.answer_offer(idx, &sdp);
+        self.pump_events();
+    }
+
+    /// Client `idx` answers a subscriber offer (creating its subscriber PC on the first).
+    fn answer_offer(&mut self, idx: usize, sdp: &str) {
+        let now = self.now;
+        let c = &mut self.clients[idx];
+        let (h264_only, addr) = (c.h264_only, c.addr);
+        let rtc = c
+            .sub_rtc
+            .get_or_insert_with(|| peer_rtc(h264_only, now, addr));
         let answer = rtc
             .sdp_api()
-            .accept_offer(SdpOffer::from_sdp_string(&sdp).expect("offer parses"))
+            .accept_offer(SdpOffer::from_sdp_string(sdp).expect("offer parses"))
             .expect("accept offer");
         rtc.handle_input(Input::Timeout(now)).expect("timeout");
         let id = c.id;
         self.core
             .subscriber_answer(now, id, &answer.to_sdp_string())
             .expect("answer accepted");
-        self.pump_events();
     }
 
     /// Client `idx` moves to another network: its old ports stop working, its peer
@@ -825,15 +832,7 @@ impl Sim {
             let mut api = rtc.sdp_api();
             api.ice_restart(false);
             let (offer, pending) = api.apply().expect("restart offer");
-            let reqs: Vec<TrackRequest> = c
-                .pub_mids
-                .iter()
-                .map(|(mid, _, source)| TrackRequest {
-                    mid: mid.to_string(),
-                    source: *source,
-                    muted: false,
-                })
-                .collect();
+            let reqs = c.track_requests();
             let answer = self
                 .core
                 .publish(now, id, &offer.to_sdp_string(), &reqs)

@@ -62,32 +62,12 @@ export function startBlackout(keepPorts) {
   assertInTestNamespace();
   const ports = [...new Set(keepPorts)];
   if (ports.length === 0) throw new Error('startBlackout: no ports to keep');
-  try { tc('qdisc', 'del', 'dev', DEV, 'root'); } catch { /* none yet */ }
-  tc('qdisc', 'add', 'dev', DEV, 'root', 'handle', '1:', 'htb');
+  addBlackoutClass();
   tc('class', 'add', 'dev', DEV, 'parent', '1:', 'classid', '1:1', 'htb', 'rate', '10gbit', 'ceil', '10gbit', 'quantum', '200000');
-  tc('class', 'add', 'dev', DEV, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', '8bit', 'ceil', '8bit', 'burst', '1', 'cburst', '1');
-  tc('qdisc', 'add', 'dev', DEV, 'parent', '1:10', 'handle', '10:', 'pfifo', 'limit', '1');
-  for (const port of ports) {
-    for (const dir of ['sport', 'dport']) {
-      tc('filter', 'add', 'dev', DEV, 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32',
-        'match', 'ip', 'protocol', '17', '0xff', 'match', 'ip', dir, String(port), '0xffff', 'flowid', '1:1');
-    }
-  }
+  for (const port of ports) addPortFilter(port, '1:1');
   tc('filter', 'add', 'dev', DEV, 'parent', '1:', 'protocol', 'ip', 'prio', '2', 'u32',
     'match', 'ip', 'protocol', '17', '0xff', 'flowid', '1:10');
-  const startedAt = Date.now();
-  let lifted = null;
-  return {
-    startedAt,
-    counters: () => blackoutCounters(),
-    lift() {
-      if (lifted) return lifted;
-      const counters = blackoutCounters();
-      tc('qdisc', 'del', 'dev', DEV, 'root');
-      lifted = { ...counters, liftedAt: Date.now(), startedAt };
-      return lifted;
-    },
-  };
+  return liftable();
 }
 
 /**
@@ -98,16 +78,29 @@ export function startBlackout(keepPorts) {
 export function blockPorts(ports) {
   assertInTestNamespace();
   if (ports.length === 0) throw new Error('blockPorts: no ports');
+  addBlackoutClass();
+  for (const port of new Set(ports)) addPortFilter(port, '1:10');
+  return liftable();
+}
+
+/** A fresh htb root on lo with the blackout class 1:10 (8 bit/s, one-packet queue). */
+function addBlackoutClass() {
   try { tc('qdisc', 'del', 'dev', DEV, 'root'); } catch { /* none yet */ }
   tc('qdisc', 'add', 'dev', DEV, 'root', 'handle', '1:', 'htb');
   tc('class', 'add', 'dev', DEV, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', '8bit', 'ceil', '8bit', 'burst', '1', 'cburst', '1');
   tc('qdisc', 'add', 'dev', DEV, 'parent', '1:10', 'handle', '10:', 'pfifo', 'limit', '1');
-  for (const port of new Set(ports)) {
-    for (const dir of ['sport', 'dport']) {
-      tc('filter', 'add', 'dev', DEV, 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32',
-        'match', 'ip', 'protocol', '17', '0xff', 'match', 'ip', dir, String(port), '0xffff', 'flowid', '1:10');
-    }
+}
+
+/** UDP from or to `port` goes to class `flowid` (prio 1: before any catch-all). */
+function addPortFilter(port, flowid) {
+  for (const dir of ['sport', 'dport']) {
+    tc('filter', 'add', 'dev', DEV, 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32',
+      'match', 'ip', 'protocol', '17', '0xff', 'match', 'ip', dir, String(port), '0xffff', 'flowid', flowid);
   }
+}
+
+/** The handle of a loss rule just installed: counters so far, and lift() (once). */
+function liftable() {
   const startedAt = Date.now();
   let lifted = null;
   return {

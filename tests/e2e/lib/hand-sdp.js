@@ -24,11 +24,12 @@ export function answerFor(offer) {
 }
 
 /**
- * A hand-written publisher offer shaped like Chromium's: mid 0 = opus audio, mid 1 = VP8
- * video with RTX, both sendonly, BUNDLEd, DTLS actpass. Enough for the server to negotiate
- * an answer; no media ever flows from it. Renegotiations need a higher `version`.
+ * A hand-written publisher offer shaped like Chromium's: mid 0 = opus audio, mid 1 = video
+ * (`video`: VP8, or H264 constrained baseline) with RTX and the `videoFb` rtcp-fb lines,
+ * both sendonly, BUNDLEd, DTLS actpass. Enough for the server to negotiate an answer; no
+ * media ever flows from it. Renegotiations need a higher `version`.
  */
-export function handOffer(version = 2) {
+export function handOffer({ version = 2, video = 'VP8', videoFb = ['goog-remb', 'transport-cc', 'ccm fir', 'nack', 'nack pli'] } = {}) {
   const fp = Array.from({ length: 32 }, (_, i) => ((i * 37 + 11) & 0xff).toString(16).padStart(2, '0').toUpperCase()).join(':');
   const common = (mid) => [
     'c=IN IP4 0.0.0.0', 'a=rtcp:9 IN IP4 0.0.0.0',
@@ -36,6 +37,10 @@ export function handOffer(version = 2) {
     `a=fingerprint:sha-256 ${fp}`, 'a=setup:actpass', `a=mid:${mid}`,
     'a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid', 'a=sendonly', 'a=rtcp-mux',
   ];
+  const [vpt, rtx] = video === 'H264' ? [102, 103] : [96, 97];
+  const rtpmap = video === 'H264'
+    ? [`a=rtpmap:${vpt} H264/90000`, `a=fmtp:${vpt} level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f`]
+    : [`a=rtpmap:${vpt} VP8/90000`];
   return [
     'v=0', `o=- 4611731400430051336 ${version} IN IP4 127.0.0.1`, 's=-', 't=0 0',
     'a=group:BUNDLE 0 1', 'a=extmap-allow-mixed', 'a=msid-semantic: WMS e2e',
@@ -43,9 +48,9 @@ export function handOffer(version = 2) {
     'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', 'a=msid:e2e e2e-audio',
     'a=rtpmap:111 opus/48000/2', 'a=rtcp-fb:111 transport-cc', 'a=fmtp:111 minptime=10;useinbandfec=1',
     'a=ssrc:1001 cname:e2e', 'a=ssrc:1001 msid:e2e e2e-audio',
-    'm=video 9 UDP/TLS/RTP/SAVPF 96 97', ...common(1), 'a=rtcp-rsize', 'a=msid:e2e e2e-video',
-    'a=rtpmap:96 VP8/90000', 'a=rtcp-fb:96 goog-remb', 'a=rtcp-fb:96 transport-cc', 'a=rtcp-fb:96 ccm fir',
-    'a=rtcp-fb:96 nack', 'a=rtcp-fb:96 nack pli', 'a=rtpmap:97 rtx/90000', 'a=fmtp:97 apt=96',
+    `m=video 9 UDP/TLS/RTP/SAVPF ${vpt} ${rtx}`, ...common(1), 'a=rtcp-rsize', 'a=msid:e2e e2e-video',
+    ...rtpmap, ...videoFb.map((fb) => `a=rtcp-fb:${vpt} ${fb}`),
+    `a=rtpmap:${rtx} rtx/90000`, `a=fmtp:${rtx} apt=${vpt}`,
     'a=ssrc-group:FID 2001 2002', 'a=ssrc:2001 cname:e2e', 'a=ssrc:2001 msid:e2e e2e-video',
     'a=ssrc:2002 cname:e2e', 'a=ssrc:2002 msid:e2e e2e-video',
     '',

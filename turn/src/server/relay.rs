@@ -195,12 +195,7 @@ impl TurnServer {
             .get_mut(&id)
             .ok_or((437, "Allocation Mismatch"))?;
         for (ip, own_only) in peers {
-            let p = a
-                .perms
-                .entry(ip)
-                .or_insert(Permission { expires, own_only });
-            p.expires = expires;
-            p.own_only &= own_only;
+            permit(a, ip, expires, own_only);
         }
         Ok(())
     }
@@ -246,12 +241,8 @@ impl TurnServer {
             },
         );
         a.channel_of.insert(peer, channel);
-        let p = a.perms.entry(peer.ip()).or_insert(Permission {
-            expires: now + plife,
-            own_only,
-        });
-        p.expires = now + plife;
-        p.own_only &= own_only;
+        // A channel binding installs or refreshes the peer's permission too (RFC 8656 12).
+        permit(a, peer.ip(), now + plife, own_only);
         Ok(())
     }
 
@@ -262,42 +253,51 @@ impl TurnServer {
         m: &Message<'_>,
         io: &mut impl Io,
     ) {
-        let Some(a) = self
-            .by_client
-            .get(&client)
-            .and_then(|id| self.allocs.get_mut(id))
-        else {
-            self.stats.dropped += 1;
-            return;
-        };
         let (Some(Some(peer)), Some(data)) =
             (m.xor_addr(attr::XOR_PEER_ADDRESS), m.get(attr::DATA))
         else {
             self.stats.dropped += 1;
             return;
         };
-        relay_to_peer(&mut self.stats, &self.cfg, a, now, peer, data, io);
+        self.relay_to_peer(now, client, |_| Some(peer), data, io);
+    }
+
+    /// Client -> peer data (ChannelData or a Send indication) through `client`'s
+    /// allocation, to the peer `peer_of` names in it: relayed only with a live permission
+    /// for the peer and within the allocation's byte budget, else dropped and counted (as
+    /// is data from a client without an allocation, or for which `peer_of` names none).
+    pub(super) fn relay_to_peer(
+        &mut self,
+        now: Instant,
+        client: Client,
+        peer_of: impl FnOnce(&Allocation) -> Option<SocketAddr>,
+        data: &[u8],
+        io: &mut impl Io,
+    ) {
+        let Some(a) = allocation_via(&self.by_client, &client, &mut self.allocs) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some(peer) = peer_of(a).filter(|&peer| may_pass(a, now, peer, data.len(), &self.cfg))
+        else {
+            self.stats.dropped += 1;
+            return;
+        };
+        self.stats.to_peer_packets += 1;
+        self.stats.relayed_bytes += data.len() as u64;
+        io.to_peer(a.relayed, peer, data);
     }
 }
 
-/// Client -> peer data (ChannelData or a Send indication): relayed only with a live
-/// permission for the peer and within the allocation's byte budget, else dropped and counted.
-pub(super) fn relay_to_peer(
-    stats: &mut TurnStats,
-    cfg: &ServerConfig,
-    a: &mut Allocation,
-    now: Instant,
-    peer: SocketAddr,
-    data: &[u8],
-    io: &mut impl Io,
-) {
-    if !permitted(a, now, peer, cfg) || !take_tokens(a, now, data.len(), cfg.bandwidth) {
-        stats.dropped += 1;
-        return;
-    }
-    stats.to_peer_packets += 1;
-    stats.relayed_bytes += data.len() as u64;
-    io.to_peer(a.relayed, peer, data);
+/// Install or refresh the permission for `ip` until `expires`. A permission that was ever
+/// granted for any peer (not only our own media address) stays so.
+fn permit(a: &mut Allocation, ip: IpAddr, expires: Instant, own_only: bool) {
+    let p = a
+        .perms
+        .entry(ip)
+        .or_insert(Permission { expires, own_only });
+    p.expires = expires;
+    p.own_only &= own_only;
 }
 
 pub(super) fn is_own(cfg: &ServerConfig, peer: SocketAddr) -> bool {
@@ -306,20 +306,36 @@ pub(super) fn is_own(cfg: &ServerConfig, peer: SocketAddr) -> bool {
         .any(|(ip, ports)| *ip == peer.ip() && ports.contains(&peer.port()))
 }
 
-/// A live permission for `peer` (and, for own-only permissions, one of our media ports).
-pub(super) fn permitted(
-    a: &Allocation,
+/// The allocation an index (`by_client`, `by_relay`) names for `key`.
+pub(super) fn allocation_via<'a, K: std::hash::Hash + Eq>(
+    index: &HashMap<K, u64>,
+    key: &K,
+    allocs: &'a mut HashMap<u64, Allocation>,
+) -> Option<&'a mut Allocation> {
+    index.get(key).and_then(|id| allocs.get_mut(id))
+}
+
+/// Whether `len` bytes may pass between allocation `a` and `peer` now (either way): with a
+/// live permission for the peer and within the allocation's byte budget (which they use).
+pub(super) fn may_pass(
+    a: &mut Allocation,
     now: Instant,
     peer: SocketAddr,
+    len: usize,
     cfg: &ServerConfig,
 ) -> bool {
+    permitted(a, now, peer, cfg) && take_tokens(a, now, len, cfg.bandwidth)
+}
+
+/// A live permission for `peer` (and, for own-only permissions, one of our media ports).
+fn permitted(a: &Allocation, now: Instant, peer: SocketAddr, cfg: &ServerConfig) -> bool {
     a.perms
         .get(&peer.ip())
         .is_some_and(|p| p.expires > now && (!p.own_only || is_own(cfg, peer)))
 }
 
 /// Token bucket: `rate` bytes/s, one second of burst.
-pub(super) fn take_tokens(a: &mut Allocation, now: Instant, n: usize, rate: u64) -> bool {
+fn take_tokens(a: &mut Allocation, now: Instant, n: usize, rate: u64) -> bool {
     if rate == 0 {
         return true;
     }
