@@ -58,9 +58,20 @@ async function clientFrom(from, room, opts = {}) {
   return h.client(token.token, { localAddress: from, ...(opts.socket ?? {}) });
 }
 
-/** Connect outcome: 'ok' or the connect_error message (the error code). */
+/** Connect outcome: 'ok' or the connect_error message (the error code). Call it in the
+ * same tick as the socket is created, or an early connect_error is missed. */
 function outcome(socket) {
   return connected(socket).then(() => 'ok', (e) => e.message);
+}
+
+/** `n` handshakes at once from `from`, each with its own token (fetched first): the
+ * sockets and their outcomes, and how long the handshakes took. */
+async function wave(n, from, room, socketOpts = {}) {
+  const tokens = await Promise.all(Array.from({ length: n }, () => devToken({ room, name: `c-${from}` })));
+  const t0 = Date.now();
+  const sockets = tokens.map((t) => h.client(t.token, { localAddress: from, ...socketOpts }));
+  const results = await Promise.all(sockets.map(outcome));
+  return { sockets, results, ms: Date.now() - t0 };
 }
 
 /** The loadtest's JSON report: a 3-person meeting with media in `prefix`-meeting-0. */
@@ -84,10 +95,7 @@ test('a connection and join flood from one address is refused; a meeting in the 
   await eventually(async () => (await metricValue('studyroom_participants')) >= 3, 'the meeting to join', 20000);
 
   // Wave 1: 150 handshakes at once from 127.0.0.2 (each with its own token).
-  const wave1 = await Promise.all(Array.from({ length: 150 }, () => clientFrom('127.0.0.2', room)));
-  const t1 = Date.now();
-  const results1 = await Promise.all(wave1.map(outcome));
-  const wave1Ms = Date.now() - t1;
+  const { sockets: wave1, results: results1, ms: wave1Ms } = await wave(150, '127.0.0.2', room);
   const ok1 = wave1.filter((_, i) => results1[i] === 'ok');
   const refused1 = results1.filter((r) => r === 'too_many_connections').length;
   assert.equal(ok1.length + refused1, 150, `every handshake is accepted or refused with too_many_connections: ${JSON.stringify([...new Set(results1)])}`);
@@ -117,8 +125,7 @@ test('a connection and join flood from one address is refused; a meeting in the 
   // Wave 2 after the connect bucket refilled: the live-connection cap (60) now refuses.
   await new Promise((r) => setTimeout(r, (LIMITS.connectBurst / LIMITS.connectRate) * 1000 + 200));
   const liveCapBefore = (await metrics()).match(/studyroom_address_connections_refused_total\{reason="live_cap"\} (\d+)/);
-  const wave2 = await Promise.all(Array.from({ length: LIMITS.connectBurst }, () => clientFrom('127.0.0.2', room)));
-  const results2 = await Promise.all(wave2.map(outcome));
+  const { results: results2 } = await wave(LIMITS.connectBurst, '127.0.0.2', room);
   const ok2 = results2.filter((r) => r === 'ok').length;
   assert.equal(ok1.length + ok2, LIMITS.perAddress, `the address holds exactly --max-connections-per-address (${ok1.length} + ${ok2})`);
   assert.ok(results2.every((r) => r === 'ok' || r === 'too_many_connections'));
@@ -201,13 +208,12 @@ test('past --max-participants joins get server_full until someone leaves', async
 test('behind a proxy the trusted header is the client address: one flooding client does not lock out the others', async () => {
   const room = 'lim-proxy';
   // All from 127.0.0.30 (the proxy), with the header the proxy appends last.
-  const via = (client) => ({ socket: { extraHeaders: { 'X-Forwarded-For': `198.51.100.1, ${client}` } } });
-  const flood = await Promise.all(Array.from({ length: 80 }, () => clientFrom('127.0.0.30', room, via('203.0.113.66'))));
-  const results = await Promise.all(flood.map(outcome));
+  const via = (client) => ({ extraHeaders: { 'X-Forwarded-For': `198.51.100.1, ${client}` } });
+  const { results } = await wave(80, '127.0.0.30', room, via('203.0.113.66'));
   const refused = results.filter((r) => r === 'too_many_connections').length;
   assert.ok(refused >= 80 - LIMITS.connectBurst - LIMITS.connectRate * 2, `the flooding client is refused: ${refused}`);
   // Another client through the same proxy is let in at once.
-  const other = await clientFrom('127.0.0.30', room, via('203.0.113.77'));
+  const other = await clientFrom('127.0.0.30', room, { socket: via('203.0.113.77') });
   assert.equal(await outcome(other), 'ok', 'a different client behind the same proxy connects');
   assert.ok((await request(other, 'join', {}))?.participant?.id);
 });

@@ -1,7 +1,7 @@
 //! How often one identity may replace its own live session.
 //!
 //! A second `join` with the same identity (token `sub`) in the same room replaces the first
-//! session (the old socket is told `removed` with reason `replaced` and disconnected): a
+//! session (the old socket is disconnected, the room sees it leave with reason `replaced`): a
 //! learner who opens the room in a new tab, or whose old tab hangs, gets in at once. Kept.
 //! What is limited is how often: two tabs (or two machines sharing a token) that keep
 //! re-joining would throw each other out forever, each round a departure and a join for
