@@ -2,8 +2,9 @@
 # Join storm, studyroom against a plain Node socket.io server, in one run: for each of RUNS
 # rounds, starts `studyroom --dev`, runs loadtest/k6/join_storm.js against it, stops it, then
 # does the same with loadtest/baseline-node/server.js (same port, same storm), and prints per
-# run and as medians: join ack p50/p95/p99 as k6 sees it and the server's CPU (utime+stime
-# from /proc/PID/stat over the k6 run, joins and leaves included). A benchmark, not a test:
+# run and as medians: join ack p50/p95/p99 as k6 sees it, the server's CPU (utime+stime
+# from /proc/PID/stat over the k6 run, joins and leaves included), and start->joined
+# (storm_joined_ms: common start to join ack, connect included). A benchmark, not a test:
 # it fails only when a server does not start or k6 cannot run the script.
 #   bash scripts/netns_run.sh bash loadtest/join_baseline.sh      (own namespace: port 5002 is free)
 # Env: STUDYROOM_BIN (default $CARGO_TARGET_DIR/release/studyroom, else target/release/studyroom),
@@ -75,9 +76,10 @@ m = json.load(open(sys.argv[1]))["metrics"]
 j = m["join_ack_ms"]
 cpu = int(sys.argv[3]) / int(sys.argv[4])
 acked, tried = m["joins_acked"]["count"], m["joins_attempted"]["count"]
-print(f"{sys.argv[2]} {j['med']:.0f} {j['p(95)']:.0f} {j['p(99)']:.0f} {cpu:.2f} {acked}/{tried}")
+t = m["storm_joined_ms"]
+print(f"{sys.argv[2]} {j['med']:.0f} {j['p(95)']:.0f} {j['p(99)']:.0f} {cpu:.2f} {acked}/{tried} {t['med']:.0f} {t['p(95)']:.0f}")
 PY
-  tail -1 "$OUT/results" | awk -v r="$run" '{printf "run %s %-9s join ack p50 %4s ms  p95 %4s ms  p99 %4s ms  server CPU %s s  acked %s\n", r, $1, $2, $3, $4, $5, $6}'
+  tail -1 "$OUT/results" | awk -v r="$run" '{printf "run %s %-9s join ack p50 %4s ms  p95 %4s ms  p99 %4s ms  server CPU %s s  acked %s  start->joined p50 %s ms p95 %s ms\n", r, $1, $2, $3, $4, $5, $6, $7, $8}'
 }
 
 echo "join storm: $VUS joins, $ROOMS rooms, $RUNS runs; studyroom $BIN; k6 $(k6 version | head -1 | awk '{print $2}'); load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -95,5 +97,6 @@ for line in open(sys.argv[1]):
     rows.setdefault(k, []).append(v)
 for k, vs in rows.items():
     med = lambda i: statistics.median(float(v[i]) for v in vs)
-    print(f"  {k:<9} join ack p50 {med(0):.0f} ms  p95 {med(1):.0f} ms  p99 {med(2):.0f} ms  server CPU {med(3):.2f} s")
+    print(f"  {k:<9} join ack p50 {med(0):.0f} ms  p95 {med(1):.0f} ms  p99 {med(2):.0f} ms  server CPU {med(3):.2f} s"
+          f"  start->joined p50 {med(5):.0f} ms  p95 {med(6):.0f} ms")
 PY
