@@ -104,7 +104,7 @@ pub async fn run(
         cluster: cluster.clone(),
         lifecycle,
         resume_window: Duration::from_secs(cfg.resume_window_secs),
-        limits: crate::limits::RequestLimits::new(cfg.request_rate, cfg.request_burst),
+        limits: crate::limits::Limits::from_config(&cfg),
         webhook: webhook.clone(),
     });
     if let Some(w) = webhook {
@@ -179,9 +179,14 @@ pub async fn run(
         shutdown.await;
         drain(&drain_state, drain_timeout, redirect).await;
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(graceful)
-        .await?;
+    // The peer address goes into each request (`ConnectInfo`): the per-address limits
+    // read it from the Socket.IO handshake.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(graceful)
+    .await?;
     if let Some(t) = &state.turn() {
         t.relay.shutdown();
     }

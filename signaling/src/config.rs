@@ -120,6 +120,17 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_TURN_BANDWIDTH", default_value_t = 4_000_000)]
     pub turn_bandwidth: u64,
 
+    /// Embedded TURN: Allocate requests that fail authentication per second from one
+    /// source address (IPv6: per /64); beyond, that source's Allocates get 508 before any
+    /// credential check. 0 turns it off.
+    #[arg(long, env = "STUDYROOM_TURN_ALLOCATE_RATE", default_value_t = 50)]
+    pub turn_allocate_rate: u32,
+
+    /// Embedded TURN: unauthenticated Allocates one source may send at once before
+    /// --turn-allocate-rate applies.
+    #[arg(long, env = "STUDYROOM_TURN_ALLOCATE_BURST", default_value_t = 500)]
+    pub turn_allocate_burst: u32,
+
     /// Embedded TURN: relay to our own SFU through real sockets instead of the
     /// in-process hand-over (benchmarks, debugging).
     #[arg(long, env = "STUDYROOM_TURN_NO_HANDOVER")]
@@ -146,6 +157,53 @@ pub struct Config {
     /// Requests one connection may send at once before --request-rate applies.
     #[arg(long, env = "STUDYROOM_REQUEST_BURST", default_value_t = 200)]
     pub request_burst: u32,
+
+    /// Socket.IO handshakes per second from one client address (beyond:
+    /// `too_many_connections`); 0 turns it off.
+    #[arg(long, env = "STUDYROOM_ADDRESS_CONNECT_RATE", default_value_t = 200)]
+    pub address_connect_rate: u32,
+
+    /// Handshakes one client address may make at once before --address-connect-rate applies.
+    #[arg(long, env = "STUDYROOM_ADDRESS_CONNECT_BURST", default_value_t = 1000)]
+    pub address_connect_burst: u32,
+
+    /// Live Socket.IO connections one client address may hold (beyond:
+    /// `too_many_connections`); 0 = no cap.
+    #[arg(
+        long,
+        env = "STUDYROOM_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 2000
+    )]
+    pub max_connections_per_address: u32,
+
+    /// `join`s (and `resume`s) per second from one client address (beyond: `rate_limited`);
+    /// 0 turns it off.
+    #[arg(long, env = "STUDYROOM_ADDRESS_JOIN_RATE", default_value_t = 200)]
+    pub address_join_rate: u32,
+
+    /// Joins one client address may make at once before --address-join-rate applies.
+    #[arg(long, env = "STUDYROOM_ADDRESS_JOIN_BURST", default_value_t = 1000)]
+    pub address_join_burst: u32,
+
+    /// Behind a reverse proxy: the request header holding the client address (its last
+    /// entry), e.g. `X-Forwarded-For`. Only set it when every client comes through a
+    /// proxy that sets the header: otherwise clients choose their address. Default: off
+    /// (the TCP peer address).
+    #[arg(long, env = "STUDYROOM_TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<axum::http::HeaderName>,
+
+    /// How many times per minute one identity may replace its own live session in a room
+    /// by joining again (beyond: `rate_limited`, the live session stays); 0 turns it off.
+    #[arg(
+        long,
+        env = "STUDYROOM_IDENTITY_REPLACEMENTS_PER_MINUTE",
+        default_value_t = 10
+    )]
+    pub identity_replacements_per_minute: u32,
+
+    /// Most participants on this node, all rooms (beyond: `server_full`); 0 = no cap.
+    #[arg(long, env = "STUDYROOM_MAX_PARTICIPANTS", default_value_t = 5000)]
+    pub max_participants: usize,
 
     /// Tests only: honour `loss` impairment in dev tokens.
     #[arg(long, env = "STUDYROOM_ALLOW_IMPAIRMENT")]
@@ -436,5 +494,26 @@ mod tests {
         assert!(Config::try_parse_from(["studyroom", "--media-ports", "x"]).is_err());
         let c = Config::try_parse_from(["studyroom"]).unwrap();
         assert!(c.secret().is_err(), "production needs a secret");
+    }
+
+    #[test]
+    fn limit_defaults_and_the_proxy_header() {
+        let c = Config::try_parse_from(["studyroom"]).unwrap();
+        assert_eq!(
+            (c.address_connect_rate, c.address_connect_burst),
+            (200, 1000)
+        );
+        assert_eq!(c.max_connections_per_address, 2000);
+        assert_eq!((c.address_join_rate, c.address_join_burst), (200, 1000));
+        assert_eq!(c.identity_replacements_per_minute, 10);
+        assert_eq!(c.max_participants, 5000);
+        assert_eq!((c.turn_allocate_rate, c.turn_allocate_burst), (50, 500));
+        assert!(c.trusted_proxy_header.is_none(), "off by default");
+        let c = Config::try_parse_from(["studyroom", "--trusted-proxy-header", "X-Forwarded-For"])
+            .unwrap();
+        assert_eq!(c.trusted_proxy_header.unwrap().as_str(), "x-forwarded-for");
+        assert!(
+            Config::try_parse_from(["studyroom", "--trusted-proxy-header", "bad header"]).is_err()
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! without an ack that fails gets the `error` event instead. Errors reach only the
 //! offending socket and are logged with the socket id (never the token).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use room_state::{ParticipantRecord, TrackRecord};
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use crate::auth::{AuthError, Claims, RoleClaim, unix_now};
 use crate::delivery::{self, Audience};
 use crate::departure::Departure;
 use crate::events::{Kind, participant_fields};
-use crate::limits::Verdict;
+use crate::limits::{self, Verdict};
 use crate::{AppState, NAMESPACE, Session, resume};
 
 mod leave;
@@ -61,6 +62,19 @@ impl ApiError {
             e["url"] = json!(url);
         }
         json!({ "error": e })
+    }
+}
+
+/// The code alone: what a refused handshake's `connect_error` carries as its message.
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(e.code(), e.to_string())
     }
 }
 
@@ -125,20 +139,33 @@ pub fn register(io: &SocketIo) {
     );
 }
 
+/// The handshake: the client address's connection limits first (before any token work),
+/// then the token. A refusal is the client's `connect_error` with the code as message.
 async fn authenticate(
     socket: SocketRef,
     TryData(auth): TryData<Value>,
     State(state): State<AppState>,
-) -> Result<(), AuthError> {
-    let token = match auth.ok().as_ref().and_then(|v| v.get("token")) {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            warn!(sid = %socket.id, "handshake refused: token is not a string");
-            return Err(AuthError::Invalid("token is not a string".into()));
+) -> Result<(), ApiError> {
+    let limits = state.limits();
+    let addr = limits::client_ip(socket.req_parts(), limits.trusted_header.as_ref())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if let Err(refused) = limits.addresses.connect(addr, Instant::now()) {
+        // Logged when an address starts being refused, not per refusal of a flood.
+        if refused.first {
+            warn!(sid = %socket.id, why = ?refused.why, "connection limit of one client address reached: refusing handshakes with too_many_connections");
         }
+        debug!(sid = %socket.id, %addr, why = ?refused.why, "handshake refused: too many connections");
+        return Err(ApiError::new(
+            "too_many_connections",
+            "too many connections from this address",
+        ));
+    }
+    let verified = match auth.ok().as_ref().and_then(|v| v.get("token")) {
+        None | Some(Value::Null) => state.keys().verify(""),
+        Some(Value::String(s)) => state.keys().verify(s),
+        Some(_) => Err(AuthError::Invalid("token is not a string".into())),
     };
-    match state.keys().verify(&token) {
+    match verified {
         Ok(claims) => {
             debug!(sid = %socket.id, identity = %claims.sub, room = %claims.room, "authenticated");
             let room = claims.room.clone();
@@ -148,14 +175,16 @@ async fn authenticate(
                     claims,
                     participant: None,
                     room,
+                    addr,
                 },
             );
             register_handlers(&socket);
             Ok(())
         }
         Err(e) => {
+            limits.addresses.release(addr);
             warn!(sid = %socket.id, code = e.code(), "handshake refused: {e:?}");
-            Err(e)
+            Err(e.into())
         }
     }
 }
@@ -248,16 +277,41 @@ fn register_handlers(socket: &SocketRef) {
             if !resume::detach(&s, socket.id, &reason) {
                 depart(&s, socket.id, Departure::Disconnected).await;
             }
-            s.sessions().by_sid.remove(&socket.id);
-            s.limits().forget(socket.id);
+            if let Some(gone) = s.sessions().by_sid.remove(&socket.id) {
+                s.limits().addresses.release(gone.addr);
+            }
+            s.limits().requests.forget(socket.id);
         },
     );
 }
 
-/// The connection's request rate limit (`limits.rs`): `rate_limited` beyond it, logged once
+/// The client address's join rate (`limits/addresses.rs`), for `join` and `resume`.
+pub(crate) fn admit_join_from_address(
+    state: &AppState,
+    socket: &SocketRef,
+) -> Result<(), ApiError> {
+    let addr = state.sessions().by_sid.get(&socket.id).map(|s| s.addr);
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    match state.limits().addresses.join(addr, Instant::now()) {
+        Ok(()) => Ok(()),
+        Err(refused) => {
+            if refused.first {
+                warn!(sid = %socket.id, "join limit of one client address reached: refusing joins with rate_limited");
+            }
+            Err(ApiError::new(
+                "rate_limited",
+                "too many joins from this address; slow down",
+            ))
+        }
+    }
+}
+
+/// The connection's request rate limit (`limits/requests.rs`): `rate_limited` beyond it, logged once
 /// per streak; a connection that keeps going is disconnected after the answer.
 fn admit(state: &AppState, socket: &SocketRef) -> Result<(), ApiError> {
-    match state.limits().check(socket.id, std::time::Instant::now()) {
+    match state.limits().requests.check(socket.id, Instant::now()) {
         Verdict::Admit => Ok(()),
         Verdict::Limited { first } => {
             if first {
@@ -385,6 +439,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         let s = unjoined_session(&sessions, socket)?;
         s.claims.clone()
     };
+    admit_join_from_address(state, socket)?;
     if claims.exp < unix_now() {
         return Err(ApiError::new("token_expired", "token expired"));
     }
@@ -408,8 +463,38 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
             )
         });
     }
-    // The same identity joining again replaces its older session.
-    let old = state.store().find_identity(&room, &claims.sub);
+    // The same identity joining again replaces its older session, so many times a minute.
+    let (old, present) = {
+        let store = state.store();
+        (
+            store.find_identity(&room, &claims.sub),
+            store.participant_count(),
+        )
+    };
+    if old.is_some()
+        && !state
+            .limits()
+            .identities
+            .replace(&room, &claims.sub, Instant::now())
+    {
+        warn!(identity = %claims.sub, room = %room, "identity re-joins too often: refusing the replacement with rate_limited");
+        return Err(ApiError::new(
+            "rate_limited",
+            "this identity replaced its session too often; try again in a minute",
+        ));
+    }
+    // The node's participant cap; the session this join replaces frees its place.
+    let Some(_slot) = state
+        .limits()
+        .node
+        .admit(present - usize::from(old.is_some()))
+    else {
+        warn!(room = %room, max = state.limits().node.max(), "node full: refusing join with server_full");
+        return Err(ApiError::new(
+            "server_full",
+            "this node has no room for more participants; connect elsewhere",
+        ));
+    };
     if let Some(old) = old
         && let Ok(pid) = old.id.parse::<ParticipantId>()
     {

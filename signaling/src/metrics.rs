@@ -326,14 +326,50 @@ pub fn render(state: &AppState) -> String {
         "studyroom_requests_rate_limited_total",
         "counter",
         "Requests refused with rate_limited (--request-rate / --request-burst per connection).",
-        state.limits().limited(),
+        state.limits().requests.limited(),
     );
     metric(
         &mut o,
         "studyroom_connections_cut_total",
         "counter",
         "Connections disconnected for flooding requests past their rate limit.",
-        state.limits().cut(),
+        state.limits().requests.cut(),
+    );
+    let (too_fast, too_many) = state.limits().addresses.refused_connects();
+    let _ = writeln!(
+        o,
+        "# HELP studyroom_address_connections_refused_total Handshakes refused with too_many_connections: past the address's connect rate (--address-connect-rate/-burst) or its live-connection cap (--max-connections-per-address).\n\
+         # TYPE studyroom_address_connections_refused_total counter\n\
+         studyroom_address_connections_refused_total{{reason=\"rate\"}} {too_fast}\n\
+         studyroom_address_connections_refused_total{{reason=\"live_cap\"}} {too_many}"
+    );
+    metric(
+        &mut o,
+        "studyroom_address_joins_refused_total",
+        "counter",
+        "Joins and resumes refused with rate_limited for the client address's join rate (--address-join-rate/-burst).",
+        state.limits().addresses.refused_joins(),
+    );
+    metric(
+        &mut o,
+        "studyroom_address_limit_entries",
+        "gauge",
+        "Client addresses the per-address limits currently track (connected or busy in the last seconds).",
+        state.limits().addresses.tracked(),
+    );
+    metric(
+        &mut o,
+        "studyroom_identity_replacements_refused_total",
+        "counter",
+        "Joins refused with rate_limited: the identity replaced its own session too often (--identity-replacements-per-minute).",
+        state.limits().identities.refused(),
+    );
+    metric(
+        &mut o,
+        "studyroom_joins_refused_server_full_total",
+        "counter",
+        "Joins refused with server_full: the node holds --max-participants.",
+        state.limits().node.refused(),
     );
     metric(
         &mut o,
@@ -351,6 +387,16 @@ pub fn render(state: &AppState) -> String {
             .turn()
             .as_ref()
             .map_or(0, |t| t.relay.stats().allocations),
+    );
+    metric(
+        &mut o,
+        "studyroom_turn_allocations_rate_limited_total",
+        "counter",
+        "TURN Allocate requests refused with 508 by the pre-authentication limit per source address (--turn-allocate-rate/-burst).",
+        state
+            .turn()
+            .as_ref()
+            .map_or(0, |t| t.relay.stats().allocate_rate_limited),
     );
     let (to_sfu, from_sfu) = state
         .turn()

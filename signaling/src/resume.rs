@@ -334,6 +334,7 @@ pub(crate) async fn resume(
     if state.draining() {
         return Err(failed("this node is draining; join elsewhere"));
     }
+    handlers::admit_join_from_address(state, socket)?;
     // Claim under the lock: check the token and the identity, take over from a socket the
     // server has not seen die yet, issue the next token.
     let (p, claims, new_token, stale) = {

@@ -24,6 +24,8 @@ pub(crate) struct Session {
     pub(crate) claims: Claims,
     pub(crate) participant: Option<ParticipantId>,
     pub(crate) room: String,
+    /// The client address the per-address limits count this connection under.
+    pub(crate) addr: std::net::IpAddr,
 }
 
 #[derive(Default)]
@@ -58,7 +60,7 @@ pub(crate) struct Parts {
     pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     pub(crate) lifecycle: Arc<events::Lifecycle>,
     pub(crate) resume_window: Duration,
-    pub(crate) limits: limits::RequestLimits,
+    pub(crate) limits: limits::Limits,
     pub(crate) webhook: Option<Arc<webhook::Webhook>>,
 }
 
@@ -93,8 +95,8 @@ struct Inner {
     resume_window: Duration,
     /// Removals by reason and resumes, for the metrics.
     departures: departure::Counters,
-    /// Request rate limit per connection.
-    limits: limits::RequestLimits,
+    /// Every limit (per connection, address, identity, node).
+    limits: limits::Limits,
     /// The audit-log webhook (None without --audit-webhook-url).
     webhook: Option<Arc<webhook::Webhook>>,
 }
@@ -223,8 +225,8 @@ impl AppState {
         &self.0.departures
     }
 
-    /// Request rate limit per connection.
-    pub(crate) fn limits(&self) -> &limits::RequestLimits {
+    /// The limits on every door (`limits/`).
+    pub(crate) fn limits(&self) -> &limits::Limits {
         &self.0.limits
     }
 

@@ -26,7 +26,8 @@
 // Draining nodes: when the server pushes `reconnect` ({reason, url, deadlineMs}) we migrate:
 // close both PCs, connect to `url` (or our current URL when null) with the same token, join,
 // publish the same local tracks again (same sources, same mute state) and carry on. A
-// `join` refused with `draining` is retried a bounded number of times on a fresh socket.
+// `join` refused with `draining` or `server_full` is retried a bounded number of times on a
+// fresh socket (behind a load balancer, likely another node).
 // The participant gets a new id on the new node; others are announced again from its join.
 // Several nodes (docs/protocol.md, "Several nodes"): a `join` refused with `moved` {url} is
 // repeated on that node (where the room lives). The join ack's `nodes` lists the live
@@ -352,9 +353,11 @@ export class StudyRoom {
   }
 
   // `join` on the current socket. A node that is draining (refuses with `draining`, or
-  // announced `reconnect` before our join was through) is left for the URL it named, or
-  // for our URL again (where a load balancer picks a live node); bounded attempts.
+  // announced `reconnect` before our join was through) or full (`server_full`) is left for
+  // the URL it named, or for our URL again (where a load balancer picks another node);
+  // bounded attempts.
   async _joinWithRetry() {
+    let refused = 'draining';
     for (let attempt = 1; ; attempt++) {
       let moved = null; // the room lives on another node (`moved`): go there at once
       let res;
@@ -362,7 +365,8 @@ export class StudyRoom {
         res = await this._request('join', {});
       } catch (e) {
         if (e.code === 'moved' && redirectUrl(e.url)) moved = redirectUrl(e.url);
-        else if (e.code !== 'draining') throw e;
+        else if (e.code === 'draining' || e.code === 'server_full') refused = e.code;
+        else throw e;
       }
       if (res) {
         await this._checkProtocol(res);
@@ -370,10 +374,10 @@ export class StudyRoom {
       }
       if (this.state === 'left') throw new StudyRoomError('left', 'left the room while joining');
       if (attempt >= JOIN_ATTEMPTS) {
-        throw new StudyRoomError(moved ? 'moved' : 'draining', `no server took the join after ${attempt} attempts (last: ${this.url})`);
+        throw new StudyRoomError(moved ? 'moved' : refused, `no server took the join after ${attempt} attempts (last: ${this.url})`);
       }
       const url = moved || (this._redirect && this._redirect.url) || this.url;
-      this._emit('reconnecting', { reason: moved ? 'moved' : 'draining', url, deadlineMs: (this._redirect && this._redirect.deadlineMs) ?? null, attempt });
+      this._emit('reconnecting', { reason: moved ? 'moved' : refused, url, deadlineMs: (this._redirect && this._redirect.deadlineMs) ?? null, attempt });
       if (!moved) await sleep(retryDelay(attempt));
       if (this.state === 'left') throw new StudyRoomError('left', 'left the room while joining');
       await this._reopen(url);
