@@ -221,11 +221,11 @@ pub fn fanout(
     let mut subs = Vec::new();
     for i in 0..subscribers {
         let p = Peer::new(ParticipantId(i as u64 + 2), now)?;
-        rt.block_on(sfu.join(p.id, "bench", grants, 0.0))?;
+        sfu.join(p.id, "bench", grants, 0.0)?;
         subs.push(p);
     }
     let mut publisher = Peer::new(ParticipantId(1), now)?;
-    rt.block_on(sfu.join(
+    sfu.join(
         publisher.id,
         "bench",
         Grants {
@@ -234,7 +234,7 @@ pub fn fanout(
             proctor: false,
         },
         0.0,
-    ))?;
+    )?;
     let mut api = publisher.rtc.sdp_api();
     let vmid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let amid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);

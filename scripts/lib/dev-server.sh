@@ -1,5 +1,6 @@
 # Sourced (not run) by the scripts that drive a throwaway `studyroom --dev`: the smoke runs
-# (scripts/k6-smoke.sh, scripts/loadgen-smoke.sh) and loadtest/with_server.sh. Why one
+# (scripts/k6-smoke.sh, scripts/loadgen-smoke.sh), loadtest/with_server.sh and
+# loadtest/join_baseline.sh (LOAD_GENERATOR_LIMITS only). Why one
 # file: they all start the server the same way and must stop it however they exit.
 #
 # start_dev_server BIN LOG [ARGS...]: starts `BIN --dev ARGS...` in the background with its

@@ -431,6 +431,8 @@ pub(crate) fn unjoined_session<'a>(
 #[tracing::instrument(name = "join", level = "info", skip_all, fields(sid = %socket.id))]
 async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
     debug!(sid = %socket.id, "join");
+    // Server-side join time, for benchmarks (`STUDYROOM_LOG=info,join_timing=debug`).
+    let started = std::time::Instant::now();
     object(d)?;
     let claims = {
         let sessions = state.sessions();
@@ -516,7 +518,9 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     } else {
         0.0
     };
-    state.sfu().join(id, &room, grants, impair).await?;
+    // Posted to the room's shard, not awaited (`sfu::Sfu::join`): the ack does not wait
+    // for a shard thread; later calls for this participant queue behind it there.
+    state.sfu().join(id, &room, grants, impair)?;
     let record = ParticipantRecord {
         id: id.to_string(),
         identity: claims.sub.clone(),
@@ -589,6 +593,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     info!(participant = %id, room = %room, role = claims.role.as_str(), "participant joined");
     let mut ack = session_ack(state, &claims, &record, others);
     ack["resumeToken"] = json!(resume_token);
+    debug!(target: "join_timing", us = started.elapsed().as_micros() as u64, "join handled");
     Ok(ack)
 }
 

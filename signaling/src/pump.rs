@@ -196,6 +196,12 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                     "media_closed",
                     "the media connection was closed; rejoin",
                 ),
+                // A bug (logged by the SFU); the client sees a closed media connection.
+                RemovalReason::JoinRefused => (
+                    Departure::TransportFailed,
+                    "media_closed",
+                    "the media connection could not be set up; rejoin",
+                ),
             };
             announce_left(state, participant, &room, why).await;
             if let Some(s) =

@@ -91,6 +91,9 @@ pub enum RemovalReason {
     ConnectTimeout,
     /// A transport failed (str0m error).
     TransportFailed,
+    /// The shard refused a join the driver had admitted and posted ([`crate::Sfu::join`]);
+    /// a bug, logged as an error.
+    JoinRefused,
 }
 
 /// Events for signaling.
