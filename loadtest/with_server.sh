@@ -4,7 +4,9 @@
 # For benchmarks on one machine, inside the loopback-only namespace:
 #   bash scripts/netns_run.sh bash loadtest/with_server.sh \
 #     target/release/studyroom-loadtest meeting --rooms 10 --seconds 15 --json m.json
-# Env: STUDYROOM_BIN (default: next to the generator binary), SERVER_ARGS.
+# Env: STUDYROOM_BIN (default: next to the generator binary), SERVER_ARGS (after the
+# per-address limits turned off, LOAD_GENERATOR_LIMITS in scripts/lib/dev-server.sh; a
+# flag given again in SERVER_ARGS wins).
 set -euo pipefail
 if [ "$#" -eq 0 ]; then
   echo "usage: $0 STUDYROOM-LOADTEST-BIN SCENARIO [ARGS...]" >&2
@@ -16,7 +18,7 @@ log=$(mktemp)
 source "$(dirname "$0")/../scripts/lib/dev-server.sh"
 trap 'stop_dev_server; rm -f "$log"' EXIT
 # shellcheck disable=SC2086
-start_dev_server "$BIN" "$log" ${SERVER_ARGS:-}
+start_dev_server "$BIN" "$log" "${LOAD_GENERATOR_LIMITS[@]}" ${SERVER_ARGS:-}
 rc=0
 "$@" --server-pid "$DEV_SERVER_PID" || rc=$?
 if [ "$rc" -ne 0 ]; then

@@ -66,6 +66,18 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1   # tests use Debian's /usr/bin/chromi
   fi
 )
 
+# --- Node packages for tests/types (typescript, @types/react: tsc --noEmit of the SDK) ----
+(
+  cd tests/types
+  stamp=node_modules/.studyroom-lock.sha256
+  want=$(sha256sum package.json package-lock.json)
+  if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
+    say "npm ci in tests/types"
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$want" >"$stamp"
+  fi
+)
+
 # --- Python packages for tests/interop -------------------------------------------------
 req=tests/interop/requirements.txt
 # Cheap check first: are all requirements installed at acceptable versions?

@@ -8,7 +8,7 @@ BIN=${STUDYROOM_BIN:?set STUDYROOM_BIN}
 source scripts/lib/dev-server.sh
 log=$(mktemp)
 trap stop_dev_server EXIT
-start_dev_server "$BIN" "$log"
+start_dev_server "$BIN" "$log" "${LOAD_GENERATOR_LIMITS[@]}"
 if ! bash loadtest/k6/run_smoke.sh; then
   echo "---- studyroom log ----"; tail -50 "$log"
   exit 1

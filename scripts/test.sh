@@ -14,6 +14,9 @@ echo "== cargo fmt / clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== client SDK types: studyroom.d.ts against the typed and React examples (tsc --noEmit)"
+(cd tests/types && npx --no-install tsc --noEmit -p .)
+
 echo "== cargo test"
 cargo test --workspace
 

@@ -26,6 +26,10 @@ if (Math.ceil(VUS / ROOMS) > MAX_ROOM) {
 const startSkew = new Trend('storm_start_skew_ms', true);
 // Per participant: did it learn of every other participant of its room before leaving?
 const viewComplete = new Rate('room_view_complete');
+// Common start -> join ack (ms): start skew + connect + join, i.e. how long until the
+// participant is in the room. Compares servers whose connect and join costs differ: a
+// server that connects everyone faster faces a sharper burst of joins.
+const joinedAfterStart = new Trend('storm_joined_ms', true);
 
 export const options = {
   scenarios: {
@@ -55,6 +59,7 @@ export default function (data) {
   startSkew.add(Math.max(0, Date.now() - data.startAt));
   const leaveAt = data.startAt + HOLD_MS;
   const r = joinAndLeave(BASE, data.tokens[i], HOLD_MS, { leaveAt });
+  if (r.ackedAt > 0) joinedAfterStart.add(r.ackedAt - data.startAt);
   // Only a participant that was in the room before the common leave time can judge its view.
   if (r.ok && r.ackedAt < leaveAt) viewComplete.add(r.others === data.sizes[roomOf(i)] - 1);
 }

@@ -199,6 +199,7 @@ pub fn fanout(
     video_pps: u32,
     shards: usize,
     port: u16,
+    bwe: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -207,6 +208,7 @@ pub fn fanout(
         port_min: port,
         port_max: port + 9,
         shards,
+        bandwidth_estimation: bwe,
         ..SfuConfig::default()
     };
     let (sfu, mut events) = Sfu::start(cfg)?;
@@ -219,11 +221,11 @@ pub fn fanout(
     let mut subs = Vec::new();
     for i in 0..subscribers {
         let p = Peer::new(ParticipantId(i as u64 + 2), now)?;
-        rt.block_on(sfu.join(p.id, "bench", grants, 0.0))?;
+        sfu.join(p.id, "bench", grants, 0.0)?;
         subs.push(p);
     }
     let mut publisher = Peer::new(ParticipantId(1), now)?;
-    rt.block_on(sfu.join(
+    sfu.join(
         publisher.id,
         "bench",
         Grants {
@@ -232,7 +234,7 @@ pub fn fanout(
             proctor: false,
         },
         0.0,
-    ))?;
+    )?;
     let mut api = publisher.rtc.sdp_api();
     let vmid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let amid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);

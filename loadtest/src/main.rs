@@ -159,6 +159,9 @@ enum Cmd {
         /// First media port of the in-process SFU.
         #[arg(long, default_value_t = 41000)]
         port: u16,
+        /// Turn on the SFU's bandwidth estimation and stream allocator (its CPU price).
+        #[arg(long)]
+        bwe: bool,
         /// Write the result as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -297,9 +300,10 @@ fn main() -> anyhow::Result<()> {
             video_pps,
             shards,
             port,
+            bwe,
             json,
         } => {
-            let r = fanout::fanout(subscribers, seconds, video_pps, shards, port)?;
+            let r = fanout::fanout(subscribers, seconds, video_pps, shards, port, bwe)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_vec_pretty(&r)?)?;

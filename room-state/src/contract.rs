@@ -347,10 +347,44 @@ async fn registry_contract(store: &impl RoomStore) {
     assert_eq!(live, ["a"]);
 }
 
+/// Chat history: capped, oldest first, per room, kept when the room empties.
+async fn chat_contract(store: &impl RoomStore) {
+    assert!(store.chat_history("r").await.unwrap().is_empty());
+    for i in 0..5 {
+        store
+            .push_chat("r", &format!("{{\"n\":{i}}}"), 3)
+            .await
+            .unwrap();
+    }
+    store.push_chat("other", "{}", 3).await.unwrap();
+    assert_eq!(
+        store.chat_history("r").await.unwrap(),
+        ["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"]
+    );
+    store
+        .add_participant("r", &p("P1", "alice", "n1"))
+        .await
+        .unwrap();
+    store.remove_participant("r", "P1").await.unwrap();
+    assert_eq!(store.chat_history("r").await.unwrap().len(), 3, "kept");
+    assert_eq!(store.chat_history("other").await.unwrap(), ["{}"]);
+}
+
 #[tokio::test]
 async fn memory_store_contract() {
     participants_contract(&Mutex::new(MemoryStore::new())).await;
     registry_contract(&Mutex::new(MemoryStore::new())).await;
+    chat_contract(&Mutex::new(MemoryStore::new())).await;
+}
+
+#[test]
+fn memory_store_bounds_the_rooms_with_chat() {
+    let mut m = MemoryStore::new();
+    for i in 0..=crate::memory::CHAT_ROOMS_MAX {
+        m.push_chat(&format!("r{i}"), "{}".into(), 100);
+    }
+    assert!(!m.has_chat("r0"), "the oldest room's history went first");
+    assert!(m.has_chat("r1"));
 }
 
 #[test]
@@ -455,6 +489,8 @@ async fn redis_store_contract() {
     // A second deployment (prefix) on the same Redis sees none of the first's keys.
     let other = redis.store("other:").await;
     registry_contract(&redis.store("studyroom:").await).await;
+    chat_contract(&redis.store("studyroom:").await).await;
+    assert!(other.chat_history("r").await.unwrap().is_empty());
     assert!(other.rooms().await.unwrap().is_empty());
     assert!(other.nodes(0).await.unwrap().is_empty());
 }

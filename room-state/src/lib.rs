@@ -16,6 +16,11 @@
 //! expiry is decided by the clocks of the nodes (NTP-synchronised; a skew shortens or
 //! lengthens a TTL by that much), not by Redis key expiry.
 //!
+//! **Chat history** (the last [`CHAT_HISTORY_MAX`] messages of a room) is stored too: in
+//! memory on a lone node (at most `MemoryStore`'s room bound, the oldest room's history
+//! dropped first), and in a Redis list per room capped with `LTRIM` (a week's TTL, renewed
+//! by every message) when nodes share Redis, so a room that moves to another node keeps it.
+//!
 //! The store is a *view* for signaling (join acks, participant lists, placement of rooms
 //! on nodes); the media core keeps its own forwarding state.
 
@@ -226,7 +231,22 @@ pub trait RoomStore: Send + Sync {
     /// Clean up every node whose heartbeat expired (as [`RoomStore::remove_node`]);
     /// returns their ids. Any node may call it; concurrent calls are safe.
     fn reap(&self, now_ms: u64) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+
+    /// Append one chat message (opaque JSON text) to the room's history, keeping only the
+    /// last `keep`. The history outlives the room's participants (a room that empties and
+    /// fills again, or moves to another node, still has it).
+    fn push_chat(
+        &self,
+        room: &str,
+        message: &str,
+        keep: usize,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The room's chat history, oldest first.
+    fn chat_history(&self, room: &str) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 }
+
+/// Chat messages kept per room (the join ack's `chatHistory`).
+pub const CHAT_HISTORY_MAX: usize = 100;
 
 /// Track order of [`ParticipantRecord::tracks`]: by the number in the id (`TR2` before
 /// `TR10`), which is publication order for ids from one node.

@@ -2,7 +2,7 @@
 //! several nodes share Redis (signaling mirrors it to Redis in the background, see
 //! [`MemoryStore::take_changed_rooms`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use crate::{
@@ -23,7 +23,14 @@ pub struct MemoryStore {
     /// (recorded only when tracking is on, so a lone node collects nothing).
     changed: HashSet<String>,
     track_changes: bool,
+    /// Room -> chat messages (JSON), oldest first.
+    chats: HashMap<String, VecDeque<String>>,
+    /// Rooms with chat history, in order of their first message (the bound drops the oldest).
+    chat_rooms: VecDeque<String>,
 }
+
+/// Rooms whose chat history a memory store keeps.
+pub const CHAT_ROOMS_MAX: usize = 1000;
 
 impl MemoryStore {
     /// An empty store.
@@ -48,6 +55,45 @@ impl MemoryStore {
     fn get_mut(&mut self, room: &str, id: &str) -> Option<&mut ParticipantRecord> {
         let k = *self.index.get(&(room.to_owned(), id.to_owned()))?;
         self.rooms.get_mut(room)?.get_mut(&k)
+    }
+
+    /// Append a chat message to the room's history, keeping the last `keep`.
+    pub fn push_chat(&mut self, room: &str, message: String, keep: usize) {
+        if !self.chats.contains_key(room) {
+            self.chat_rooms.push_back(room.to_owned());
+            if self.chat_rooms.len() > CHAT_ROOMS_MAX
+                && let Some(old) = self.chat_rooms.pop_front()
+            {
+                self.chats.remove(&old);
+            }
+        }
+        let h = self.chats.entry(room.to_owned()).or_default();
+        h.push_back(message);
+        while h.len() > keep {
+            h.pop_front();
+        }
+    }
+
+    /// Replace the room's chat history (seeded from a shared store), keeping the last `keep`.
+    pub fn set_chat(&mut self, room: &str, messages: Vec<String>, keep: usize) {
+        self.chats.remove(room);
+        self.chat_rooms.retain(|r| r != room);
+        for m in messages {
+            self.push_chat(room, m, keep);
+        }
+    }
+
+    /// Whether the room has any chat history here.
+    pub fn has_chat(&self, room: &str) -> bool {
+        self.chats.contains_key(room)
+    }
+
+    /// The room's chat history, oldest first.
+    pub fn chat_history(&self, room: &str) -> Vec<String> {
+        self.chats
+            .get(room)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Rooms changed (participants or tracks) since the last call; used to mirror this
@@ -358,6 +404,13 @@ impl RoomStore for Mutex<MemoryStore> {
     async fn remove_node(&self, id: &str) -> StoreResult<()> {
         lock(self).remove_node(id);
         Ok(())
+    }
+    async fn push_chat(&self, room: &str, message: &str, keep: usize) -> StoreResult<()> {
+        lock(self).push_chat(room, message.to_owned(), keep);
+        Ok(())
+    }
+    async fn chat_history(&self, room: &str) -> StoreResult<Vec<String>> {
+        Ok(lock(self).chat_history(room))
     }
     async fn reap(&self, now_ms: u64) -> StoreResult<Vec<String>> {
         Ok(lock(self).reap(now_ms))

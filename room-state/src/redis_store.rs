@@ -635,4 +635,30 @@ impl RoomStore for RedisStore {
     async fn reap(&self, now_ms: u64) -> StoreResult<Vec<String>> {
         self.run(&self.scripts.reap, vec![now_ms.to_string()]).await
     }
+
+    async fn push_chat(&self, room: &str, message: &str, keep: usize) -> StoreResult<()> {
+        let key = self.key(&format!("chat:{room}"));
+        let keep = keep.max(1) as isize;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .rpush(&key, message)
+            .ignore()
+            .ltrim(&key, -keep, -1)
+            .ignore()
+            .expire(&key, CHAT_TTL_SECS)
+            .ignore();
+        let mut c = self.conn.clone();
+        self.bounded(async move { pipe.query_async::<()>(&mut c).await })
+            .await
+    }
+
+    async fn chat_history(&self, room: &str) -> StoreResult<Vec<String>> {
+        let key = self.key(&format!("chat:{room}"));
+        let mut c = self.conn.clone();
+        self.bounded(async move { c.lrange(key, 0, -1).await })
+            .await
+    }
 }
+
+/// A room's chat list lives this long after its last message.
+const CHAT_TTL_SECS: i64 = 7 * 24 * 3600;

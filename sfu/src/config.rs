@@ -31,6 +31,10 @@ pub struct SfuConfig {
     pub max_participants_per_room: usize,
     /// Honour per-participant impairment (test-only loss injection).
     pub allow_impairment: bool,
+    /// Send-side bandwidth estimation on subscriber transports and the stream allocator
+    /// that spends it (layers, pause/resume). Off (the default for now, see
+    /// ARCHITECTURE.md "Bandwidth"): every subscriber gets what it asked for.
+    pub bandwidth_estimation: bool,
 }
 
 impl Default for SfuConfig {
@@ -46,6 +50,7 @@ impl Default for SfuConfig {
             keyframe_request_interval: Duration::from_millis(500),
             max_participants_per_room: 500,
             allow_impairment: false,
+            bandwidth_estimation: false,
         }
     }
 }

@@ -94,11 +94,13 @@ fn nack_repairs_downstream_loss_from_the_sfu_cache() {
         loss: 0.10,
         delay: Duration::from_millis(15),
         jitter: Duration::from_millis(10),
+        ..Link::default()
     };
     sim.clients[a].up = Link {
         loss: 0.0,
         delay: Duration::from_millis(5),
         jitter: Duration::ZERO,
+        ..Link::default()
     };
     let (nv, _) = sim.stream(a, Some(0), None, Duration::from_secs(3));
     sim.run_for(Duration::from_secs(1));
@@ -132,6 +134,7 @@ fn forwarding_survives_upstream_loss_jitter_and_reordering() {
         loss: 0.05,
         delay: Duration::from_millis(10),
         jitter: Duration::from_millis(40), // far more than the packet spacing: reorders
+        ..Link::default()
     };
     let (nv, _) = sim.stream(a, Some(0), Some(1), Duration::from_secs(3));
     sim.run_for(Duration::from_secs(1));

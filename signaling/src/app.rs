@@ -17,7 +17,8 @@ use crate::auth::TokenKeys;
 use crate::config::Config;
 use crate::state::{AppState, Parts};
 use crate::{
-    NAMESPACE, cluster, commands, events, handlers, health, http, metrics, pump, resume, turn_relay,
+    NAMESPACE, cluster, commands, events, handlers, health, http, metrics, pump, resume,
+    turn_relay, webhook,
 };
 
 /// Run the server until `shutdown` resolves.
@@ -41,6 +42,7 @@ pub async fn run(
         consent_timeout: Duration::from_secs(cfg.consent_timeout_secs.max(1)),
         max_participants_per_room: cfg.max_room_size.max(1),
         allow_impairment: cfg.allow_impairment,
+        bandwidth_estimation: cfg.bwe,
         ..SfuConfig::default()
     };
     let (sfu, events) = Sfu::start(sfu_cfg).context("starting the media core")?;
@@ -57,6 +59,19 @@ pub async fn run(
         boot,
         cfg.nats_url.is_some(),
     ));
+    // Before anything listens: a bad webhook setting or an unreadable spool stops the start.
+    let webhook = if cfg.audit_webhook_urls.is_empty() {
+        None
+    } else {
+        Some(Arc::new(webhook::Webhook::new(webhook::WebhookConfig {
+            urls: cfg.audit_webhook_urls.clone(),
+            secret: cfg.audit_webhook_secret.clone().unwrap_or_default(),
+            spool: cfg.audit_webhook_spool.clone(),
+            spool_max_bytes: cfg.audit_webhook_spool_max_bytes,
+            timeout: Duration::from_millis(cfg.audit_webhook_timeout_ms.max(1)),
+            max_backoff: Duration::from_millis(cfg.audit_webhook_max_backoff_ms),
+        })?))
+    };
     let turn = if cfg.no_turn {
         None
     } else {
@@ -91,9 +106,13 @@ pub async fn run(
         cluster: cluster.clone(),
         lifecycle,
         resume_window: Duration::from_secs(cfg.resume_window_secs),
-        limits: crate::limits::RequestLimits::new(cfg.request_rate, cfg.request_burst),
+        limits: crate::limits::Limits::from_config(&cfg),
+        webhook: webhook.clone(),
         focus,
     });
+    if let Some(w) = webhook {
+        tokio::spawn(w.run());
+    }
     let (layer, io) = SocketIo::builder()
         .max_payload(1 << 20)
         // Per-socket outgoing queue: a big room leaving at once sends each remaining
@@ -166,9 +185,14 @@ pub async fn run(
         shutdown.await;
         drain(&drain_state, drain_timeout, redirect).await;
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(graceful)
-        .await?;
+    // The peer address goes into each request (`ConnectInfo`): the per-address limits
+    // read it from the Socket.IO handshake.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(graceful)
+    .await?;
     if let Some(t) = &state.turn() {
         t.relay.shutdown();
     }

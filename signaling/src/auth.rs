@@ -49,6 +49,10 @@ pub struct Claims {
     /// Subscribe grant (default yes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscribe: Option<bool>,
+    /// Chat grant (default yes): `false` turns room chat off for this participant (it
+    /// neither sends nor receives messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<bool>,
     /// Test-only: fraction of media datagrams to drop towards this participant (honoured
     /// only when the server runs with `--allow-impairment`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +67,10 @@ impl Claims {
     /// Effective subscribe grant.
     pub fn can_subscribe(&self) -> bool {
         self.subscribe.unwrap_or(true)
+    }
+    /// Effective chat grant.
+    pub fn can_chat(&self) -> bool {
+        self.chat.unwrap_or(true)
     }
 }
 
@@ -171,6 +179,7 @@ mod tests {
             exp,
             publish: None,
             subscribe: None,
+            chat: None,
             impair_loss: None,
         }
     }

@@ -337,7 +337,11 @@ fn hosts_room(state: &AppState, room: &str) -> bool {
         .by_sid
         .values()
         .any(|s| s.room == room && s.participant.is_some())
-        || sessions.parked.detached_in(room, false).next().is_some()
+        || sessions
+            .parked
+            .detached_in(room, crate::resume::Hears::Room)
+            .next()
+            .is_some()
 }
 
 /// Every room of the deployment: from Redis when this node is part of one (each room with
@@ -375,7 +379,10 @@ fn members(state: &AppState, room: &str) -> Vec<(ParticipantId, String)> {
         .filter(|s| s.room == room)
         .filter_map(|s| s.participant.map(|p| (p, s.claims.sub.clone())))
         .collect();
-    for (p, identity) in sessions.parked.detached_in(room, false) {
+    for (p, identity) in sessions
+        .parked
+        .detached_in(room, crate::resume::Hears::Room)
+    {
         if !all.iter().any(|(q, _)| *q == p) {
             all.push((p, identity.to_owned()));
         }

@@ -120,6 +120,17 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_TURN_BANDWIDTH", default_value_t = 4_000_000)]
     pub turn_bandwidth: u64,
 
+    /// Embedded TURN: Allocate requests that fail authentication per second from one
+    /// source address (IPv6: per /64); beyond, that source's Allocates get 508 before any
+    /// credential check. 0 turns it off.
+    #[arg(long, env = "STUDYROOM_TURN_ALLOCATE_RATE", default_value_t = 50)]
+    pub turn_allocate_rate: u32,
+
+    /// Embedded TURN: unauthenticated Allocates one source may send at once before
+    /// --turn-allocate-rate applies.
+    #[arg(long, env = "STUDYROOM_TURN_ALLOCATE_BURST", default_value_t = 500)]
+    pub turn_allocate_burst: u32,
+
     /// Embedded TURN: relay to our own SFU through real sockets instead of the
     /// in-process hand-over (benchmarks, debugging).
     #[arg(long, env = "STUDYROOM_TURN_NO_HANDOVER")]
@@ -146,6 +157,59 @@ pub struct Config {
     /// Requests one connection may send at once before --request-rate applies.
     #[arg(long, env = "STUDYROOM_REQUEST_BURST", default_value_t = 200)]
     pub request_burst: u32,
+
+    /// Per-subscriber bandwidth estimation and the stream allocator (layers by downlink,
+    /// videoPaused/videoResumed). Off by default for now: on a loaded machine the estimate
+    /// of an open loopback link was seen swinging enough to flap layers (BENCHMARKS.md).
+    #[arg(long, env = "STUDYROOM_BWE")]
+    pub bwe: bool,
+
+    /// Socket.IO handshakes per second from one client address (beyond:
+    /// `too_many_connections`); 0 turns it off.
+    #[arg(long, env = "STUDYROOM_ADDRESS_CONNECT_RATE", default_value_t = 200)]
+    pub address_connect_rate: u32,
+
+    /// Handshakes one client address may make at once before --address-connect-rate applies.
+    #[arg(long, env = "STUDYROOM_ADDRESS_CONNECT_BURST", default_value_t = 1000)]
+    pub address_connect_burst: u32,
+
+    /// Live Socket.IO connections one client address may hold (beyond:
+    /// `too_many_connections`); 0 = no cap.
+    #[arg(
+        long,
+        env = "STUDYROOM_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 2000
+    )]
+    pub max_connections_per_address: u32,
+
+    /// `join`s (and `resume`s) per second from one client address (beyond: `rate_limited`);
+    /// 0 turns it off.
+    #[arg(long, env = "STUDYROOM_ADDRESS_JOIN_RATE", default_value_t = 200)]
+    pub address_join_rate: u32,
+
+    /// Joins one client address may make at once before --address-join-rate applies.
+    #[arg(long, env = "STUDYROOM_ADDRESS_JOIN_BURST", default_value_t = 1000)]
+    pub address_join_burst: u32,
+
+    /// Behind a reverse proxy: the request header holding the client address (its last
+    /// entry), e.g. `X-Forwarded-For`. Only set it when every client comes through a
+    /// proxy that sets the header: otherwise clients choose their address. Default: off
+    /// (the TCP peer address).
+    #[arg(long, env = "STUDYROOM_TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<axum::http::HeaderName>,
+
+    /// How many times per minute one identity may replace its own live session in a room
+    /// by joining again (beyond: `rate_limited`, the live session stays); 0 turns it off.
+    #[arg(
+        long,
+        env = "STUDYROOM_IDENTITY_REPLACEMENTS_PER_MINUTE",
+        default_value_t = 10
+    )]
+    pub identity_replacements_per_minute: u32,
+
+    /// Most participants on this node, all rooms (beyond: `server_full`); 0 = no cap.
+    #[arg(long, env = "STUDYROOM_MAX_PARTICIPANTS", default_value_t = 5000)]
+    pub max_participants: usize,
 
     /// Tests only: honour `loss` impairment in dev tokens.
     #[arg(long, env = "STUDYROOM_ALLOW_IMPAIRMENT")]
@@ -213,6 +277,51 @@ pub struct Config {
     /// and counted); 0 turns spilling off (the oldest event in memory is dropped instead).
     #[arg(long, env = "STUDYROOM_FOCUS_SPILL_MAX_BYTES", default_value_t = 256 << 20)]
     pub focus_spill_max_bytes: u64,
+
+    /// Audit-log webhook: POST every focus event, signed, to this URL (repeatable; each
+    /// URL gets every event). See docs/events.md.
+    #[arg(
+        long = "audit-webhook-url",
+        env = "STUDYROOM_AUDIT_WEBHOOK_URLS",
+        value_delimiter = ','
+    )]
+    pub audit_webhook_urls: Vec<String>,
+
+    /// Audit-log webhook: HMAC-SHA256 key for `X-Studyroom-Signature` (required with a URL,
+    /// at least 16 characters).
+    #[arg(long, env = "STUDYROOM_AUDIT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub audit_webhook_secret: Option<String>,
+
+    /// Audit-log webhook: spool file keeping undelivered events across restarts (without
+    /// it they are kept in memory only).
+    #[arg(long, env = "STUDYROOM_AUDIT_WEBHOOK_SPOOL")]
+    pub audit_webhook_spool: Option<PathBuf>,
+
+    /// Audit-log webhook: largest spool file in bytes; beyond it the oldest undelivered
+    /// events are dropped (counted, logged).
+    #[arg(
+        long,
+        env = "STUDYROOM_AUDIT_WEBHOOK_SPOOL_MAX_BYTES",
+        default_value_t = 64 << 20
+    )]
+    pub audit_webhook_spool_max_bytes: u64,
+
+    /// Audit-log webhook: per-request timeout in milliseconds (a timeout is retried).
+    #[arg(
+        long,
+        env = "STUDYROOM_AUDIT_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub audit_webhook_timeout_ms: u64,
+
+    /// Audit-log webhook: largest delay between retries in milliseconds (the delay starts
+    /// at 500 ms and doubles).
+    #[arg(
+        long,
+        env = "STUDYROOM_AUDIT_WEBHOOK_MAX_BACKOFF_MS",
+        default_value_t = 30_000
+    )]
+    pub audit_webhook_max_backoff_ms: u64,
 
     /// OpenTelemetry: send traces (OTLP over HTTP/protobuf) to this collector base URL,
     /// e.g. `http://otel-collector:4318`.
@@ -368,7 +477,8 @@ mod tests {
         let f = dir.join("a.toml");
         std::fs::write(
             &f,
-            "node_ip = \"10.1.2.3\"\nshards = 3\ndev = true\nturn_url = [\"turn:a\", \"turn:b\"]\n",
+            "node_ip = \"10.1.2.3\"\nshards = 3\ndev = true\nturn_url = [\"turn:a\", \"turn:b\"]\n\
+             audit_webhook_url = [\"http://a/x\", \"https://b/y\"]\n",
         )
         .unwrap();
         let c = load_from(args(&[
@@ -383,6 +493,7 @@ mod tests {
         assert_eq!(c.shards, 5, "flag beats file");
         assert!(c.dev);
         assert_eq!(c.turn_urls, ["turn:a", "turn:b"]);
+        assert_eq!(c.audit_webhook_urls, ["http://a/x", "https://b/y"]);
         std::fs::write(&f, "node_ip = \"not-an-ip\"\n").unwrap();
         let e = load_from(args(&["studyroom", "--config", f.to_str().unwrap()])).unwrap_err();
         assert!(e.contains("key `node_ip`"), "{e}");
@@ -404,5 +515,26 @@ mod tests {
         assert!(Config::try_parse_from(["studyroom", "--media-ports", "x"]).is_err());
         let c = Config::try_parse_from(["studyroom"]).unwrap();
         assert!(c.secret().is_err(), "production needs a secret");
+    }
+
+    #[test]
+    fn limit_defaults_and_the_proxy_header() {
+        let c = Config::try_parse_from(["studyroom"]).unwrap();
+        assert_eq!(
+            (c.address_connect_rate, c.address_connect_burst),
+            (200, 1000)
+        );
+        assert_eq!(c.max_connections_per_address, 2000);
+        assert_eq!((c.address_join_rate, c.address_join_burst), (200, 1000));
+        assert_eq!(c.identity_replacements_per_minute, 10);
+        assert_eq!(c.max_participants, 5000);
+        assert_eq!((c.turn_allocate_rate, c.turn_allocate_burst), (50, 500));
+        assert!(c.trusted_proxy_header.is_none(), "off by default");
+        let c = Config::try_parse_from(["studyroom", "--trusted-proxy-header", "X-Forwarded-For"])
+            .unwrap();
+        assert_eq!(c.trusted_proxy_header.unwrap().as_str(), "x-forwarded-for");
+        assert!(
+            Config::try_parse_from(["studyroom", "--trusted-proxy-header", "bad header"]).is_err()
+        );
     }
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sfu::ParticipantId;
 use socketioxide::extract::SocketRef;
 
-use crate::handlers::{proctors_key, room_key};
+use crate::handlers::{chat_key, proctors_key, room_key};
 use crate::resume::{self, Queued};
 use crate::{AppState, NAMESPACE};
 
@@ -25,18 +25,28 @@ pub(crate) enum Audience<'a> {
     Room(&'a str),
     /// The room's proctors only (events about proctors, focus events).
     Proctors(&'a str),
+    /// The room's participants whose token allows chat (chat messages).
+    Chat(&'a str),
 }
 
 impl Audience<'_> {
     fn room(&self) -> &str {
         match self {
-            Audience::Room(r) | Audience::Proctors(r) => r,
+            Audience::Room(r) | Audience::Proctors(r) | Audience::Chat(r) => r,
+        }
+    }
+    fn detached_filter(&self) -> resume::Hears {
+        match self {
+            Audience::Room(_) => resume::Hears::Room,
+            Audience::Proctors(_) => resume::Hears::Proctors,
+            Audience::Chat(_) => resume::Hears::Chat,
         }
     }
     fn key(&self) -> String {
         match self {
             Audience::Room(r) => room_key(r),
             Audience::Proctors(r) => proctors_key(r),
+            Audience::Chat(r) => chat_key(r),
         }
     }
 }
@@ -55,7 +65,7 @@ pub(crate) fn to_room(
         let mut sessions = state.sessions();
         let detached: Vec<ParticipantId> = sessions
             .parked
-            .detached_in(to.room(), matches!(to, Audience::Proctors(_)))
+            .detached_in(to.room(), to.detached_filter())
             .map(|(p, _)| p)
             .collect();
         for p in detached {
@@ -90,6 +100,22 @@ pub(crate) fn offer(state: &AppState, p: ParticipantId, payload: Value) {
             sessions.early_offers.insert(p, payload);
         }
         outcome
+    };
+    if let Pushed::Overflow(room) = outcome {
+        resume::overflowed(state, p, room);
+    }
+}
+
+/// An event for one participant alone (e.g. `videoPaused`), queued while it is detached.
+pub(crate) fn to_participant(
+    state: &AppState,
+    p: ParticipantId,
+    event: &'static str,
+    data: &Value,
+) {
+    let outcome = {
+        let mut guard = state.sessions();
+        push_locked(state, &mut guard, p, event, data)
     };
     if let Pushed::Overflow(room) = outcome {
         resume::overflowed(state, p, room);

@@ -38,6 +38,8 @@ pub enum Kind {
     TrackMuted,
     /// A track was unmuted.
     TrackUnmuted,
+    /// A chat message was sent (subject `studyroom.room.<room>.message`).
+    Message,
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
             Kind::TrackUnpublished => "track.unpublished",
             Kind::TrackMuted => "track.muted",
             Kind::TrackUnmuted => "track.unmuted",
+            Kind::Message => "message",
         }
     }
 }

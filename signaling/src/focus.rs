@@ -70,6 +70,25 @@ struct NatsFocus<'a> {
     lost_ms: Option<u64>,
 }
 
+fn published(ev: &FocusEvent) -> NatsFocus<'_> {
+    NatsFocus {
+        v: ev.v,
+        room: &ev.room,
+        participant: &ev.participant,
+        name: &ev.name,
+        state: ev.state,
+        reason: &ev.reason,
+        at: ev.at,
+        client_at: ev.client_at,
+        lost_ms: ev.lost_ms,
+    }
+}
+
+/// The event as NATS and the audit webhook see it (the webhook adds its `id`).
+pub fn published_json(ev: &FocusEvent) -> serde_json::Value {
+    serde_json::to_value(published(ev)).unwrap_or_default()
+}
+
 /// Why a focus report was not turned into an event.
 pub enum Refused {
     /// Same state as the last one.
@@ -227,18 +246,7 @@ impl Focus {
 
     /// Queue an event for NATS (only when NATS is configured).
     pub fn enqueue(&self, ev: FocusEvent) {
-        let body = serde_json::to_vec(&NatsFocus {
-            v: ev.v,
-            room: &ev.room,
-            participant: &ev.participant,
-            name: &ev.name,
-            state: ev.state,
-            reason: &ev.reason,
-            at: ev.at,
-            client_at: ev.client_at,
-            lost_ms: ev.lost_ms,
-        })
-        .unwrap_or_default();
+        let body = serde_json::to_vec(&published(&ev)).unwrap_or_default();
         self.outbox.push(Message {
             subject: format!("studyroom.proctoring.{}.focus", subject_token(&ev.room)),
             msg_id: format!("{}/{}/{}/{}", ev.room, ev.participant_id, ev.at, ev.seq),

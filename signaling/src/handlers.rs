@@ -3,7 +3,8 @@
 //! without an ack that fails gets the `error` event instead. Errors reach only the
 //! offending socket and are logged with the socket id (never the token).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use room_state::{ParticipantRecord, TrackRecord};
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use crate::auth::{AuthError, Claims, RoleClaim, unix_now};
 use crate::delivery::{self, Audience};
 use crate::departure::Departure;
 use crate::events::{Kind, participant_fields};
-use crate::limits::Verdict;
+use crate::limits::{self, Verdict};
 use crate::{AppState, NAMESPACE, Session, resume};
 
 mod leave;
@@ -64,6 +65,19 @@ impl ApiError {
             e["url"] = json!(url);
         }
         json!({ "error": e })
+    }
+}
+
+/// The code alone: what a refused handshake's `connect_error` carries as its message.
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(e.code(), e.to_string())
     }
 }
 
@@ -128,20 +142,33 @@ pub fn register(io: &SocketIo) {
     );
 }
 
+/// The handshake: the client address's connection limits first (before any token work),
+/// then the token. A refusal is the client's `connect_error` with the code as message.
 async fn authenticate(
     socket: SocketRef,
     TryData(auth): TryData<Value>,
     State(state): State<AppState>,
-) -> Result<(), AuthError> {
-    let token = match auth.ok().as_ref().and_then(|v| v.get("token")) {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            warn!(sid = %socket.id, "handshake refused: token is not a string");
-            return Err(AuthError::Invalid("token is not a string".into()));
+) -> Result<(), ApiError> {
+    let limits = state.limits();
+    let addr = limits::client_ip(socket.req_parts(), limits.trusted_header.as_ref())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if let Err(refused) = limits.addresses.connect(addr, Instant::now()) {
+        // Logged when an address starts being refused, not per refusal of a flood.
+        if refused.first {
+            warn!(sid = %socket.id, why = ?refused.why, "connection limit of one client address reached: refusing handshakes with too_many_connections");
         }
+        debug!(sid = %socket.id, %addr, why = ?refused.why, "handshake refused: too many connections");
+        return Err(ApiError::new(
+            "too_many_connections",
+            "too many connections from this address",
+        ));
+    }
+    let verified = match auth.ok().as_ref().and_then(|v| v.get("token")) {
+        None | Some(Value::Null) => state.keys().verify(""),
+        Some(Value::String(s)) => state.keys().verify(s),
+        Some(_) => Err(AuthError::Invalid("token is not a string".into())),
     };
-    match state.keys().verify(&token) {
+    match verified {
         Ok(claims) => {
             debug!(sid = %socket.id, identity = %claims.sub, room = %claims.room, "authenticated");
             let room = claims.room.clone();
@@ -151,14 +178,16 @@ async fn authenticate(
                     claims,
                     participant: None,
                     room,
+                    addr,
                 },
             );
             register_handlers(&socket);
             Ok(())
         }
         Err(e) => {
+            limits.addresses.release(addr);
             warn!(sid = %socket.id, code = e.code(), "handshake refused: {e:?}");
-            Err(e)
+            Err(e.into())
         }
     }
 }
@@ -222,6 +251,8 @@ fn register_handlers(socket: &SocketRef) {
         },
     );
     request!(socket, "focus", focus);
+    request!(socket, "message", message);
+    request!(socket, "history", history);
     request!(socket, "focusHistory", focus_history);
     socket.on_fallback(
         async |socket: SocketRef,
@@ -249,16 +280,41 @@ fn register_handlers(socket: &SocketRef) {
             if !resume::detach(&s, socket.id, &reason) {
                 depart(&s, socket.id, Departure::Disconnected).await;
             }
-            s.sessions().by_sid.remove(&socket.id);
-            s.limits().forget(socket.id);
+            if let Some(gone) = s.sessions().by_sid.remove(&socket.id) {
+                s.limits().addresses.release(gone.addr);
+            }
+            s.limits().requests.forget(socket.id);
         },
     );
 }
 
-/// The connection's request rate limit (`limits.rs`): `rate_limited` beyond it, logged once
+/// The client address's join rate (`limits/addresses.rs`), for `join` and `resume`.
+pub(crate) fn admit_join_from_address(
+    state: &AppState,
+    socket: &SocketRef,
+) -> Result<(), ApiError> {
+    let addr = state.sessions().by_sid.get(&socket.id).map(|s| s.addr);
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    match state.limits().addresses.join(addr, Instant::now()) {
+        Ok(()) => Ok(()),
+        Err(refused) => {
+            if refused.first {
+                warn!(sid = %socket.id, "join limit of one client address reached: refusing joins with rate_limited");
+            }
+            Err(ApiError::new(
+                "rate_limited",
+                "too many joins from this address; slow down",
+            ))
+        }
+    }
+}
+
+/// The connection's request rate limit (`limits/requests.rs`): `rate_limited` beyond it, logged once
 /// per streak; a connection that keeps going is disconnected after the answer.
 fn admit(state: &AppState, socket: &SocketRef) -> Result<(), ApiError> {
-    match state.limits().check(socket.id, std::time::Instant::now()) {
+    match state.limits().requests.check(socket.id, Instant::now()) {
         Verdict::Admit => Ok(()),
         Verdict::Limited { first } => {
             if first {
@@ -300,6 +356,11 @@ fn participant_of(
 
 pub(crate) fn room_key(room: &str) -> String {
     format!("room:{room}")
+}
+
+/// The Socket.IO room of a room's participants allowed to chat (`message` pushes).
+pub(crate) fn chat_key(room: &str) -> String {
+    format!("chat:{room}")
 }
 
 /// The Socket.IO room of a room's proctors (events about proctors, focus events).
@@ -373,12 +434,15 @@ pub(crate) fn unjoined_session<'a>(
 #[tracing::instrument(name = "join", level = "info", skip_all, fields(sid = %socket.id))]
 async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
     debug!(sid = %socket.id, "join");
+    // Server-side join time, for benchmarks (`STUDYROOM_LOG=info,join_timing=debug`).
+    let started = std::time::Instant::now();
     object(d)?;
     let claims = {
         let sessions = state.sessions();
         let s = unjoined_session(&sessions, socket)?;
         s.claims.clone()
     };
+    admit_join_from_address(state, socket)?;
     if claims.exp < unix_now() {
         return Err(ApiError::new("token_expired", "token expired"));
     }
@@ -402,8 +466,38 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
             )
         });
     }
-    // The same identity joining again replaces its older session.
-    let old = state.store().find_identity(&room, &claims.sub);
+    // The same identity joining again replaces its older session, so many times a minute.
+    let (old, present) = {
+        let store = state.store();
+        (
+            store.find_identity(&room, &claims.sub),
+            store.participant_count(),
+        )
+    };
+    if old.is_some()
+        && !state
+            .limits()
+            .identities
+            .replace(&room, &claims.sub, Instant::now())
+    {
+        warn!(identity = %claims.sub, room = %room, "identity re-joins too often: refusing the replacement with rate_limited");
+        return Err(ApiError::new(
+            "rate_limited",
+            "this identity replaced its session too often; try again in a minute",
+        ));
+    }
+    // The node's participant cap; the session this join replaces frees its place.
+    let Some(_slot) = state
+        .limits()
+        .node
+        .admit(present - usize::from(old.is_some()))
+    else {
+        warn!(room = %room, max = state.limits().node.max(), "node full: refusing join with server_full");
+        return Err(ApiError::new(
+            "server_full",
+            "this node has no room for more participants; connect elsewhere",
+        ));
+    };
     if let Some(old) = old
         && let Ok(pid) = old.id.parse::<ParticipantId>()
     {
@@ -427,7 +521,9 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     } else {
         0.0
     };
-    state.sfu().join(id, &room, grants, impair).await?;
+    // Posted to the room's shard, not awaited (`sfu::Sfu::join`): the ack does not wait
+    // for a shard thread; later calls for this participant queue behind it there.
+    state.sfu().join(id, &room, grants, impair)?;
     let record = ParticipantRecord {
         id: id.to_string(),
         identity: claims.sub.clone(),
@@ -444,6 +540,10 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     if proctor {
         socket.join(proctors_key(&room));
     }
+    if claims.can_chat() {
+        socket.join(chat_key(&room));
+    }
+    load_chat_history(state, &room).await;
     let others = {
         let mut store = state.store();
         let mut others = store.participants(&room);
@@ -480,6 +580,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
         // Disconnected while joining: undo.
         socket.leave(room_key(&room));
         socket.leave(proctors_key(&room));
+        socket.leave(chat_key(&room));
         let _ = state.sfu().leave(id).await;
         announce_left(state, id, &room, Departure::Disconnected).await;
         return Err(ApiError::new("not_joined", "disconnected during join"));
@@ -495,6 +596,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     info!(participant = %id, room = %room, role = claims.role.as_str(), "participant joined");
     let mut ack = session_ack(state, &claims, &record, others);
     ack["resumeToken"] = json!(resume_token);
+    debug!(target: "join_timing", us = started.elapsed().as_micros() as u64, "join handled");
     Ok(ack)
 }
 
@@ -516,6 +618,10 @@ pub(crate) fn session_ack(
     });
     if let Some(c) = &state.cluster() {
         ack["nodes"] = json!(c.live_urls());
+    }
+    ack["chat"] = json!(claims.can_chat());
+    if claims.can_chat() {
+        ack["chatHistory"] = Value::Array(chat_history(state, &claims.room));
     }
     if claims.role == RoleClaim::Proctor {
         ack["focusHistory"] =
@@ -629,7 +735,148 @@ async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result
     if state.nats_url().is_some() {
         state.focus().enqueue(ev.clone());
     }
-    Ok(json!({ "ok": true, "event": ev }))
+    // On disk before the ack: an acknowledged focus event reaches the audit log.
+    let audit_id = state
+        .webhook()
+        .map(|w| w.push(&room, ev.at, crate::focus::published_json(&ev)));
+    let mut ack = json!({ "ok": true, "event": ev });
+    if let Some(id) = audit_id {
+        ack["auditId"] = id.into();
+    }
+    Ok(ack)
+}
+
+/// The room's chat history as the join ack and `history` carry it, oldest first.
+fn chat_history(state: &AppState, room: &str) -> Vec<Value> {
+    state
+        .store()
+        .chat_history(room)
+        .iter()
+        .filter_map(|m| serde_json::from_str(m).ok())
+        .collect()
+}
+
+/// Several nodes: a room this node has no chat history for (it starts hosting it, maybe
+/// taking it over from a node that died) reads the room's history from Redis once, within
+/// the store's timeout; without an answer it starts with none.
+async fn load_chat_history(state: &AppState, room: &str) {
+    let Some(cluster) = state.cluster().cloned() else {
+        return;
+    };
+    {
+        let store = state.store();
+        if store.has_chat(room) || !store.participants(room).is_empty() {
+            return;
+        }
+    }
+    match room_state::RoomStore::chat_history(cluster.store(), room).await {
+        Ok(h) if !h.is_empty() => {
+            let mut store = state.store();
+            if !store.has_chat(room) {
+                store.set_chat(room, h, room_state::CHAT_HISTORY_MAX);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(room = %room, "chat history not read from Redis: {e}"),
+    }
+}
+
+/// A chat message to the room.
+#[tracing::instrument(name = "message", level = "info", skip_all, fields(sid = %socket.id))]
+async fn message(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
+    let r = send_message(socket, state, d);
+    if let Err(e) = &r {
+        state.chat().refuse();
+        info!(code = e.code, "chat message refused: {}", e.message);
+    }
+    r
+}
+
+fn send_message(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
+    let (p, room) = participant_of(state, socket)?;
+    let claims = session_claims(state, socket)?;
+    if !claims.can_chat() {
+        return Err(ApiError::new(
+            "chat_disabled",
+            "chat is turned off for this participant's room (token grant)",
+        ));
+    }
+    let payload = object(d)?;
+    let text = crate::chat::clean_text(payload.get("text")).map_err(|r| match r {
+        crate::chat::Refused::NotText => ApiError::bad("text must be a string"),
+        crate::chat::Refused::Empty => ApiError::bad("text is empty"),
+        crate::chat::Refused::TooLong(n) => ApiError::new(
+            "message_too_long",
+            format!(
+                "text has {n} characters; at most {}",
+                crate::chat::TEXT_MAX_CHARS
+            ),
+        ),
+        crate::chat::Refused::RateLimited => ApiError::new("rate_limited", "slow down"),
+    })?;
+    let pid = p.to_string();
+    state
+        .chat()
+        .admit(&room, &pid, std::time::Instant::now())
+        .map_err(|_| ApiError::new("rate_limited", "too many chat messages; slow down"))?;
+    let from = json!({
+        "id": pid,
+        "identity": claims.sub,
+        "name": claims.name,
+        "role": claims.role.as_str(),
+    });
+    let at = now_ms();
+    // Numbered and stored under the store lock: history order is id order.
+    let (msg, stored) = {
+        let mut store = state.store();
+        let msg = state.chat().message(&room, from, text, at);
+        let stored = msg.to_string();
+        store.push_chat(&room, stored.clone(), room_state::CHAT_HISTORY_MAX);
+        (msg, stored)
+    };
+    delivery::to_room(state, Audience::Chat(&room), "message", &msg, Some(socket));
+    state
+        .lifecycle()
+        .emit(&room, Kind::Message, at, json!({ "message": msg }));
+    if let Some(cluster) = state.cluster().cloned() {
+        let room = room.clone();
+        tokio::spawn(async move {
+            if let Err(e) = room_state::RoomStore::push_chat(
+                cluster.store(),
+                &room,
+                &stored,
+                room_state::CHAT_HISTORY_MAX,
+            )
+            .await
+            {
+                warn!(room = %room, "chat message not mirrored to Redis: {e}");
+            }
+        });
+    }
+    debug!(participant = %p, room = %room, "chat message");
+    Ok(json!({ "ok": true, "message": msg }))
+}
+
+/// The room's chat history (the join ack has it too).
+async fn history(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
+    object(d)?;
+    let (_, room) = participant_of(state, socket)?;
+    let claims = session_claims(state, socket)?;
+    if !claims.can_chat() {
+        return Err(ApiError::new(
+            "chat_disabled",
+            "chat is turned off for this participant's room (token grant)",
+        ));
+    }
+    Ok(json!({ "messages": chat_history(state, &room) }))
 }
 
 /// `focusHistory`'s payload, checked: whose history (all when `None`).

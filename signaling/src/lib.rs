@@ -8,6 +8,7 @@
 
 mod app;
 pub mod auth;
+mod chat;
 pub mod cluster;
 mod commands;
 pub mod config;
@@ -29,6 +30,7 @@ mod resume;
 mod spill;
 mod state;
 pub mod turn_relay;
+mod webhook;
 
 /// Socket.IO namespace of the protocol.
 pub const NAMESPACE: &str = "/study";

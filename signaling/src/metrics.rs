@@ -236,6 +236,60 @@ pub fn render(state: &AppState) -> String {
         "Size of the focus spill file (bounded by --focus-spill-max-bytes).",
         spill_bytes,
     );
+    let (delivered, rejected, retried, dropped, pending, oldest) = match state.webhook() {
+        Some(w) => (
+            w.counters.delivered.load(relaxed),
+            w.counters.rejected.load(relaxed),
+            w.counters.retried.load(relaxed),
+            w.counters.dropped.load(relaxed),
+            w.pending(),
+            w.oldest_pending_secs(),
+        ),
+        None => (0, 0, 0, 0, 0, 0.0),
+    };
+    let _ = writeln!(
+        o,
+        "# HELP studyroom_webhook_deliveries_total Audit webhook POSTs by result: delivered (2xx), rejected (4xx, given up), retry (5xx, timeout, unreachable: tried again), dropped (spool bound reached).\n# TYPE studyroom_webhook_deliveries_total counter"
+    );
+    for (result, n) in [
+        ("delivered", delivered),
+        ("rejected", rejected),
+        ("retry", retried),
+        ("dropped", dropped),
+    ] {
+        let _ = writeln!(
+            o,
+            "studyroom_webhook_deliveries_total{{result=\"{result}\"}} {n}"
+        );
+    }
+    metric(
+        &mut o,
+        "studyroom_webhook_pending",
+        "gauge",
+        "Audit webhook deliveries waiting (an event counts once per endpoint).",
+        pending,
+    );
+    metric(
+        &mut o,
+        "studyroom_webhook_oldest_pending_seconds",
+        "gauge",
+        "Age of the oldest event waiting for the audit webhook.",
+        oldest,
+    );
+    metric(
+        &mut o,
+        "studyroom_chat_messages_total",
+        "counter",
+        "Chat messages accepted and pushed to their room.",
+        state.chat().sent.load(relaxed),
+    );
+    metric(
+        &mut o,
+        "studyroom_chat_messages_refused_total",
+        "counter",
+        "Chat messages refused (not a string, empty, too long, rate limit, chat off).",
+        state.chat().refused.load(relaxed),
+    );
     let l = &state.lifecycle();
     metric(
         &mut o,
@@ -287,14 +341,50 @@ pub fn render(state: &AppState) -> String {
         "studyroom_requests_rate_limited_total",
         "counter",
         "Requests refused with rate_limited (--request-rate / --request-burst per connection).",
-        state.limits().limited(),
+        state.limits().requests.limited(),
     );
     metric(
         &mut o,
         "studyroom_connections_cut_total",
         "counter",
         "Connections disconnected for flooding requests past their rate limit.",
-        state.limits().cut(),
+        state.limits().requests.cut(),
+    );
+    let (too_fast, too_many) = state.limits().addresses.refused_connects();
+    let _ = writeln!(
+        o,
+        "# HELP studyroom_address_connections_refused_total Handshakes refused with too_many_connections: past the address's connect rate (--address-connect-rate/-burst) or its live-connection cap (--max-connections-per-address).\n\
+         # TYPE studyroom_address_connections_refused_total counter\n\
+         studyroom_address_connections_refused_total{{reason=\"rate\"}} {too_fast}\n\
+         studyroom_address_connections_refused_total{{reason=\"live_cap\"}} {too_many}"
+    );
+    metric(
+        &mut o,
+        "studyroom_address_joins_refused_total",
+        "counter",
+        "Joins and resumes refused with rate_limited for the client address's join rate (--address-join-rate/-burst).",
+        state.limits().addresses.refused_joins(),
+    );
+    metric(
+        &mut o,
+        "studyroom_address_limit_entries",
+        "gauge",
+        "Client addresses the per-address limits currently track (connected or busy in the last seconds).",
+        state.limits().addresses.tracked(),
+    );
+    metric(
+        &mut o,
+        "studyroom_identity_replacements_refused_total",
+        "counter",
+        "Joins refused with rate_limited: the identity replaced its own session too often (--identity-replacements-per-minute).",
+        state.limits().identities.refused(),
+    );
+    metric(
+        &mut o,
+        "studyroom_joins_refused_server_full_total",
+        "counter",
+        "Joins refused with server_full: the node holds --max-participants.",
+        state.limits().node.refused(),
     );
     metric(
         &mut o,
@@ -312,6 +402,16 @@ pub fn render(state: &AppState) -> String {
             .turn()
             .as_ref()
             .map_or(0, |t| t.relay.stats().allocations),
+    );
+    metric(
+        &mut o,
+        "studyroom_turn_allocations_rate_limited_total",
+        "counter",
+        "TURN Allocate requests refused with 508 by the pre-authentication limit per source address (--turn-allocate-rate/-burst).",
+        state
+            .turn()
+            .as_ref()
+            .map_or(0, |t| t.relay.stats().allocate_rate_limited),
     );
     let (to_sfu, from_sfu) = state
         .turn()
@@ -419,7 +519,7 @@ async fn render_core_counts(state: &AppState, o: &mut String) {
         maps.push(("early_offers", s.early_offers.len()));
         maps.extend(s.parked.sizes());
     }
-    maps.push(("rate_limit_buckets", state.limits().tracked()));
+    maps.push(("rate_limit_buckets", state.limits().requests.tracked()));
     let (learners, histories) = state.focus().sizes();
     maps.push(("focus_learners", learners));
     maps.push(("focus_histories", histories));

@@ -82,6 +82,24 @@ async fn handle(state: &AppState, ev: SfuEvent) {
             });
             delivery::offer(state, participant, payload);
         }
+        SfuEvent::VideoPaused { participant, track } => {
+            debug!(%participant, %track, "video paused for bandwidth");
+            delivery::to_participant(
+                state,
+                participant,
+                "videoPaused",
+                &json!({ "trackId": track.to_string(), "reason": "bandwidth" }),
+            );
+        }
+        SfuEvent::VideoResumed { participant, track } => {
+            debug!(%participant, %track, "video resumed");
+            delivery::to_participant(
+                state,
+                participant,
+                "videoResumed",
+                &json!({ "trackId": track.to_string(), "reason": "bandwidth" }),
+            );
+        }
         SfuEvent::TrackPublished { room, track } => {
             info!(track = %track.id, participant = %track.participant, source = track.source.as_str(), codec = %track.codec, "track published");
             change_track(
@@ -177,6 +195,12 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                     Departure::TransportFailed,
                     "media_closed",
                     "the media connection was closed; rejoin",
+                ),
+                // A bug (logged by the SFU); the client sees a closed media connection.
+                RemovalReason::JoinRefused => (
+                    Departure::TransportFailed,
+                    "media_closed",
+                    "the media connection could not be set up; rejoin",
                 ),
             };
             announce_left(state, participant, &room, why).await;

@@ -49,6 +49,8 @@ pub(crate) struct Detached {
     pub(crate) room: String,
     identity: String,
     pub(crate) proctor: bool,
+    /// Its token allows chat (it hears `message`).
+    pub(crate) chat: bool,
     queue: VecDeque<(&'static str, Value)>,
     /// The latest `activeSpeakers`: older ones are stale, so only this one is replayed.
     speakers: Option<Value>,
@@ -71,6 +73,17 @@ pub(crate) struct Parked {
     /// server offers nothing more until it is answered).
     unanswered: HashMap<ParticipantId, (u64, Value)>,
     seq: u64,
+}
+
+/// Which participants of a room a broadcast is for (see `delivery::Audience`).
+#[derive(Clone, Copy)]
+pub(crate) enum Hears {
+    /// Everyone.
+    Room,
+    /// Proctors.
+    Proctors,
+    /// Participants allowed to chat.
+    Chat,
 }
 
 /// What a push to a detached participant did.
@@ -127,15 +140,22 @@ impl Parked {
         self.detached.get(&p).and_then(|d| d.claimed_by)
     }
 
-    /// Detached participants of `room` (proctors only if `proctors_only`).
+    /// Detached participants of `room` that hear a broadcast to `who`.
     pub(crate) fn detached_in<'a>(
         &'a self,
         room: &'a str,
-        proctors_only: bool,
+        who: Hears,
     ) -> impl Iterator<Item = (ParticipantId, &'a str)> + 'a {
         self.detached
             .iter()
-            .filter(move |(_, d)| d.room == room && (d.proctor || !proctors_only))
+            .filter(move |(_, d)| {
+                d.room == room
+                    && match who {
+                        Hears::Room => true,
+                        Hears::Proctors => d.proctor,
+                        Hears::Chat => d.chat,
+                    }
+            })
             .map(|(p, d)| (*p, d.identity.as_str()))
     }
 
@@ -221,6 +241,7 @@ pub(crate) fn detach(state: &AppState, sid: Sid, reason: &DisconnectReason) -> b
         s.participant = None;
         let (room, identity) = (s.room.clone(), s.claims.sub.clone());
         let proctor = s.claims.role == RoleClaim::Proctor;
+        let chat = s.claims.can_chat();
         sessions.by_participant.remove(&p);
         sessions.parked.seq += 1;
         let generation = sessions.parked.seq;
@@ -232,6 +253,7 @@ pub(crate) fn detach(state: &AppState, sid: Sid, reason: &DisconnectReason) -> b
                 room: room.clone(),
                 identity,
                 proctor,
+                chat,
                 queue: VecDeque::new(),
                 speakers: None,
                 generation,
@@ -327,6 +349,7 @@ pub(crate) async fn resume(
     if state.draining() {
         return Err(failed("this node is draining; join elsewhere"));
     }
+    handlers::admit_join_from_address(state, socket)?;
     // Claim under the lock: check the token and the identity, take over from a socket the
     // server has not seen die yet, issue the next token.
     let (p, claims, new_token, stale) = {
@@ -371,6 +394,7 @@ pub(crate) async fn resume(
                     room: room.clone(),
                     identity,
                     proctor: claims.role == RoleClaim::Proctor,
+                    chat: claims.can_chat(),
                     queue: VecDeque::new(),
                     speakers: None,
                     generation,
@@ -392,6 +416,7 @@ pub(crate) async fn resume(
         info!(participant = %p, old_sid = %old.id, "resumed over a socket not yet seen closed: closing it");
         old.leave(handlers::room_key(&claims.room));
         old.leave(handlers::proctors_key(&claims.room));
+        old.leave(handlers::chat_key(&claims.room));
         let _ = old.disconnect();
     }
     let proctor = claims.role == RoleClaim::Proctor;
@@ -437,6 +462,9 @@ pub(crate) fn after_resume_ack(socket: &SocketRef, state: &AppState) {
     socket.join(handlers::room_key(&d.room));
     if d.proctor {
         socket.join(handlers::proctors_key(&d.room));
+    }
+    if d.chat {
+        socket.join(handlers::chat_key(&d.room));
     }
     sessions.by_participant.insert(p, socket.id);
     let replayed = d.queue.len();
@@ -491,6 +519,7 @@ mod tests {
             room: room.into(),
             identity: "ada".into(),
             proctor,
+            chat: true,
             queue: VecDeque::new(),
             speakers: None,
             generation: 1,
@@ -568,11 +597,14 @@ mod tests {
                 Some(Queued::Kept)
             ));
         }
-        let all: Vec<_> = k.detached_in("r", false).map(|(p, _)| p).collect();
+        let all: Vec<_> = k.detached_in("r", Hears::Room).map(|(p, _)| p).collect();
         assert_eq!(all.len(), 2);
-        let proctors: Vec<_> = k.detached_in("r", true).map(|(p, _)| p).collect();
+        let proctors: Vec<_> = k
+            .detached_in("r", Hears::Proctors)
+            .map(|(p, _)| p)
+            .collect();
         assert_eq!(proctors, vec![proctor]);
-        assert_eq!(k.detached_in("other", false).count(), 0);
+        assert_eq!(k.detached_in("other", Hears::Room).count(), 0);
         assert_eq!(k.unclaimed(), vec![(proctor, "r".to_owned())]);
     }
 

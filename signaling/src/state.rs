@@ -15,13 +15,17 @@ use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
 
 use crate::auth::{Claims, TokenKeys};
-use crate::{cluster, commands, departure, events, focus, health, limits, resume, turn_relay};
+use crate::{
+    chat, cluster, commands, departure, events, focus, health, limits, resume, turn_relay, webhook,
+};
 
 /// Per-connection state.
 pub(crate) struct Session {
     pub(crate) claims: Claims,
     pub(crate) participant: Option<ParticipantId>,
     pub(crate) room: String,
+    /// The client address the per-address limits count this connection under.
+    pub(crate) addr: std::net::IpAddr,
 }
 
 #[derive(Default)]
@@ -56,7 +60,8 @@ pub(crate) struct Parts {
     pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     pub(crate) lifecycle: Arc<events::Lifecycle>,
     pub(crate) resume_window: Duration,
-    pub(crate) limits: limits::RequestLimits,
+    pub(crate) limits: limits::Limits,
+    pub(crate) webhook: Option<Arc<webhook::Webhook>>,
     pub(crate) focus: focus::Focus,
 }
 
@@ -78,6 +83,7 @@ struct Inner {
     drain: OnceLock<(tokio::time::Instant, Option<String>)>,
     health: Arc<health::Health>,
     focus: Arc<focus::Focus>,
+    chat: chat::Chat,
     redis_url: Option<String>,
     nats_url: Option<String>,
     /// This node's id (`local` when it stands alone).
@@ -90,8 +96,10 @@ struct Inner {
     resume_window: Duration,
     /// Removals by reason and resumes, for the metrics.
     departures: departure::Counters,
-    /// Request rate limit per connection.
-    limits: limits::RequestLimits,
+    /// Every limit (per connection, address, identity, node).
+    limits: limits::Limits,
+    /// The audit-log webhook (None without --audit-webhook-url).
+    webhook: Option<Arc<webhook::Webhook>>,
 }
 
 impl AppState {
@@ -113,6 +121,7 @@ impl AppState {
             drain: OnceLock::new(),
             health: Arc::new(health::Health::default()),
             focus: Arc::new(p.focus),
+            chat: chat::Chat::default(),
             redis_url: p.redis_url,
             nats_url: p.nats_url,
             node_id: p.node_id,
@@ -122,6 +131,7 @@ impl AppState {
             resume_window: p.resume_window,
             departures: departure::Counters::default(),
             limits: p.limits,
+            webhook: p.webhook,
         }))
     }
 
@@ -216,9 +226,19 @@ impl AppState {
         &self.0.departures
     }
 
-    /// Request rate limit per connection.
-    pub(crate) fn limits(&self) -> &limits::RequestLimits {
+    /// The limits on every door (`limits/`).
+    pub(crate) fn limits(&self) -> &limits::Limits {
         &self.0.limits
+    }
+
+    /// Room chat (rate limits, counters).
+    pub(crate) fn chat(&self) -> &chat::Chat {
+        &self.0.chat
+    }
+
+    /// The audit-log webhook, when configured.
+    pub(crate) fn webhook(&self) -> Option<&Arc<webhook::Webhook>> {
+        self.0.webhook.as_ref()
     }
 
     /// Sets the Socket.IO handle (once, by the composition root).

@@ -110,6 +110,8 @@ pub async fn start(
         own_peers: vec![(cfg.node_ip, cfg.media_ports.0..=cfg.media_ports.1)],
         user_quota: cfg.turn_user_quota.max(1),
         bandwidth: cfg.turn_bandwidth,
+        allocate_rate: cfg.turn_allocate_rate,
+        allocate_burst: cfg.turn_allocate_burst,
         nonce_key: std::array::from_fn(|_| fastrand::u8(..)),
         ..ServerConfig::default()
     };

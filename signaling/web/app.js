@@ -11,32 +11,102 @@
 // `reconnecting` with "다른 서버로 이동 중 / Moving to another server" until StudyRoom has
 // joined and published on the other node (then `joined` again); `data-server` is the URL of
 // the node the page talks to.
+// Chat (#chat-panel, hidden when the token's grant turned it off; `&chat=0` asks the dev
+// token for that): the log (#chat-log, a polite live region, entries with
+// data-message-id / data-from) and a form (Enter sends).
 // Proctors (`role=proctor`: publishes nothing) get a live feed of the learners' focus events
 // (#focus-feed, newest on top, pre-filled from the join ack's history; each entry carries
 // data-participant-id / data-state / data-reason / data-at / data-lost-ms), and a learner's
 // tile is marked while its focus is lost (data-focus="lost", red border, "자리 비움 / Away");
 // data-focus="regained" once it is back. `document.body.dataset.role` is our role.
+// Languages (WCAG 2.2 AA, issue 16): every label shows Korean and English side by side, the
+// page's language first ("마이크 끄기 / Mute mic"), the other one in a span with its own
+// `lang`. The page's language is <html lang>, which the server sets from `?lang=ko|en` or
+// Accept-Language (Korean by default); the header's link switches. Strings live in
+// i18n/ko.js and i18n/en.js, one file per language with the same keys. Screen readers hear
+// joins and leaves (and, for proctors, focus losses) from #announcer, a polite live region.
 
 import { StudyRoom } from './studyroom.js';
+import ko from './i18n/ko.js';
+import en from './i18n/en.js';
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
-const ROLE_LABEL = { learner: '학습자 / Learner', proctor: '감독관 / Proctor' };
-const FOCUS_STATE_LABEL = { lost: '이탈 / Left', regained: '복귀 / Back' };
-const FOCUS_REASON_LABEL = {
-  hidden: '탭 숨김 / Tab hidden',
-  visible: '탭 표시 / Tab visible',
-  blur: '창 포커스 잃음 / Window lost focus',
-  focus: '창 포커스 / Window focused',
-  'fullscreen-exit': '전체 화면 종료 / Left fullscreen',
-  'fullscreen-enter': '전체 화면 / Entered fullscreen',
-};
 const FOCUS_FEED_MAX = 500;
 
-function setState(state, message = '', errorCode = '') {
+// ---- languages ---------------------------------------------------------------------------
+
+const STRINGS = { ko, en };
+const LANG = document.documentElement.lang === 'en' ? 'en' : 'ko';
+const OTHER = LANG === 'ko' ? 'en' : 'ko';
+const ROLE_KEY = { learner: 'learner', proctor: 'proctor' };
+const FOCUS_STATE_KEY = { lost: 'focusLost', regained: 'focusBack' };
+const FOCUS_REASON_KEY = {
+  hidden: 'reasonHidden',
+  visible: 'reasonVisible',
+  blur: 'reasonBlur',
+  focus: 'reasonFocus',
+  'fullscreen-exit': 'reasonFullscreenExit',
+  'fullscreen-enter': 'reasonFullscreenEnter',
+};
+
+function fill(text, vars = {}) {
+  return text.replace(/\{(\w+)\}/g, (all, k) => (k in vars ? String(vars[k]) : all));
+}
+
+// One language's text; `vars` values may be per-language ({ko, en}) or plain.
+function say(lang, key, vars = {}) {
+  const v = Object.fromEntries(Object.entries(vars).map(([k, x]) => [k, x && typeof x === 'object' ? x[lang] : x]));
+  return fill(STRINGS[lang][key] ?? key, v);
+}
+
+/** Both languages as plain text, the page's first (aria-label, option text, title). */
+function both(key, vars) {
+  return `${say(LANG, key, vars)} / ${say(OTHER, key, vars)}`;
+}
+
+/** Nodes for both languages: the page's text, then " / other" marked with its `lang`. */
+function bilingual(key, vars) {
+  const other = document.createElement('span');
+  other.lang = OTHER;
+  other.textContent = `/ ${say(OTHER, key, vars)}`;
+  return [say(LANG, key, vars), ' ', other];
+}
+
+function label(el, key, vars) {
+  el.replaceChildren(...bilingual(key, vars));
+}
+
+// The static page: labels, accessible names, title, and the language switch.
+function applyLanguage() {
+  for (const el of document.querySelectorAll('[data-i18n]')) label(el, el.dataset.i18n);
+  for (const el of document.querySelectorAll('[data-i18n-aria]')) el.setAttribute('aria-label', both(el.dataset.i18nAria));
+  for (const el of document.querySelectorAll('[data-i18n-text]')) el.textContent = both(el.dataset.i18nText);
+  document.title = both('title');
+  const link = $('#lang-switch');
+  const url = new URL(location.href);
+  url.searchParams.set('lang', OTHER);
+  link.href = `${url.pathname}${url.search}`;
+  link.lang = OTHER;
+  link.hreflang = OTHER;
+  link.textContent = STRINGS[OTHER].languageName;
+}
+
+/** Reads `key` out politely (joins, leaves, focus alerts). */
+function announce(key, vars) {
+  const p = document.createElement('p');
+  p.append(...bilingual(key, vars));
+  const box = $('#announcer');
+  box.append(p);
+  while (box.children.length > 20) box.firstElementChild.remove();
+}
+
+// `key` (with `vars`) is the status text in both languages; '' clears it.
+function setState(state, key = '', vars = {}, errorCode = '') {
   document.body.dataset.state = state;
   if (errorCode) document.body.dataset.error = errorCode;
-  $('#status').textContent = message;
+  if (key) label($('#status'), key, vars);
+  else $('#status').textContent = '';
 }
 
 // Reads the claims of our own token (no verification: only to know our grants for the UI).
@@ -51,14 +121,14 @@ function tokenClaims(token) {
 
 async function fetchToken(query) {
   const params = new URLSearchParams();
-  for (const key of ['room', 'name', 'role', 'publish', 'loss']) {
+  for (const key of ['room', 'name', 'role', 'publish', 'loss', 'chat']) {
     if (query.has(key)) params.set(key, query.get(key));
   }
   const res = await fetch(`/dev/token?${params}`);
   const body = await res.text();
-  if (!res.ok) throw Object.assign(new Error(`토큰 발급 실패 / Token request failed (${res.status}): ${body}`), { code: 'token_request' });
+  if (!res.ok) throw Object.assign(new Error(`${both('tokenFailed', { status: res.status })}: ${body}`), { code: 'token_request' });
   const json = JSON.parse(body);
-  if (typeof json.token !== 'string') throw Object.assign(new Error('토큰 응답 오류 / Bad token response'), { code: 'token_request' });
+  if (typeof json.token !== 'string') throw Object.assign(new Error(both('tokenBad')), { code: 'token_request' });
   return json.token;
 }
 
@@ -75,6 +145,7 @@ function showForm(query) {
       role: $('#join-role').value,
     });
     if (!$('#join-publish').checked) params.set('publish', '0');
+    params.set('lang', LANG);
     location.search = `?${params}`;
   });
 }
@@ -90,7 +161,7 @@ function ensureTile(p) {
   if (tile) {
     if (p.name) { // created early from a track; now we know who it is
       $('.name', tile).textContent = p.name;
-      $('.role', tile).textContent = ROLE_LABEL[p.role] || '';
+      if (ROLE_KEY[p.role]) label($('.role', tile), ROLE_KEY[p.role]);
       tile.setAttribute('aria-label', p.name);
     }
     return tile;
@@ -109,12 +180,17 @@ function ensureTile(p) {
     <div class="label">
       <span class="name"></span>
       <span class="role"></span>
-      <span class="ind mic-off" hidden>마이크 꺼짐 / Mic off</span>
-      <span class="ind cam-off" hidden>카메라 꺼짐 / Camera off</span>
-      <span class="ind away" hidden>자리 비움 / Away</span>
+      <span class="ind mic-off" hidden></span>
+      <span class="ind cam-off" hidden></span>
+      <span class="ind away" hidden></span>
+      <span class="ind video-paused" hidden></span>
     </div>`;
   $('.name', tile).textContent = p.name || p.identity || p.id;
-  $('.role', tile).textContent = ROLE_LABEL[p.role] || '';
+  if (ROLE_KEY[p.role]) label($('.role', tile), ROLE_KEY[p.role]);
+  label($('.mic-off', tile), 'micOff');
+  label($('.cam-off', tile), 'camOff');
+  label($('.away', tile), 'away');
+  label($('.video-paused', tile), 'videoPaused');
   $('#tiles').appendChild(tile);
   applyFocusMark(p.id);
   return tile;
@@ -172,11 +248,14 @@ function showProctorPanel() {
   const panel = document.createElement('section');
   panel.id = 'proctor-panel';
   panel.setAttribute('aria-labelledby', 'proctor-title');
+  panel.tabIndex = 0; // scrolls: reachable by keyboard
   panel.innerHTML = `
-    <h2 id="proctor-title">집중 기록 <span lang="en">/ Focus log</span></h2>
-    <p id="focus-empty">아직 기록이 없습니다. / Nothing yet.</p>
-    <ol id="focus-feed" aria-live="polite" aria-relevant="additions"
-        aria-label="학습자 집중 이벤트, 최신순 / Learners' focus events, newest first"></ol>`;
+    <h2 id="proctor-title"></h2>
+    <p id="focus-empty"></p>
+    <ol id="focus-feed" aria-live="polite" aria-relevant="additions"></ol>`;
+  label($('#proctor-title', panel), 'focusTitle');
+  label($('#focus-empty', panel), 'focusEmpty');
+  $('#focus-feed', panel).setAttribute('aria-label', both('focusFeed'));
   $('#tiles').after(panel);
 }
 
@@ -198,12 +277,13 @@ function clock(ms) {
   return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
 }
 
+// A duration in each language: {ko, en}.
 function duration(ms) {
   const s = ms / 1000;
-  if (s < 60) return `${s.toFixed(1)}초 / ${s.toFixed(1)} s`;
+  const per = (key, vars) => ({ ko: say('ko', key, vars), en: say('en', key, vars) });
+  if (s < 60) return per('seconds', { s: s.toFixed(1) });
   const m = Math.floor(s / 60);
-  const rest = Math.round(s - m * 60);
-  return `${m}분 ${rest}초 / ${m} min ${rest} s`;
+  return per('minutes', { m, s: Math.round(s - m * 60) });
 }
 
 function feedEntry(ev) {
@@ -223,22 +303,25 @@ function feedEntry(ev) {
   who.textContent = ev.name || ev.participant || ev.participantId;
   const state = document.createElement('span');
   state.className = 'state';
-  state.textContent = FOCUS_STATE_LABEL[ev.state] || ev.state;
+  if (FOCUS_STATE_KEY[ev.state]) label(state, FOCUS_STATE_KEY[ev.state]);
+  else state.textContent = ev.state;
   const reason = document.createElement('span');
   reason.className = 'reason';
-  reason.textContent = FOCUS_REASON_LABEL[ev.reason] || ev.reason;
+  if (FOCUS_REASON_KEY[ev.reason]) label(reason, FOCUS_REASON_KEY[ev.reason]);
+  else reason.textContent = ev.reason;
   li.append(time, ' ', who, ' ', state, ' ', reason);
   if (ev.state === 'regained' && typeof ev.lost_ms === 'number') {
     const away = document.createElement('span');
     away.className = 'lost-for';
-    away.textContent = `(자리 비운 시간 / away ${duration(ev.lost_ms)})`;
+    away.append('(', ...bilingual('awayFor', { duration: duration(ev.lost_ms) }), ')');
     li.append(' ', away);
   }
   return li;
 }
 
-// Adds one FocusEvent to the feed (newest on top, each event once) and to the tile marks.
-function showFocusEvent(ev) {
+// Adds one FocusEvent to the feed (newest on top, each event once) and to the tile marks;
+// `live` for a push (not history): a loss is announced.
+function showFocusEvent(ev, live = false) {
   if (!ev || typeof ev.participantId !== 'string' || typeof ev.at !== 'number') return;
   showProctorPanel();
   const key = `${ev.participantId}|${ev.at}|${ev.state}|${ev.reason}`;
@@ -251,10 +334,75 @@ function showFocusEvent(ev) {
   while (feed.children.length > FOCUS_FEED_MAX) feed.lastElementChild.remove();
   $('#focus-empty').hidden = true;
   const prev = latestFocus.get(ev.participantId);
+  // A live loss is also announced (the feed itself is a polite live region too).
+  if (live && ev.state === 'lost') {
+    const reasonKey = FOCUS_REASON_KEY[ev.reason];
+    announce('announceFocusLost', {
+      name: ev.name || ev.participant || ev.participantId,
+      reason: reasonKey ? { ko: say('ko', reasonKey), en: say('en', reasonKey) } : ev.reason,
+    });
+  }
   if (!prev || prev.at <= ev.at) {
     latestFocus.set(ev.participantId, ev);
     applyFocusMark(ev.participantId);
   }
+}
+
+// ---- chat --------------------------------------------------------------------------------
+
+const CHAT_LOG_MAX = 200;
+const chatIds = new Set();
+
+// One message in the log (each id once; the join ack's history may repeat after a move).
+// `text` comes HTML-escaped from the server (docs/protocol.md, "Chat"), so it is inserted
+// as HTML: entities show as the characters the sender typed, markup never runs.
+function showMessage(m) {
+  if (!m || typeof m.id !== 'string' || chatIds.has(m.id)) return;
+  chatIds.add(m.id);
+  const li = document.createElement('li');
+  li.className = `chat-entry ${m.from && m.from.role === 'proctor' ? 'proctor' : ''}`;
+  li.dataset.messageId = m.id;
+  li.dataset.from = (m.from && m.from.id) || '';
+  const time = document.createElement('time');
+  time.dateTime = new Date(m.at).toISOString();
+  time.textContent = clock(m.at);
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = `${(m.from && m.from.name) || '?'}${m.from && m.from.role === 'proctor' ? ` ${both('fromProctor')}` : ''}:`;
+  const text = document.createElement('span');
+  text.className = 'text';
+  text.innerHTML = m.text;
+  li.append(time, ' ', who, ' ', text);
+  const log = $('#chat-log');
+  log.appendChild(li);
+  while (log.children.length > CHAT_LOG_MAX) log.firstElementChild.remove();
+  log.scrollTop = log.scrollHeight;
+}
+
+const CHAT_ERRORS = {
+  message_too_long: 'chatTooLong',
+  rate_limited: 'chatTooFast',
+  chat_disabled: 'chatOff',
+  bad_request: 'chatEmpty',
+};
+
+function wireChat(room) {
+  room.on('message', showMessage);
+  room.on('chatHistory', (messages) => { for (const m of messages) showMessage(m); });
+  $('#chat-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const input = $('#chat-input');
+    const text = input.value;
+    if (!text.trim()) return;
+    try {
+      await room.sendMessage(text);
+      input.value = '';
+    } catch (e) {
+      if (CHAT_ERRORS[e.code]) label($('#status'), CHAT_ERRORS[e.code]);
+      else label($('#status'), 'error', { message: e.message });
+    }
+    input.focus();
+  });
 }
 
 // ---- controls ----------------------------------------------------------------------------
@@ -267,7 +415,7 @@ function wireToggle(button, run) {
       await run(next);
       button.setAttribute('aria-pressed', String(next));
     } catch (e) {
-      setState(document.body.dataset.state, `오류 / Error: ${e.message}`);
+      setState(document.body.dataset.state, 'error', { message: e.message });
     } finally {
       button.disabled = false;
     }
@@ -291,10 +439,30 @@ function wireControls(room, canPublish) {
 // ---- room --------------------------------------------------------------------------------
 
 function wireRoom(room) {
-  room.on('participantJoined', (p) => { ensureTile(p); refreshIndicators(room, p.id); });
-  room.on('participantLeft', ({ id }) => { const t = tileFor(id); if (t) t.remove(); });
+  room.on('participantJoined', (p) => {
+    const known = !!tileFor(p.id) && !!$('.name', tileFor(p.id)).textContent;
+    ensureTile(p);
+    refreshIndicators(room, p.id);
+    if (!known && joinedAt) announce('announceJoined', { name: p.name || p.identity || p.id });
+  });
+  room.on('participantLeft', ({ id, reason }) => {
+    const t = tileFor(id);
+    if (!t) return;
+    // A move to another node announces everyone gone and back: not news for a listener.
+    if (reason !== 'reconnecting') announce('announceLeft', { name: $('.name', t).textContent || id });
+    t.remove();
+  });
   room.on('trackPublished', (t) => refreshIndicators(room, t.participantId));
   room.on('trackMuted', (m) => refreshIndicators(room, m.participantId));
+  // The server paused a video because this downlink cannot carry it: say so on the tile.
+  const videoPaused = (paused) => ({ participantId }) => {
+    const t = participantId && tileFor(participantId);
+    if (!t) return;
+    if (paused) t.dataset.videoPaused = 'bandwidth'; else delete t.dataset.videoPaused;
+    $('.ind.video-paused', t).hidden = !paused;
+  };
+  room.on('videoPaused', videoPaused(true));
+  room.on('videoResumed', videoPaused(false));
   room.on('trackUnpublished', (m) => {
     const tile = tileFor(m.participantId);
     if (tile) detach(tile, m.id);
@@ -330,44 +498,42 @@ function wireRoom(room) {
     $('#btn-screen').setAttribute('aria-pressed', 'false');
   });
   room.on('localMuted', setLocalIndicator);
-  room.on('focus', showFocusEvent);
+  room.on('focus', (ev) => showFocusEvent(ev, true));
   room.on('focusHistory', (events) => { for (const ev of events) showFocusEvent(ev); });
-  room.on('error', (e) => { $('#status').textContent = `오류 / Error: ${e.code} ${e.message || ''}`; });
-  room.on('reconnecting', () => {
-    setState('reconnecting', '다른 서버로 이동 중… / Moving to another server…');
-  });
-  room.on('resuming', () => setState('reconnecting', '다시 연결 중… / Reconnecting…'));
-  room.on('resumed', () => setState('joined', '다시 연결되었습니다 / Reconnected'));
+  room.on('error', (e) => label($('#status'), 'error', { message: `${e.code} ${e.message || ''}` }));
+  room.on('reconnecting', () => setState('reconnecting', 'moving'));
+  room.on('resuming', () => setState('reconnecting', 'reconnecting'));
+  room.on('resumed', () => setState('joined', 'reconnected'));
   room.on('migrated', ({ url }) => {
     document.body.dataset.server = url;
-    setState('joined', '다른 서버로 이동했습니다 / Moved to another server');
+    setState('joined', 'moved');
   });
-  room.on('disconnected', (reason) => {
-    setState('disconnected', `연결이 끊겼습니다 / Disconnected (${reason})`);
-  });
-  let sentAway = '';
-  room.on('roomClosed', ({ reason }) => { sentAway = `방이 닫혔습니다 / The room was closed (${reason || 'closed'})`; });
-  room.on('removed', ({ reason }) => { sentAway = `방에서 내보내졌습니다 / You were removed from the room (${reason || 'removed'})`; });
+  room.on('disconnected', (reason) => setState('disconnected', 'disconnected', { reason }));
+  let sentAway = null;
+  room.on('roomClosed', ({ reason }) => { sentAway = ['roomClosed', { reason: reason || 'closed' }]; });
+  room.on('removed', ({ reason }) => { sentAway = ['removed', { reason: reason || 'removed' }]; });
   room.on('left', () => {
     $('#room-view').hidden = true;
     $('#left-view').hidden = false;
     $('#rejoin').href = location.href;
-    setState('left', sentAway);
+    if (sentAway) setState('left', ...sentAway);
+    else setState('left');
   });
 }
 
 async function start(query) {
   const roomName = query.get('room');
   if (!ROOM_RE.test(roomName)) {
-    setState('error', '방 이름은 영문, 숫자, _ . - 1~64자입니다 / Room must be 1-64 of A-Z a-z 0-9 _ . -', 'bad_room');
+    setState('error', 'badRoom', {}, 'bad_room');
     showForm(query);
     return;
   }
-  $('#room-label').textContent = `방 / Room: ${roomName}`;
+  label($('#room-label'), 'room', { room: roomName });
   const room = new StudyRoom({ videoCodec: query.get('codec') || undefined, simulcast: query.get('simulcast') === '1' });
   window.studyroom = room;
   wireRoom(room);
-  setState('connecting', '연결 중… / Connecting…');
+  wireChat(room);
+  setState('connecting', 'connecting');
   try {
     const token = await fetchToken(query);
     const claims = tokenClaims(token);
@@ -375,21 +541,28 @@ async function start(query) {
     const proctor = claims.role === 'proctor';
     document.body.dataset.role = proctor ? 'proctor' : 'learner';
     if (proctor) showProctorPanel();
-    $('#local-name').textContent = `${query.get('name')} (나 / me)`;
+    $('#local-name').textContent = `${query.get('name')} ${both('meSuffix')}`;
     wireControls(room, canPublish);
     await room.connect(token);
     await room.join();
+    joinedAt = Date.now();
     document.body.dataset.server = room.url;
     $('#room-view').hidden = false;
+    $('#chat-panel').hidden = !room.chat;
     $('#local-tile').hidden = !canPublish;
     if (canPublish) await room.publish({ camera: true, microphone: true });
-    if (proctor) setState('joined', '감독관으로 입장했습니다 / Joined as a proctor');
-    else setState('joined', canPublish ? '입장했습니다 / Joined' : '청취자로 입장했습니다 / Joined as a listener');
+    if (proctor) setState('joined', 'joinedProctor');
+    else setState('joined', canPublish ? 'joined' : 'joinedListener');
   } catch (e) {
-    setState('error', `입장 실패 / Could not join: ${e.message}`, e.code || 'client');
+    setState('error', 'joinFailed', { message: e.message }, e.code || 'client');
   }
 }
 
+// Set once our own join is through: participants listed by the join ack are not announced
+// one by one, later arrivals are.
+let joinedAt = 0;
+
+applyLanguage();
 const query = new URLSearchParams(location.search);
 if (query.get('room') && query.get('name')) start(query);
 else showForm(query);

@@ -26,7 +26,8 @@
 // Draining nodes: when the server pushes `reconnect` ({reason, url, deadlineMs}) we migrate:
 // close both PCs, connect to `url` (or our current URL when null) with the same token, join,
 // publish the same local tracks again (same sources, same mute state) and carry on. A
-// `join` refused with `draining` is retried a bounded number of times on a fresh socket.
+// `join` refused with `draining` or `server_full` is retried a bounded number of times on a
+// fresh socket (behind a load balancer, likely another node).
 // The participant gets a new id on the new node; others are announced again from its join.
 // Several nodes (docs/protocol.md, "Several nodes"): a `join` refused with `moved` {url} is
 // repeated on that node (where the room lives). The join ack's `nodes` lists the live
@@ -50,7 +51,10 @@
 // (move to another node, or `disconnected`); if it refuses (`resume_failed`) we join afresh.
 // Events (room.on(name, fn)): participantJoined(p), participantLeft({id, reason}),
 //   trackPublished(track), trackUnpublished({id, participantId}),
-//   trackMuted({id, participantId, muted}), remoteTrack(participantId, trackId, kind, source,
+//   trackMuted({id, participantId, muted}), videoPaused({trackId, participantId, reason}) /
+//   videoResumed({trackId, participantId, reason}) when the server stops / restarts one
+//   remote video because our downlink cannot carry it (reason "bandwidth"; audio goes on),
+//   remoteTrack(participantId, trackId, kind, source,
 //   MediaStreamTrack), remoteTrackEnded(participantId, trackId), activeSpeakers(speakers),
 //   localTrack(source, MediaStreamTrack), localTrackEnded(source), localMuted(source, muted),
 //   connectionState(which, state), error(err), disconnected(reason), left(),
@@ -73,6 +77,11 @@
 //   A *proctor* gets focus(FocusEvent) for every learner's change, focusHistory([FocusEvent])
 //   from its join ack (the room's recent history, oldest first), and can ask
 //   room.focusHistory(participantId?) -> [FocusEvent].
+// Chat (docs/protocol.md, "Chat"): room.sendMessage(text) -> ChatMessage; every message of
+//   the room, ours included (from its ack), is emitted as message(ChatMessage) (`text` is
+//   HTML-escaped by the server: safe to insert as HTML). The join ack's history is emitted as
+//   chatHistory([ChatMessage]) (again after a move: de-duplicate by `id`); room.chatHistory()
+//   asks for it. `room.chat` is false when the token's grant turned chat off.
 // Every failed request rejects with a StudyRoomError carrying the server's error `code`.
 // Versions (docs/protocol.md, "Versions"): the join and resume acks name the protocol
 // revision the server speaks; a server speaking none of `StudyRoom.protocols` is left at
@@ -191,6 +200,7 @@ export class StudyRoom {
     this.nodes = []; // live nodes' URLs from the last join ack (several-node deployments)
     this._iceWatch = {}; // which -> { timer, running, attempts } (ICE restart, see _watchIce)
     this._resume = { token: null, windowMs: 0 }; // from the last join/resume ack
+    this.chat = true; // the token's chat grant, from the join ack
   }
 
   on(event, fn) {
@@ -270,12 +280,15 @@ export class StudyRoom {
     on('trackUnpublished', (m) => this._onTrackUnpublished(m));
     on('trackMuted', (m) => this._onTrackMuted(m));
     on('activeSpeakers', (m) => this._emit('activeSpeakers', (m && m.speakers) || []));
+    on('videoPaused', (m) => { const i = this._videoPauseInfo(m); if (i) this._emit('videoPaused', i); });
+    on('videoResumed', (m) => { const i = this._videoPauseInfo(m); if (i) this._emit('videoResumed', i); });
     on('offer', (o) => this._onOffer(o));
     on('reconnect', (m) => this._onReconnect(m));
     // The platform closed the room or removed us (NATS commands): no rejoin, no migration.
     on('roomClosed', (m) => this._sentAway('roomClosed', m));
     on('removed', (m) => this._sentAway('removed', m));
     on('focus', (ev) => { if (ev && typeof ev === 'object') this._emit('focus', ev); });
+    on('message', (m) => { if (m && typeof m === 'object') this._emit('message', m); });
     on('error', (e) => this._emit('error', { where: 'server', ...(e || {}) }));
     on('disconnect', (reason) => {
       // During a move the migration itself reports failure.
@@ -345,9 +358,11 @@ export class StudyRoom {
   }
 
   // `join` on the current socket. A node that is draining (refuses with `draining`, or
-  // announced `reconnect` before our join was through) is left for the URL it named, or
-  // for our URL again (where a load balancer picks a live node); bounded attempts.
+  // announced `reconnect` before our join was through) or full (`server_full`) is left for
+  // the URL it named, or for our URL again (where a load balancer picks another node);
+  // bounded attempts.
   async _joinWithRetry() {
+    let refused = 'draining';
     for (let attempt = 1; ; attempt++) {
       let moved = null; // the room lives on another node (`moved`): go there at once
       let res;
@@ -355,7 +370,8 @@ export class StudyRoom {
         res = await this._request('join', {});
       } catch (e) {
         if (e.code === 'moved' && redirectUrl(e.url)) moved = redirectUrl(e.url);
-        else if (e.code !== 'draining') throw e;
+        else if (e.code === 'draining' || e.code === 'server_full') refused = e.code;
+        else throw e;
       }
       if (res) {
         await this._checkProtocol(res);
@@ -363,10 +379,10 @@ export class StudyRoom {
       }
       if (this.state === 'left') throw new StudyRoomError('left', 'left the room while joining');
       if (attempt >= JOIN_ATTEMPTS) {
-        throw new StudyRoomError(moved ? 'moved' : 'draining', `no server took the join after ${attempt} attempts (last: ${this.url})`);
+        throw new StudyRoomError(moved ? 'moved' : refused, `no server took the join after ${attempt} attempts (last: ${this.url})`);
       }
       const url = moved || (this._redirect && this._redirect.url) || this.url;
-      this._emit('reconnecting', { reason: moved ? 'moved' : 'draining', url, deadlineMs: (this._redirect && this._redirect.deadlineMs) ?? null, attempt });
+      this._emit('reconnecting', { reason: moved ? 'moved' : refused, url, deadlineMs: (this._redirect && this._redirect.deadlineMs) ?? null, attempt });
       if (!moved) await sleep(retryDelay(attempt));
       if (this.state === 'left') throw new StudyRoomError('left', 'left the room while joining');
       await this._reopen(url);
@@ -404,6 +420,8 @@ export class StudyRoom {
     this._restartOnNetworkChange();
     for (const p of this.participants.values()) this._emit('participantJoined', p);
     if (Array.isArray(res.focusHistory)) this._emit('focusHistory', res.focusHistory);
+    this.chat = res.chat !== false;
+    if (Array.isArray(res.chatHistory)) this._emit('chatHistory', res.chatHistory);
     if (this.participant.role === 'learner') this._startFocusReports();
   }
 
@@ -767,6 +785,24 @@ export class StudyRoom {
     return Array.isArray(res && res.events) ? res.events : [];
   }
 
+  /**
+   * Sends a chat message to the room (up to 2 000 characters; trimmed by the server).
+   * Resolves with the ChatMessage as the room sees it (also emitted as `message`); rejects
+   * with `message_too_long`, `rate_limited`, `chat_disabled` or `bad_request`.
+   */
+  async sendMessage(text) {
+    if (typeof text !== 'string') throw new StudyRoomError('bad_request', 'text must be a string');
+    const res = await this._request('message', { text });
+    this._emit('message', res.message);
+    return res.message;
+  }
+
+  /** The room's chat history, oldest first (the last 100 messages). */
+  async chatHistory() {
+    const res = await this._request('history', {});
+    return Array.isArray(res && res.messages) ? res.messages : [];
+  }
+
   // The device changed networks (Wi-Fi to LTE, a cable pulled and back): restart ICE at once
   // instead of waiting for ICE to notice the dead path (several seconds, then
   // ICE_RESTART_AFTER_MS). `online` fires when connectivity returns; the Network Information
@@ -1109,6 +1145,16 @@ export class StudyRoom {
     if (this.state === 'left') return;
     this._emit(event, m || {});
     this._close();
+  }
+
+  // The server paused or resumed one remote video for bandwidth: name its participant.
+  _videoPauseInfo(m) {
+    if (!m || typeof m.trackId !== 'string') return null;
+    let participantId = null;
+    for (const p of this.participants.values()) {
+      if (p.tracks.some((t) => t.id === m.trackId)) participantId = p.id;
+    }
+    return { trackId: m.trackId, participantId, reason: m.reason || 'bandwidth' };
   }
 
   _onTrackMuted(m) {

@@ -46,7 +46,9 @@ async function waitForMark(page, participantId, lost) {
   return waitFor(async () => {
     last = await tileMark(page, participantId);
     if (!last) return null;
-    const marked = last.focus === 'lost' && last.away === '자리 비움 / Away' && last.border === DANGER_BORDER;
+    // Both languages, the page's first (Accept-Language decides: see a11y.test.js).
+    const badge = ['자리 비움 / Away', 'Away / 자리 비움'].includes(last.away);
+    const marked = last.focus === 'lost' && badge && last.border === DANGER_BORDER;
     const clear = last.focus !== 'lost' && last.away === null && last.border !== DANGER_BORDER;
     return (lost ? marked : clear) ? last : null;
   }, { what: `tile of ${participantId} to be ${lost ? 'marked away' : 'unmarked'}`, timeoutMs: 10000, progress: () => last });
@@ -141,7 +143,7 @@ test('a learner tab going hidden and visible shows as lost, then back, at the pr
     await vis.hide(a.page);
     let entries = await waitForFeed(p.page, 1);
     assert.deepEqual(entries.map((e) => [e.participantId, e.state, e.reason, e.lostMs]), [[a.id, 'lost', 'hidden', null]]);
-    assert.match(entries[0].text, /Ahn.*이탈 \/ Left.*탭 숨김 \/ Tab hidden/);
+    assert.match(entries[0].text, /Ahn.*(이탈 \/ Left|Left \/ 이탈).*(탭 숨김 \/ Tab hidden|Tab hidden \/ 탭 숨김)/);
     await waitForMark(p.page, a.id, true);
 
     await vis.show(a.page);
@@ -150,7 +152,7 @@ test('a learner tab going hidden and visible shows as lost, then back, at the pr
       [[a.id, 'regained', 'visible'], [a.id, 'lost', 'hidden']], 'newest on top');
     assert.ok(entries[0].lostMs > 0, `a lost duration on regained: ${JSON.stringify(entries[0])}`);
     assert.ok(entries[0].at >= entries[1].at, 'regained after lost');
-    assert.match(entries[0].text, /복귀 \/ Back.*자리 비운 시간 \/ away \d+\.\d초 \/ \d+\.\d s/);
+    assert.match(entries[0].text, /(복귀 \/ Back|Back \/ 복귀).*\((자리 비운 시간 \d+\.\d초 \/ away \d+\.\d s|away \d+\.\d s \/ 자리 비운 시간 \d+\.\d초)\)/);
     await waitForMark(p.page, a.id, false);
 
     // The pushes are FocusEvents (docs/protocol.md), lost_ms by the server's clock.

@@ -50,7 +50,7 @@ function documentedTokenParams() {
 
 test('1. GET /dev/token: the documented parameters are the accepted ones, with their effects', async () => {
   // Every parameter the server reads (signaling/src/http.rs TokenQuery) is in the document.
-  const exercised = ['room', 'name', 'role', 'identity', 'publish', 'subscribe', 'ttl', 'loss'];
+  const exercised = ['room', 'name', 'role', 'identity', 'publish', 'subscribe', 'chat', 'ttl', 'loss'];
   assert.deepEqual([...documentedTokenParams()].sort(), [...exercised].sort(),
     'the /dev/token table in docs/protocol.md does not list exactly the parameters the server accepts');
   assert.match(doc, /`loss`[^\n]*needs `--allow-impairment`/, 'the document says loss needs --allow-impairment');
@@ -80,6 +80,9 @@ test('1. GET /dev/token: the documented parameters are the accepted ones, with t
   const noSub = await joined((await devToken({ room, name: 'Ns', subscribe: 'no' })).token);
   assertError(await request(noSub.socket, 'restartIce', {}), 'forbidden', 'subscribe=no');
   assert.equal(claims((await devToken({ publish: 'yes' })).token).publish, true);
+  // chat=0: the chat grant is off (chat.test.js covers what that does).
+  assert.equal(claims((await devToken({ chat: '0' })).token).chat, false);
+  assert.equal(pc.chat, undefined);
 
   // ttl: seconds until exp; negative gives an expired token.
   assert.ok(Math.abs(claims((await devToken({ ttl: '60' })).token).exp - (Date.now() / 1000 + 60)) < 5);

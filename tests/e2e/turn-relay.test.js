@@ -1,8 +1,9 @@
 // The embedded TURN relay of a real `studyroom --dev`, driven by coturn's turnutils_uclient
 // (an independent TURN client) and by our small RFC client (tests/e2e/lib/turn-client.js)
 // where the exact error code matters: relaying over UDP, TCP and TLS with REST credentials,
-// wrong/expired credentials refused, denied peers (403), the per-user quota (486), and
-// garbage on the TURN ports that must not stop it serving.
+// wrong/expired credentials refused, denied peers (403), the per-user quota (486),
+// garbage on the TURN ports that must not stop it serving, and the pre-authentication
+// Allocate limit per source address (508) that a flood meets while other addresses relay.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -10,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { startServer } from './lib/server.js';
-import { TurnClient, restCredential } from './lib/turn-client.js';
+import { ATTR, METHOD, TurnClient, decode, encode, restCredential } from './lib/turn-client.js';
 
 const SECRET = 'e2e-turn-secret';
 const LOOPBACK_PEERS = ['--turn-allow-peer', '127.0.0.0/8'];
@@ -185,6 +186,80 @@ test('garbage on the TURN UDP and TCP ports does no harm', { timeout: 60000 }, a
       a.close(); b.close();
     }
     stalled.destroy();
+    assert.ok(!server.exited(), 'server still running');
+  });
+});
+
+async function metricValue(name) {
+  const text = await (await fetch('http://127.0.0.1:9100/metrics')).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(' ')[1]) : null;
+}
+
+test('an unauthenticated Allocate flood from one address gets 508; other addresses allocate and relay', { timeout: 120000 }, async () => {
+  // 20/s, 50 at once: small enough that a flood of a few thousand is mostly refused.
+  await withServer([...LOOPBACK_PEERS, '--turn-allocate-rate', '20', '--turn-allocate-burst', '50'], async (server) => {
+    const before = await metricValue('studyroom_turn_allocations_rate_limited_total');
+    assert.equal(before, 0, 'the server exports studyroom_turn_allocations_rate_limited_total');
+    // The flood: credential-less Allocates from 127.0.0.1, 4 000 over ~1 s, answers counted.
+    const flood = dgram.createSocket('udp4');
+    await new Promise((r) => flood.bind(0, '127.0.0.1', r));
+    const codes = new Map();
+    flood.on('message', (m) => {
+      const d = decode(m);
+      if (d) codes.set(d.error, (codes.get(d.error) ?? 0) + 1);
+    });
+    const bare = () => encode(METHOD.ALLOCATE, 0, randomBytes(12), [[ATTR.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0])]]);
+    const start = Date.now();
+    const sending = (async () => {
+      for (let round = 0; round < 40; round++) {
+        for (let i = 0; i < 100; i++) flood.send(bare(), 3478, '127.0.0.1');
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+
+    // Meanwhile two clients at other addresses allocate (challenge included) and relay.
+    const t0 = Date.now();
+    const a = await new TurnClient({ localAddress: '127.0.0.2', ...restCredential(SECRET, 'heidi', now() + 600) }).open();
+    const b = await new TurnClient({ localAddress: '127.0.0.3', ...restCredential(SECRET, 'ivan', now() + 600) }).open();
+    const ra = (await a.allocate()).relayed;
+    const rb = (await b.allocate()).relayed;
+    const allocMs = Date.now() - t0;
+    assert.ok(ra && rb, 'other addresses allocate during the flood');
+    assert.equal(await a.createPermission(rb.host, rb.port), 'ok');
+    assert.equal(await b.createPermission(ra.host, ra.port), 'ok');
+    a.sendIndication(rb.host, rb.port, Buffer.from('through the flood'));
+    assert.equal((await b.receive()).toString(), 'through the flood');
+    // While the flood goes on, the flooding address itself is limited: its valid
+    // credentials are not even looked at (a token refilled every 50 ms is taken by the
+    // flood's next datagram within a fraction of a millisecond).
+    const c = await new TurnClient({ ...restCredential(SECRET, 'judy', now() + 600) }).open();
+    assert.deepEqual(await c.allocate(), { error: 508 }, 'the flooding address is refused before authentication');
+    await sending;
+    const floodMs = Date.now() - start;
+    // Answers still in flight: wait until the counts stop moving.
+    let last = -1;
+    for (let i = 0; i < 50; i++) {
+      const total = [...codes.values()].reduce((x, y) => x + y, 0);
+      if (total === last) break;
+      last = total;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const challenged = codes.get(401) ?? 0;
+    const refused = codes.get(508) ?? 0;
+    console.log(`TURN Allocate flood: 4000 sent in ${floodMs} ms from one address: ${challenged} challenged (401), ${refused} refused (508), other codes ${JSON.stringify([...codes].filter(([c]) => c !== 401 && c !== 508))}; two other addresses allocated in ${allocMs} ms and relayed`);
+    // At most the burst plus the refill while it lasted (+1 s of slack) got past the gate.
+    assert.ok(challenged >= 50 && challenged <= 50 + 20 * (floodMs / 1000 + 1), `challenged ${challenged}`);
+    assert.ok(refused > 3000, `the rest refused with 508: ${refused}`);
+    assert.ok(await metricValue('studyroom_turn_allocations_rate_limited_total') >= refused);
+    // Once the flooding address has been quiet, it is served again.
+    await new Promise((r) => setTimeout(r, 1000));
+    const c2 = await new TurnClient({ ...restCredential(SECRET, 'judy', now() + 600) }).open();
+    assert.ok((await c2.allocate()).relayed, 'served again after a quiet second');
+    const warnings = server.logs().split('\n').filter((l) => l.includes('turn-allocate-rate'));
+    assert.ok(warnings.length >= 1 && warnings.length < 20, `logged once per streak, not per request: ${warnings.length}`);
+    for (const x of [a, b, c, c2]) x.close();
+    flood.close();
     assert.ok(!server.exited(), 'server still running');
   });
 });

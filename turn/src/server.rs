@@ -14,20 +14,24 @@
 //! or TURN REST usernames `EXPIRY:identity`); an unauthenticated request costs one HMAC
 //! and no state (the nonce is stateless: issue time + HMAC over it and the client IP).
 //! Peers must pass the [`PeerPolicy`] (or be one of the node's own media addresses),
-//! each user has an allocation quota, each allocation a byte-rate cap.
+//! each user has an allocation quota, each allocation a byte-rate cap. Allocate requests
+//! that fail authentication are limited per source address (`allocate_gate.rs`): past the
+//! limit a source's Allocates get 508 before any credential work.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
+mod allocate_gate;
 mod credentials;
 mod relay;
 
 use crate::cidr::PeerPolicy;
 use crate::codec::{self, ChannelData, Class, Kind, Message, ParseError, Writer, attr, method};
+use allocate_gate::{AllocateGate, Gate};
 use relay::{allocation_via, may_pass};
 
 /// Transport a client reached us over.
@@ -99,6 +103,11 @@ pub struct ServerConfig {
     pub user_quota: usize,
     /// Per-allocation cap in bytes per second, both directions summed (0 = none).
     pub bandwidth: u64,
+    /// Allocate requests that fail authentication, per second per source address (IPv6:
+    /// per /64) before that source's Allocates are refused with 508 unread (0 = no limit).
+    pub allocate_rate: u32,
+    /// ... and at once.
+    pub allocate_burst: u32,
     /// Key for the stateless nonces.
     pub nonce_key: [u8; 32],
 }
@@ -118,6 +127,8 @@ impl Default for ServerConfig {
             nonce_lifetime: Duration::from_secs(600),
             user_quota: 10,
             bandwidth: 4_000_000,
+            allocate_rate: 50,
+            allocate_burst: 500,
             nonce_key: [0; 32],
         }
     }
@@ -138,6 +149,8 @@ pub struct TurnStats {
     pub auth_refused: u64,
     /// Datagrams dropped: not TURN, no allocation, no permission, over the cap.
     pub dropped: u64,
+    /// Allocate requests refused (508) by the pre-authentication limit per source.
+    pub allocate_rate_limited: u64,
 }
 
 struct Permission {
@@ -198,6 +211,8 @@ pub struct TurnServer {
     by_client: HashMap<Client, u64>,
     by_relay: HashMap<SocketAddr, u64>,
     per_user: HashMap<String, usize>,
+    /// Unauthenticated Allocates per source address.
+    gate: AllocateGate,
     buf: Vec<u8>,
     stats: TurnStats,
 }
@@ -205,10 +220,14 @@ pub struct TurnServer {
 /// An error answer (code, reason).
 type Refusal = (u16, &'static str);
 
+/// The answer to an Allocate refused by the pre-authentication limit.
+const RATE_LIMITED: Refusal = (508, "Insufficient Capacity");
+
 impl TurnServer {
     /// A server whose clock reads `start_unix` (seconds since 1970) at `start`.
     pub fn new(cfg: ServerConfig, start: Instant, start_unix: u64) -> Self {
         TurnServer {
+            gate: AllocateGate::new(cfg.allocate_rate, cfg.allocate_burst),
             cfg,
             start,
             start_unix,
@@ -298,6 +317,7 @@ impl TurnServer {
 
     /// Expire allocations, permissions and channel bindings.
     pub fn handle_timeout(&mut self, now: Instant, io: &mut impl Io) {
+        self.gate.sweep(now);
         let dead: Vec<u64> = self
             .allocs
             .iter()
@@ -383,7 +403,26 @@ impl TurnServer {
                     self.reply_error(client, m.method, &m.txid, (400, "Bad Request"), None, io);
                     return;
                 };
+                // Allocate floods are refused before any credential work (allocate_gate.rs).
+                // 508, not 486: no username is known yet, and 486 is the per-username quota.
+                if request == Request::Allocate
+                    && let Gate::Closed { first } = self.gate.open(now, client.addr.ip())
+                {
+                    if first {
+                        warn!(
+                            proto = ?client.proto,
+                            "unauthenticated Allocate requests from one source past --turn-allocate-rate: refusing them with 508"
+                        );
+                        debug!(source = %client.addr.ip(), "Allocate limit reached");
+                    }
+                    self.stats.allocate_rate_limited += 1;
+                    self.reply_error(client, m.method, &m.txid, RATE_LIMITED, None, io);
+                    return;
+                }
                 let Some((username, key)) = self.authenticate(now, client, m, io) else {
+                    if request == Request::Allocate {
+                        self.gate.charge(now, client.addr.ip());
+                    }
                     return;
                 };
                 let r = match request {

@@ -531,3 +531,101 @@ fn garbage_is_dropped_or_answered_400_never_panics() {
         Some(Some(c.client.addr))
     );
 }
+
+/// A credential-less Allocate from `addr` (what a flood sends); returns the error code.
+fn bare_allocate(w: &mut World, addr: &str, n: u32) -> Option<u16> {
+    let c = User {
+        client: Client {
+            proto: Proto::Udp,
+            conn: 0,
+            addr: addr.parse().unwrap(),
+        },
+        user: String::new(),
+        pass: String::new(),
+        nonce: None,
+    };
+    let mut buf = Vec::new();
+    let mut txid = [7u8; 12];
+    txid[..4].copy_from_slice(&n.to_be_bytes());
+    Writer::new(&mut buf, method::ALLOCATE, Class::Request, &txid)
+        .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        .fingerprint();
+    let r = w.send(&c, &buf).expect("every Allocate is answered");
+    codec::error_code(&Message::parse(&r).unwrap())
+}
+
+#[test]
+fn an_unauthenticated_allocate_flood_from_one_source_gets_508_while_others_allocate() {
+    let mut w = World::new(ServerConfig {
+        allocate_rate: 10,
+        allocate_burst: 20,
+        ..cfg()
+    });
+    // 1 000 at once from one source: the burst is challenged (401), the rest refused
+    // with 508 before any credential work.
+    let codes: Vec<Option<u16>> = (0..1000)
+        .map(|n| bare_allocate(&mut w, "203.0.113.66:4000", n))
+        .collect();
+    let challenged = codes.iter().filter(|c| **c == Some(401)).count();
+    let refused = codes.iter().filter(|c| **c == Some(508)).count();
+    assert_eq!((challenged, refused), (20, 980));
+    assert_eq!(w.srv.stats().allocate_rate_limited, 980);
+    // The refusal carries no NONCE/REALM (nothing to retry with) and no integrity.
+    let r = {
+        let mut buf = Vec::new();
+        Writer::new(&mut buf, method::ALLOCATE, Class::Request, &[5; 12])
+            .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .fingerprint();
+        let c = rest_user(4000, T0_UNIX + 60);
+        let c = User {
+            client: Client {
+                addr: "203.0.113.66:4001".parse().unwrap(),
+                ..c.client
+            },
+            ..c
+        };
+        w.send(&c, &buf).unwrap()
+    };
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(codec::error_code(&m), Some(508));
+    assert!(m.text(attr::NONCE).is_none() && m.text(attr::REALM).is_none());
+
+    // Meanwhile a client at another address is challenged and allocates as usual, and
+    // its authenticated requests cost it nothing: it can allocate again and again.
+    let mut alice = rest_user(1000, T0_UNIX + 60);
+    assert!(w.allocate(&mut alice).is_ok());
+    for port in 0..30 {
+        let mut again = rest_user(2000 + port, T0_UNIX + 60);
+        again.nonce = alice.nonce.clone();
+        // Same address, other ports: authenticated, never limited (quota aside).
+        let r = w.allocate(&mut again);
+        assert!(matches!(r, Ok(_) | Err(486)), "{r:?}");
+    }
+
+    // The flooding source gets tokens back with time (10/s).
+    w.advance(Duration::from_millis(500));
+    let after: Vec<Option<u16>> = (0..10)
+        .map(|n| bare_allocate(&mut w, "203.0.113.66:4000", 5000 + n))
+        .collect();
+    assert_eq!(after.iter().filter(|c| **c == Some(401)).count(), 5);
+}
+
+#[test]
+fn a_source_that_stops_is_forgotten_and_served_again() {
+    let mut w = World::new(ServerConfig {
+        allocate_rate: 10,
+        allocate_burst: 5,
+        ..cfg()
+    });
+    for n in 0..10 {
+        bare_allocate(&mut w, "203.0.113.67:4000", n);
+    }
+    assert_eq!(bare_allocate(&mut w, "203.0.113.67:4000", 99), Some(508));
+    w.advance(Duration::from_secs(2));
+    for n in 0..5 {
+        assert_eq!(
+            bare_allocate(&mut w, "203.0.113.67:4000", 100 + n),
+            Some(401)
+        );
+    }
+}

@@ -37,7 +37,7 @@ fn peers_publish_and_subscribe_through_the_sfu() {
     };
     let report = rt.block_on(async {
         for id in [1, 2] {
-            sfu.join(ParticipantId(id), "t", grants, 0.0).await.unwrap();
+            sfu.join(ParticipantId(id), "t", grants, 0.0).unwrap();
         }
         let offer = eng.publish(1).await.unwrap();
         let answer = sfu
@@ -83,7 +83,7 @@ fn peers_publish_and_subscribe_through_the_sfu() {
             let sub = r.parts.get(&2).cloned().unwrap_or_default();
             if !joined3 && sub.rx_packets > 200 && sub.mids_with_media.len() == 2 {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                sfu.join(ParticipantId(3), "t", grants, 0.0).await.unwrap();
+                sfu.join(ParticipantId(3), "t", grants, 0.0).unwrap();
                 joined3 = true;
             }
             let late = r.parts.get(&3).cloned().unwrap_or_default();

@@ -91,6 +91,9 @@ pub enum RemovalReason {
     ConnectTimeout,
     /// A transport failed (str0m error).
     TransportFailed,
+    /// The shard refused a join the driver had admitted and posted ([`crate::Sfu::join`]);
+    /// a bug, logged as an error.
+    JoinRefused,
 }
 
 /// Events for signaling.
@@ -140,6 +143,21 @@ pub enum SfuEvent {
         participant: ParticipantId,
         /// Why.
         reason: RemovalReason,
+    },
+    /// A subscriber's video of `track` stopped because its downlink cannot carry even
+    /// the lowest layer (the stream allocator paused it; audio keeps flowing).
+    VideoPaused {
+        /// The subscriber.
+        participant: ParticipantId,
+        /// The paused track.
+        track: TrackId,
+    },
+    /// The video paused for bandwidth flows again.
+    VideoResumed {
+        /// The subscriber.
+        participant: ParticipantId,
+        /// The resumed track.
+        track: TrackId,
     },
     /// The set of active speakers in a room changed (loudest first, level 0..1).
     ActiveSpeakers {

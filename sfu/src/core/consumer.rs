@@ -16,6 +16,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use tracing::info;
 
 use super::Consumer;
+use super::allocator::Target;
 use super::simulcast::{Decision, Layers};
 use crate::ids::{ParticipantId, TrackId};
 
@@ -24,7 +25,7 @@ pub(super) struct Incoming {
     pub(super) track: TrackId,
     /// Simulcast layer (None: not simulcast).
     pub(super) rid: Option<Rid>,
-    /// Starts a key frame of its layer (simulcast only).
+    /// Starts a key frame (video).
     pub(super) keyframe: bool,
     pub(super) in_pt: Pt,
     pub(super) in_params: PayloadParams,
@@ -49,12 +50,25 @@ impl Consumer {
         if !self.active || self.producer != Some(pkt.track) {
             return Verdict::Skip;
         }
+        let cap = match self.target {
+            Target::Paused if pkt.is_video => return Verdict::Skip,
+            Target::Paused => usize::MAX,
+            Target::Layer(l) => l,
+        };
         let Some(r) = pkt.rid else {
+            // Without simulcast, only a resume after a pause waits (for a key frame).
+            if self.await_keyframe {
+                if !pkt.keyframe {
+                    return Verdict::SkipWantKeyframe;
+                }
+                self.await_keyframe = false;
+            }
             return Verdict::Send;
         };
+        self.await_keyframe = false;
         match self
             .sel
-            .decide(r, pkt.keyframe, layers.pick(self.sel.quality))
+            .decide(r, pkt.keyframe, layers.pick_capped(self.sel.quality, cap))
         {
             Decision::Forward => Verdict::Send,
             Decision::Drop => Verdict::Skip,
@@ -103,6 +117,12 @@ impl Consumer {
         let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
             return false;
         };
+        // Forwarded media is not paced (a field store; str0m reads it when it queues). The
+        // stream allocator keeps each subscriber under its estimate instead, as LiveKit's
+        // pass-through pacer and mediasoup do. str0m's pacer sends at 1.1 x the estimate:
+        // at a few hundred kbit/s a forwarded key frame waited up to a second in it, the
+        // browser's delay gradient read that as congestion, and the estimate collapsed.
+        tx.set_unpaced(true);
         let write = RtpWrite::new(
             out_pt,
             SeqNo::from(rw.seq),

@@ -12,10 +12,29 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output};
 use tracing::{debug, error, info, warn};
 
+use super::bandwidth::ALLOCATION_PERIOD;
 use super::route::{MAX_ADDRS_PER_TRANSPORT, RouteDatagramTo, Unroutable};
 use super::speakers::SPEAKER_PERIOD;
 use super::*;
 use crate::ids::{TrackId, TransportId};
+
+/// Shortest wait for str0m's delay-based estimator timer.
+///
+/// Why: str0m 0.25's delay controller, when no transport-cc report came for a while (a
+/// subscriber whose media paused), re-arms itself `min(smoothed RTT, 25 ms)` ahead. With a
+/// near-zero RTT (loopback, the simulated network) that is "now" again: the transport is
+/// due at once, forever, and a shard spins (the deterministic harness stopped its clock).
+/// The timer only re-checks whether feedback arrived; serving it a millisecond late
+/// changes no estimate.
+const BWE_TIMER_FLOOR: Duration = Duration::from_millis(1);
+
+fn bwe_timer_floor(at: Instant, reason: str0m::Reason, now: Instant) -> Instant {
+    if reason == str0m::Reason::BweDelayControl {
+        at.max(now + BWE_TIMER_FLOOR)
+    } else {
+        at
+    }
+}
 
 impl ShardCore {
     /// One datagram arrived on local port index `port_idx` from `remote`.
@@ -204,6 +223,7 @@ impl ShardCore {
         let mut keyframe_requests: Vec<Mid> = Vec::new();
         let mut failed = false;
         let mut reconnected = false;
+        let mut first_estimate = false;
         {
             let Some(t) = self.transports.get_mut(&tid) else {
                 self.forward_buf = forward;
@@ -222,6 +242,7 @@ impl ShardCore {
                 };
                 match out {
                     Ok(Output::Timeout(at)) => {
+                        let at = bwe_timer_floor(at, t.rtc.last_timeout_reason(), now);
                         if t.next_timeout != Some(at) {
                             t.next_timeout = Some(at);
                             self.timers.push(Reverse((at, tid)));
@@ -284,6 +305,21 @@ impl ShardCore {
                                 t.loss = Some(l);
                             }
                         }
+                        Event::EgressBitrateEstimate(kind) => {
+                            let estimate = match kind {
+                                str0m::bwe::BweKind::Twcc { estimate, .. } => Some(estimate),
+                                // A browser without transport-cc: its REMB (per m-line,
+                                // the receiver's view of the whole session) stands in.
+                                str0m::bwe::BweKind::Remb { estimate, .. } => Some(estimate),
+                                _ => None,
+                            };
+                            if let Some(e) = estimate {
+                                // The first one (str0m's start value, at connection):
+                                // allocate now, before the first layers overshoot it.
+                                first_estimate |= t.estimate.is_none();
+                                t.estimate = Some(e.as_u64());
+                            }
+                        }
                         _ => {}
                     },
                     Err(e) => {
@@ -306,6 +342,9 @@ impl ShardCore {
         }
         if reconnected {
             self.after_reconnect(tid, now);
+        }
+        if first_estimate {
+            self.allocate(tid, now);
         }
         if failed && let Some(p) = self.transports.get(&tid).map(|t| t.participant) {
             self.remove_participant(p, RemovalReason::TransportFailed);
@@ -383,6 +422,11 @@ impl ShardCore {
         }
         for (p, why) in dead {
             self.remove_participant(p, why);
+        }
+        // Bandwidth: every subscriber's estimate spent on its consumers.
+        if self.next_allocation.is_none_or(|t| t <= now) {
+            self.next_allocation = Some(now + ALLOCATION_PERIOD);
+            self.allocate_all(now);
         }
         // Active speakers.
         if self.next_speakers.is_none_or(|t| t <= now) {

@@ -60,13 +60,12 @@ impl ShardCore {
         let clock_rate = p.clock_rate;
         // Simulcast: account the layer; whether this packet starts a key frame decides
         // where consumers may switch layers.
-        let keyframe = match rid {
-            Some(r) => {
-                p.layers.observe(r, pkt.payload.len(), now);
-                is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload)
-            }
-            None => false,
-        };
+        if let Some(r) = rid {
+            p.layers.observe(r, pkt.payload.len(), now);
+        }
+        p.rate.add(pkt.payload.len(), now);
+        let keyframe =
+            is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload);
         let mut ext = pkt.header.ext_vals.clone();
         ext.mid = None;
         ext.rid = None;
@@ -117,8 +116,11 @@ impl ShardCore {
                 }
             }
         }
-        if want_keyframe && let Some(r) = rid {
-            self.request_layer_keyframe(track, r, now);
+        if want_keyframe {
+            match rid {
+                Some(r) => self.request_layer_keyframe(track, r, now),
+                None => self.request_keyframe(track, now),
+            }
         }
     }
 

@@ -26,7 +26,9 @@
 //! re-publish of the same source continues the subscriber's stream), then transports,
 //! routes and the room when it empties. [`ShardCore::counts`] shows it all returns to zero.
 
+mod allocator;
 mod api;
+mod bandwidth;
 mod consumer;
 mod datapath;
 mod forward;
@@ -110,6 +112,31 @@ struct Producer {
     /// Last packet at or above the speaking threshold: a speaker stays active for
     /// `SPEAKER_HOLD` after it, so short pauses and periodic sounds do not flap.
     last_loud_at: Option<Instant>,
+    /// Incoming bitrate (all layers), for the allocator.
+    rate: RateMeter,
+}
+
+/// Bits per second over fixed windows, for the allocator (which needs what a track costs).
+#[derive(Debug, Default)]
+struct RateMeter {
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    bps: u64,
+}
+
+impl RateMeter {
+    const WINDOW: Duration = Duration::from_millis(1000);
+
+    fn add(&mut self, bytes: usize, now: Instant) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= Self::WINDOW {
+            self.bps = self.window_bytes * 8 * 1_000_000 / (elapsed.as_micros() as u64).max(1);
+            self.window_bytes = 0;
+            self.window_start = Some(now);
+        }
+        self.window_bytes += bytes as u64;
+    }
 }
 
 struct Consumer {
@@ -131,6 +158,19 @@ struct Consumer {
     sel: Selection,
     /// The msid stream of its m-line (see [`Slot::group`]).
     group: ParticipantId,
+    /// What the stream allocator gives it (`allocator.rs`); `Layer(usize::MAX)` until the
+    /// subscriber's transport has an estimate: whatever the subscriber asked for.
+    target: allocator::Target,
+    /// No move up before this (`allocator::hold_after`).
+    hold_until: Option<Instant>,
+    /// Since when its lowest layer has not fit its subscriber's estimate.
+    short_since: Option<Instant>,
+    /// Its last move up, and how many moves up in a row were undone soon after (each
+    /// doubles the hold after the next move down, at most 8 x).
+    last_up: Option<Instant>,
+    failed_ups: u32,
+    /// After a pause (video without simulcast): forward from the next key frame on.
+    await_keyframe: bool,
 }
 
 enum TransportKind {
@@ -192,6 +232,8 @@ struct Transport {
     egress: HashMap<Mid, u64>,
     /// Latest fraction lost reported by this subscriber's receiver reports.
     loss: Option<f32>,
+    /// Send-side bandwidth estimate (subscriber transports), bits per second.
+    estimate: Option<u64>,
     /// The media path broke (ICE disconnected or restarted) and has not come back yet.
     ice_interrupted: bool,
 }
@@ -216,6 +258,7 @@ pub struct ShardCore {
     events: VecDeque<SfuEvent>,
     next_tick: Option<Instant>,
     next_speakers: Option<Instant>,
+    next_allocation: Option<Instant>,
     stats: ShardStats,
     /// One DTLS certificate for every transport of the shard (as mediasoup has one per
     /// worker): generating an EC key per transport dominated the cost of a join.
@@ -246,6 +289,7 @@ impl ShardCore {
             events: VecDeque::new(),
             next_tick: None,
             next_speakers: None,
+            next_allocation: None,
             stats: ShardStats::default(),
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use str0m::format::PayloadParams;
 
+use super::allocator;
 use super::rewrite::Rewriter;
 use super::sdp_text;
 use super::simulcast::Selection;
@@ -70,6 +71,12 @@ impl ShardCore {
             codec: None,
             sel: Selection::default(),
             group: p.info.participant,
+            target: allocator::Target::Layer(usize::MAX),
+            hold_until: None,
+            short_since: None,
+            last_up: None,
+            failed_ups: 0,
+            await_keyframe: false,
         });
         c.producer = Some(producer);
         c.codec = p.params;

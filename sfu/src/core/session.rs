@@ -33,6 +33,11 @@ struct SendingMline {
     params: Option<PayloadParams>,
 }
 
+/// Where a subscriber's bandwidth estimate starts: a camera's usual top layer and audio, so
+/// a new listener sees video at once; on a slower link the estimate falls within a few
+/// seconds and the allocator moves down (never to a pause on its first allocation).
+const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
+
 impl ShardCore {
     /// The participant, or `NotJoined`.
     fn joined(&self, participant: ParticipantId) -> Result<&Participant, SfuError> {
@@ -278,6 +283,7 @@ impl ShardCore {
                     peak: 0.0,
                     level: 0.0,
                     last_loud_at: None,
+                    rate: RateMeter::default(),
                 },
             );
             if let Some(r) = self.rooms.get_mut(&room) {
@@ -578,6 +584,11 @@ impl ShardCore {
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
+        if role == Role::Subscriber && self.cfg.bandwidth_estimation {
+            // Send-side bandwidth estimation (transport-cc feedback from the browser,
+            // probing with padding) feeds the stream allocator (allocator.rs).
+            builder = builder.enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        }
         let mut rtc = builder
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -633,6 +644,7 @@ impl ShardCore {
                 },
                 egress: HashMap::new(),
                 loss: None,
+                estimate: None,
                 ice_interrupted: false,
             },
         );

@@ -170,16 +170,43 @@ impl Layers {
 
     /// The layer a consumer wanting `q` should receive now.
     pub fn pick(&self, q: Quality) -> Option<Rid> {
+        self.pick_capped(q, usize::MAX)
+    }
+
+    /// The layer for a consumer wanting `q` whose allocation allows at most layer index
+    /// `cap` (lowest first).
+    pub fn pick_capped(&self, q: Quality, cap: usize) -> Option<Rid> {
         let n = self.ranked.len();
         if n == 0 {
             return None;
         }
-        let i = match q {
+        Some(self.ranked[self.index_for(q).min(cap)])
+    }
+
+    /// Index (lowest first) of the layer quality `q` means among the active layers.
+    pub fn index_for(&self, q: Quality) -> usize {
+        let n = self.ranked.len();
+        match q {
             Quality::Low => 0,
-            Quality::Medium => (n - 1).min(1),
-            Quality::High => n - 1,
-        };
-        Some(self.ranked[i])
+            Quality::Medium => n.saturating_sub(1).min(1),
+            Quality::High => n.saturating_sub(1),
+        }
+    }
+
+    /// Bitrates of the active layers, lowest first (`unmeasured` for a layer whose first
+    /// window has not closed).
+    pub fn ranked_bitrates(&self, unmeasured: u64) -> Vec<u64> {
+        self.ranked
+            .iter()
+            .map(|r| {
+                self.layers
+                    .iter()
+                    .find(|l| l.rid == *r)
+                    .map_or(unmeasured, |l| {
+                        if l.bitrate > 0 { l.bitrate } else { unmeasured }
+                    })
+            })
+            .collect()
     }
 
     /// Whether a key frame may be requested on `rid` now (at most one per `interval`);

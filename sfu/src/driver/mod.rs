@@ -7,6 +7,12 @@
 //! - A room lives on one shard (the least loaded when the room starts), so forwarding
 //!   never crosses threads. Commands reach the shard over a channel plus a `mio::Waker`;
 //!   replies come back on oneshot channels; events on one unbounded channel.
+//! - [`Sfu::join`] does not wait for the shard: admission (room size) is decided here,
+//!   under the placement lock, and the join is posted. A join ack therefore never waits
+//!   for a shard thread to be scheduled (under a join storm on a loaded machine that hop
+//!   was most of the server's share of a join: p95 17 ms, BENCHMARKS.md section 10).
+//!   Nothing can overtake the posted join: every later call about the participant goes
+//!   to the same shard's FIFO channel.
 //! - One loop turn: wait (mio) until a socket is readable, a command arrives or the core's
 //!   timeout is due; read every readable socket in `recvmmsg` batches (bounded per turn so
 //!   one flooded port cannot starve the rest); hand each datagram to the core; `flush`;
@@ -37,7 +43,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::SfuConfig;
 use crate::core::simulcast::Quality;
-use crate::core::{Counts, Grants, PublishAnswer, SfuEvent, ShardCore, ShardStats, TrackRequest};
+use crate::core::{
+    Counts, Grants, PublishAnswer, RemovalReason, SfuEvent, ShardCore, ShardStats, TrackRequest,
+};
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, Role, Source, TrackId};
 use batch::{RecvBatch, SendBatch};
@@ -106,6 +114,9 @@ struct Placement {
 
 struct RoomPlacement {
     shard: usize,
+    /// Participants placed in the room: counted when a join is posted, uncounted once the
+    /// shard has let them go, so never fewer than the shard holds (the room-size check
+    /// in [`Sfu::join`] is never looser than the core's).
     participants: usize,
 }
 
@@ -115,6 +126,11 @@ struct ParticipantPlacement {
 }
 
 impl Placement {
+    /// Participants placed in `room` (0 for a room not placed).
+    fn room_size(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.participants)
+    }
+
     /// The shard for a new participant of `room` (placing the room if new).
     fn place(&mut self, participant: ParticipantId, room: &str) -> usize {
         let per_shard = &mut self.rooms_per_shard;
@@ -167,6 +183,11 @@ type SharedStats = (ShardStats, Option<(f32, usize)>);
 pub struct Sfu {
     shards: Mutex<Vec<ShardHandle>>,
     placement: Arc<Mutex<Placement>>,
+    /// The room-size limit ([`SfuConfig::max_participants_per_room`]), checked at
+    /// admission in [`Sfu::join`].
+    max_per_room: usize,
+    /// The events channel, for a posted join the shard refuses (see [`Sfu::join`]).
+    events: tmpsc::UnboundedSender<SfuEvent>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     ports: Vec<Vec<u16>>,
     port_min: u16,
@@ -274,6 +295,8 @@ impl Sfu {
             Arc::new(Sfu {
                 shards: Mutex::new(shards),
                 placement,
+                max_per_room: cfg.max_participants_per_room,
+                events: ev_tx,
                 threads: Mutex::new(threads),
                 ports: all_ports,
                 port_min: cfg.port_min,
@@ -370,20 +393,44 @@ impl Sfu {
     }
 
     /// Join `participant` to `room` (placing the room on the shard with fewest rooms if new).
-    pub async fn join(
+    ///
+    /// Returns once the join is admitted and posted to the shard, without waiting for it
+    /// (see the module docs): `RoomFull` is decided here, from the placement counts. The
+    /// shard can then only refuse what cannot happen (the id joined twice, a count that
+    /// disagrees); it logs that, forgets the placement and reports
+    /// [`SfuEvent::ParticipantRemoved`] with [`RemovalReason::JoinRefused`].
+    pub fn join(
         &self,
         participant: ParticipantId,
         room: &str,
         grants: Grants,
         impair_loss: f32,
     ) -> Result<(), SfuError> {
-        let shard = self.placement().place(participant, room);
-        let room = room.to_owned();
-        let r = self
-            .on_shard(shard, move |core, now| {
-                core.join(now, participant, &room, grants, impair_loss)
-            })
-            .await;
+        let shard = {
+            let mut placement = self.placement();
+            if placement.room_size(room) >= self.max_per_room {
+                return Err(SfuError::RoomFull);
+            }
+            placement.place(participant, room)
+        };
+        let room_name: Arc<str> = Arc::from(room);
+        let placement = self.placement.clone();
+        let events = self.events.clone();
+        let job: ShardJob = Box::new(move |core, now| {
+            if let Err(e) = core.join(now, participant, &room_name, grants, impair_loss) {
+                error!(%participant, room = %room_name, "shard refused an admitted join: {e}");
+                placement
+                    .lock()
+                    .expect("placement lock")
+                    .forget(participant);
+                let _ = events.send(SfuEvent::ParticipantRemoved {
+                    room: room_name,
+                    participant,
+                    reason: RemovalReason::JoinRefused,
+                });
+            }
+        });
+        let r = self.post(shard, job);
         if r.is_err() {
             self.placement().forget(participant);
         }
@@ -524,14 +571,18 @@ impl Sfu {
         let run: ShardJob = Box::new(move |core, now| {
             let _ = tx.send(job(core, now));
         });
-        {
-            let shards = self.shards.lock().expect("shards lock");
-            let h = shards.get(shard).ok_or(SfuError::ShardGone)?;
-            h.tx.send(Command::Run(run))
-                .map_err(|_| SfuError::ShardGone)?;
-            let _ = h.waker.wake();
-        }
+        self.post(shard, run)?;
         rx.await.map_err(|_| SfuError::ShardGone)?
+    }
+
+    /// Queue `job` on shard `shard` and wake it; does not wait for it to run.
+    fn post(&self, shard: usize, job: ShardJob) -> Result<(), SfuError> {
+        let shards = self.shards.lock().expect("shards lock");
+        let h = shards.get(shard).ok_or(SfuError::ShardGone)?;
+        h.tx.send(Command::Run(job))
+            .map_err(|_| SfuError::ShardGone)?;
+        let _ = h.waker.wake();
+        Ok(())
     }
 }
 

@@ -45,6 +45,22 @@ pub struct Link {
     pub delay: Duration,
     /// Uniform extra delay 0..jitter (reorders when larger than the packet spacing).
     pub jitter: Duration,
+    /// A bottleneck: capacity in bits per second (0: none). Datagrams are serialized at
+    /// this rate behind each other (a token bucket with a drop-tail queue), as a home
+    /// router's downlink does.
+    pub rate_bps: u64,
+    /// The bottleneck's queue, as the longest wait it holds: a datagram that would wait
+    /// longer is dropped.
+    pub queue: Duration,
+}
+
+/// What one direction's bottleneck holds (see [`Link::rate_bps`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Queue {
+    /// When the bottleneck is free to send the next datagram.
+    pub free_at: Option<Instant>,
+    /// Datagrams dropped at the full queue.
+    pub dropped: usize,
 }
 
 /// A received RTP packet as a client saw it.
@@ -66,6 +82,8 @@ pub struct Client {
     pub pub_pending: Option<SdpPendingOffer>,
     pub up: Link,
     pub down: Link,
+    pub up_queue: Queue,
+    pub down_queue: Queue,
     pub received: Vec<Got>,
     pub keyframe_requests: usize,
     /// Every key-frame request the publisher PC got: (m-line, simulcast layer), in order.
@@ -224,6 +242,8 @@ impl Sim {
             pub_pending: None,
             up: Link::default(),
             down: Link::default(),
+            up_queue: Queue::default(),
+            down_queue: Queue::default(),
             received: Vec::new(),
             keyframe_requests: 0,
             keyframe_requests_on: Vec::new(),
@@ -390,7 +410,24 @@ impl Sim {
         } else {
             Duration::from_micros(self.rng.u64(0..link.jitter.as_micros() as u64))
         };
-        let at = self.now + link.delay + jitter;
+        let mut at = self.now + link.delay + jitter;
+        let bits = data.len() as u64 * 8;
+        if let Some(nanos) = (bits * 1_000_000_000).checked_div(link.rate_bps) {
+            let now = self.now;
+            let q = if to_server {
+                &mut self.clients[client].up_queue
+            } else {
+                &mut self.clients[client].down_queue
+            };
+            let start = q.free_at.unwrap_or(now).max(now);
+            if start - now > link.queue {
+                q.dropped += 1;
+                return;
+            }
+            let done = start + Duration::from_nanos(nanos);
+            q.free_at = Some(done);
+            at = done + link.delay + jitter;
+        }
         self.next_pkt += 1;
         self.packets.insert(
             self.next_pkt,

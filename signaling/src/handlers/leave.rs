@@ -32,6 +32,7 @@ pub(crate) async fn depart(state: &AppState, sid: socketioxide::socket::Sid, why
     if let Some(s) = state.io().of(NAMESPACE).and_then(|op| op.get_socket(sid)) {
         s.leave(room_key(&room));
         s.leave(proctors_key(&room));
+        s.leave(crate::handlers::chat_key(&room));
     }
     remove_participant(state, p, &room, why).await;
 }
@@ -117,6 +118,7 @@ pub(crate) async fn announce_left(state: &AppState, p: ParticipantId, room: &str
         state.departures().removed(why);
     }
     state.focus().forget(room, &p.to_string());
+    state.chat().forget(room, &p.to_string());
     info!(participant = %p, room, reason, removal = why.label(), "participant left");
     let proctor = removed.is_some_and(|r| r.role == "proctor");
     let audience = if proctor {

@@ -20,14 +20,14 @@ const LOG_CHARS_SHOWN = 20_000;
  * Registers the file's before/after/afterEach hooks and returns the harness `h`:
  * `h.client(token, opts)`, `h.joined(query)`, `h.assertAlive()`, `h.server`.
  * `setup(h)` runs once the server is up (a second root-level before() would run
- * concurrently with the first one on Node 20).
+ * concurrently with the first one on Node 20). `args`: extra server flags for the file.
  */
-export function harness(setup = async () => {}) {
+export function harness(setup = async () => {}, { args = [] } = {}) {
   const h = { server: null, sockets: [] };
   before(async () => {
     assert.ok(!(await healthy()), `something already answers on ${BASE} (a leftover server?)`);
     // RUST_LOG from the environment wins, as it does for a server started by hand.
-    h.server = await startServer({ env: { RUST_LOG: process.env.RUST_LOG ?? 'info' } });
+    h.server = await startServer({ args, env: { RUST_LOG: process.env.RUST_LOG ?? 'info' } });
     await setup(h);
   });
   after(async () => {

@@ -39,11 +39,12 @@ export async function ok(socket, event, payload) {
 }
 
 /**
- * Connects to `${baseUrl}/study` with a fresh dev token for {room, name, role} and joins.
+ * Connects to `${baseUrl}/study` with a fresh dev token for {room, name, role} (other keys,
+ * e.g. `chat: '0'`, go to /dev/token as they are) and joins.
  * Returns { socket, ack, token, identity, id, inbox, close() }; `inbox` holds every push.
  */
-export async function joinClient(baseUrl, { room, name, role = 'learner' }) {
-  const { token, identity } = await devToken(baseUrl, { room, name, role });
+export async function joinClient(baseUrl, { room, name, role = 'learner', ...grants }) {
+  const { token, identity } = await devToken(baseUrl, { room, name, role, ...grants });
   const socket = io(`${baseUrl}/study`, {
     auth: { token }, transports: ['websocket'], reconnection: false, forceNew: true, timeout: ACK_TIMEOUT_MS,
   });

@@ -19,6 +19,8 @@ const FILES = new Map([
   ['/studyroom.js', ['studyroom.js', 'text/javascript; charset=utf-8']],
   ['/sio.js', ['sio.js', 'text/javascript; charset=utf-8']],
   ['/style.css', ['style.css', 'text/css; charset=utf-8']],
+  ['/i18n/ko.js', ['i18n/ko.js', 'text/javascript; charset=utf-8']],
+  ['/i18n/en.js', ['i18n/en.js', 'text/javascript; charset=utf-8']],
 ]);
 
 export function clientFromTree() {

@@ -43,7 +43,7 @@ function readXorAddr(v) {
   return { host: [24, 16, 8, 0].map((s) => (ip >>> s) & 255).join('.'), port };
 }
 
-function encode(method, cls, txid, attrs, key) {
+export function encode(method, cls, txid, attrs, key) {
   const type = (method & 0x000f) | ((method & 0x0070) << 1) | ((method & 0x0f80) << 2) | ((cls & 1) << 4) | ((cls & 2) << 7);
   const head = Buffer.alloc(20);
   head.writeUInt16BE(type, 0);
@@ -79,8 +79,8 @@ export function decode(buf) {
 
 /** A TURN client. `transport`: 'udp' | 'tcp'. */
 export class TurnClient {
-  constructor({ host = '127.0.0.1', port = 3478, transport = 'udp', username, password }) {
-    Object.assign(this, { host, port, transport, username, password });
+  constructor({ host = '127.0.0.1', port = 3478, transport = 'udp', username, password, localAddress = '127.0.0.1' }) {
+    Object.assign(this, { host, port, transport, username, password, localAddress });
     this.pending = new Map();
     this.inbox = [];
     this.realm = null;
@@ -96,10 +96,10 @@ export class TurnClient {
     if (this.transport === 'udp') {
       this.sock = dgram.createSocket('udp4');
       this.sock.on('message', onMessage);
-      await new Promise((r) => this.sock.bind(0, '127.0.0.1', r));
+      await new Promise((r) => this.sock.bind(0, this.localAddress, r));
       this.write = (b) => this.sock.send(b, this.port, this.host);
     } else {
-      this.sock = net.connect({ host: this.host, port: this.port });
+      this.sock = net.connect({ host: this.host, port: this.port, localAddress: this.localAddress });
       await new Promise((r, j) => { this.sock.once('connect', r); this.sock.once('error', j); });
       let buf = Buffer.alloc(0);
       this.sock.on('data', (chunk) => {

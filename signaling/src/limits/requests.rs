@@ -121,12 +121,12 @@ impl RequestLimits {
         self.buckets.lock().expect("limits lock").remove(&sid);
     }
 
-    /// Requests refused so far.
     /// Connections with a live bucket.
     pub(crate) fn tracked(&self) -> usize {
         self.buckets.lock().expect("limits lock").len()
     }
 
+    /// Requests refused so far.
     pub(crate) fn limited(&self) -> u64 {
         self.limited.load(Ordering::Relaxed)
     }

@@ -1,0 +1,220 @@
+//! Wiring of the stream allocator into the core: every [`ALLOCATION_PERIOD`], each
+//! subscriber transport with a bandwidth estimate gets its consumers' targets recomputed
+//! ([`allocator::allocate`]), pauses and resumes announced ([`SfuEvent::VideoPaused`] /
+//! [`SfuEvent::VideoResumed`]), and str0m's estimator told what to probe for.
+//!
+//! Where it sits in the packet path: the allocator only writes each consumer's `target`;
+//! `Consumer::decide` reads it per packet (decide), `Consumer::write` is untouched (apply).
+
+use std::time::{Duration, Instant};
+
+use str0m::bwe::Bitrate;
+use str0m::media::MediaKind;
+use tracing::debug;
+
+use super::allocator::{self, AUDIO_RESERVE_BPS, Priority, Target, UNMEASURED_LAYER_BPS, Want};
+use super::*;
+use crate::ids::{ParticipantId, Source, TrackId, TransportId};
+
+/// A move down this soon after a move up means the step up failed (see `failed_ups`).
+const FAILED_UP_WINDOW: Duration = Duration::from_secs(2);
+
+/// How often allocations are recomputed.
+pub(super) const ALLOCATION_PERIOD: Duration = Duration::from_millis(200);
+
+impl ShardCore {
+    /// Recompute every subscriber transport's allocation.
+    pub(super) fn allocate_all(&mut self, now: Instant) {
+        let subs: Vec<TransportId> = self
+            .transports
+            .iter()
+            .filter(|(_, t)| {
+                t.estimate.is_some() && matches!(t.kind, TransportKind::Subscriber { .. })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for tid in subs {
+            self.allocate(tid, now);
+        }
+    }
+
+    pub(super) fn allocate(&mut self, tid: TransportId, now: Instant) {
+        let Some(t) = self.transports.get(&tid) else {
+            return;
+        };
+        let Some(estimate) = t.estimate else {
+            return;
+        };
+        let TransportKind::Subscriber { consumers, .. } = &t.kind else {
+            return;
+        };
+        let room = self
+            .participants
+            .get(&t.participant)
+            .and_then(|p| self.rooms.get(&p.room));
+        let mut keys = Vec::new();
+        let mut wants = Vec::new();
+        for (key, c) in consumers {
+            let Some(p) = c.producer.and_then(|id| self.producers.get(&id)) else {
+                continue;
+            };
+            if !c.active {
+                continue;
+            }
+            let want = if c.kind == MediaKind::Audio {
+                Want {
+                    priority: Priority::Audio,
+                    layers: vec![p.rate.bps.max(AUDIO_RESERVE_BPS)],
+                    current: Target::Layer(0),
+                    hold_until: None,
+                    short_since: None,
+                }
+            } else {
+                let priority = if c.source == Source::Screen {
+                    Priority::Screen
+                } else if room.is_some_and(|r| r.speakers.contains(&c.publisher)) {
+                    Priority::Speaker
+                } else {
+                    Priority::Camera
+                };
+                let layers = if p.layers.is_empty() {
+                    vec![if p.rate.bps > 0 {
+                        p.rate.bps
+                    } else {
+                        UNMEASURED_LAYER_BPS
+                    }]
+                } else {
+                    let mut l = p.layers.ranked_bitrates(UNMEASURED_LAYER_BPS);
+                    l.truncate(p.layers.index_for(c.sel.quality) + 1);
+                    l
+                };
+                let current = match c.target {
+                    Target::Layer(l) => Target::Layer(l.min(layers.len().saturating_sub(1))),
+                    Target::Paused => Target::Paused,
+                };
+                Want {
+                    priority,
+                    layers,
+                    current,
+                    hold_until: c.hold_until,
+                    short_since: c.short_since,
+                }
+            };
+            keys.push(*key);
+            wants.push(want);
+        }
+        let alloc = allocator::allocate(estimate, &wants, now);
+        let subscriber = t.participant;
+        let mut resumed: Vec<TrackId> = Vec::new();
+        let Some(t) = self.transports.get_mut(&tid) else {
+            return;
+        };
+        if let TransportKind::Subscriber { consumers, .. } = &mut t.kind {
+            for (((key, want), target), short) in keys
+                .iter()
+                .zip(&wants)
+                .zip(&alloc.targets)
+                .zip(&alloc.short)
+            {
+                let Some(c) = consumers.get_mut(key) else {
+                    continue;
+                };
+                c.short_since = if *short {
+                    c.short_since.or(Some(now))
+                } else {
+                    None
+                };
+                if c.kind == MediaKind::Audio || *target == want.current {
+                    // Unchanged (a first allocation only records where it starts).
+                    if c.target == Target::Layer(usize::MAX) {
+                        c.target = *target;
+                    }
+                    continue;
+                }
+                let was_paused = c.target == Target::Paused;
+                // The first allocation (from "whatever was asked") is a start, not a
+                // congestion event: only the short hold, and no pause before the estimate
+                // has shown the link cannot carry the lowest layer.
+                let first = c.target == Target::Layer(usize::MAX);
+                let target = &if first && *target == Target::Paused {
+                    Target::Layer(0)
+                } else {
+                    *target
+                };
+                let up = allocator::is_up(want.current, *target);
+                let hold = if first {
+                    allocator::RAMP_HOLD
+                } else if up {
+                    c.last_up = Some(now);
+                    allocator::hold_after(want.current, *target)
+                } else {
+                    // Down soon after going up: that step did not fit after all (a probe
+                    // overestimated). Back off: each such failure doubles the hold.
+                    // (Counted once per move up: the steps down that follow are one event.)
+                    match c.last_up.take() {
+                        Some(at) if now.saturating_duration_since(at) < FAILED_UP_WINDOW => {
+                            c.failed_ups = (c.failed_ups + 1).min(3);
+                        }
+                        Some(_) => c.failed_ups = 0,
+                        None => {}
+                    }
+                    allocator::hold_after(want.current, *target) * (1 << c.failed_ups)
+                };
+                debug!(
+                    %subscriber,
+                    mid = %c.mid,
+                    estimate_kbps = estimate / 1000,
+                    layers_kbps = ?want.layers.iter().map(|b| b / 1000).collect::<Vec<_>>(),
+                    from = ?c.target,
+                    to = ?target,
+                    "allocation changes"
+                );
+                c.target = *target;
+                c.hold_until = Some(now + hold);
+                let Some(track) = c.producer else { continue };
+                match (was_paused, *target == Target::Paused) {
+                    (false, true) => {
+                        self.events.push_back(SfuEvent::VideoPaused {
+                            participant: subscriber,
+                            track,
+                        });
+                    }
+                    (true, false) => {
+                        // Start clean: a key frame of the layer it gets now.
+                        c.sel.current = None;
+                        c.await_keyframe = true;
+                        c.rewriter.switch_source();
+                        resumed.push(track);
+                        self.events.push_back(SfuEvent::VideoResumed {
+                            participant: subscriber,
+                            track,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Probe towards what the consumers would take next; keep sending at least what
+        // they get now (padding fills in when media falls short).
+        t.rtc.bwe().set_bitrate(
+            Bitrate::bps(alloc.allocated_bps),
+            Bitrate::bps(alloc.desired_bps.max(alloc.allocated_bps)),
+        );
+        for track in resumed {
+            self.request_keyframe(track, now);
+        }
+    }
+}
+
+impl ShardCore {
+    /// The send-side bandwidth estimate of `participant`'s subscriber transport (bits per
+    /// second), once str0m has one.
+    pub fn subscriber_estimate(&self, participant: ParticipantId) -> Option<u64> {
+        self.transports
+            .values()
+            .find(|t| {
+                t.participant == participant && matches!(t.kind, TransportKind::Subscriber { .. })
+            })
+            .and_then(|t| t.estimate)
+    }
+}

@@ -1,0 +1,128 @@
+// Bandwidth benchmark (issue 12; not part of the CI suite: run it on demand,
+//   STUDYROOM_BIN=... bash scripts/netns_run.sh node --test tests/e2e/bench-bandwidth.mjs
+// and read the figures it prints; BENCHMARKS.md §10 has them). The server runs with --bwe.
+// A publisher sends its camera as simulcast (Chromium's fake camera:
+// a 160x120 and a 320x240 layer here), two listeners watch, and one listener's downlink is
+// capped with a real bottleneck (tc htb + short pfifo on its UDP port, lib/bottleneck.js).
+// The server's estimate of that downlink falls, the allocator moves it to the small layer
+// (it keeps decoding, without freezes), the other listener is unaffected; below the
+// smallest layer the video is paused (`videoPaused` on the page, audio goes on) and it
+// resumes (`videoResumed`) when the cap is lifted. Judged with getStats and page events.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startHarness } from './lib/harness.js';
+import { inboundStats, waitFor, waitForVideoFrom } from './lib/stats.js';
+import { udpPortsOf } from './lib/blackout.js';
+import { downlinkCap } from './lib/bottleneck.js';
+
+const ROOM = 'e2e-bandwidth';
+
+async function camera(page, id) {
+  return (await inboundStats(page)).find((x) => x.participantId === id && x.source === 'camera') || null;
+}
+
+async function mic(page, id) {
+  return (await inboundStats(page)).find((x) => x.participantId === id && x.source === 'microphone') || null;
+}
+
+// Frames decoded per second and freezes over `ms`, and the widths seen (every 500 ms).
+async function watch(page, id, ms) {
+  const a = await camera(page, id);
+  const widths = [];
+  for (let left = ms; left > 0; left -= 500) {
+    await new Promise((r) => setTimeout(r, Math.min(500, left)));
+    widths.push((await camera(page, id))?.frameWidth);
+  }
+  const b = await camera(page, id);
+  return {
+    widths: [...new Set(widths)],
+    fps: ((b.framesDecoded - a.framesDecoded) * 1000) / ms,
+    freezes: b.freezeCount - a.freezeCount,
+    lost: b.packetsLost - a.packetsLost,
+    width: b.frameWidth,
+  };
+}
+
+test('a capped listener moves to the small layer, then pauses below it and resumes; the other is unaffected', { timeout: 240000 }, async (t) => {
+  const h = await startHarness(t, { serverArgs: ['--bwe'] });
+  let cap = null;
+  try {
+    await h.run(async () => {
+      const a = await h.join({ room: ROOM, name: 'Camera', query: { simulcast: 1 } });
+      const b = await h.join({ room: ROOM, name: 'Capped', publish: false });
+      const c = await h.join({ room: ROOM, name: 'Open', publish: false });
+      for (const v of [b, c]) {
+        await v.page.evaluate(() => {
+          window.__bw = [];
+          for (const ev of ['videoPaused', 'videoResumed']) {
+            window.studyroom.on(ev, (m) => window.__bw.push({ ev, ...m, at: Date.now() }));
+          }
+        });
+      }
+      await waitForVideoFrom(b, a.id);
+      await waitForVideoFrom(c, a.id);
+      // Both on the largest layer the camera sends (320 px here) before the cap.
+      const top = await waitFor(async () => {
+        const [wb, wc] = [(await camera(b.page, a.id))?.frameWidth, (await camera(c.page, a.id))?.frameWidth];
+        return wb && wb === wc && wb >= 320 ? wb : null;
+      }, { what: 'both listeners decode the top layer', timeoutMs: 40000, progress: async () => [await camera(b.page, a.id), await camera(c.page, a.id)] });
+      const before = await watch(c.page, a.id, 3000);
+      t.diagnostic(`uncapped: ${JSON.stringify(before)}`);
+
+      // 300 kbit/s: the 320 px layer (~250 kbit/s) and audio do not fit with headroom, the
+      // 160 px one does.
+      const ports = (await udpPortsOf(b.page)).all;
+      cap = downlinkCap(ports, 300);
+      const t0 = Date.now();
+      await waitFor(async () => ((await camera(b.page, a.id))?.frameWidth || top) < top ? true : null,
+        { what: 'the capped listener moves to a smaller layer', timeoutMs: 20000, progress: () => camera(b.page, a.id) });
+      const adaptMs = Date.now() - t0;
+      await new Promise((r) => setTimeout(r, 3000)); // the queue drains
+      const capped = await watch(b.page, a.id, 10000);
+      const open = await watch(c.page, a.id, 3000);
+      t.diagnostic(`300 kbit/s cap: adapted in ${adaptMs} ms; then ${JSON.stringify(capped)}; open listener ${JSON.stringify(open)}; tc ${JSON.stringify(cap.counters())}`);
+      // Judged: it left the top layer and keeps decoding; the open listener keeps its top
+      // layer and frame rate. (Frame rate and freezes under the cap are figures for
+      // BENCHMARKS.md, printed above: this machine's CPU is shared with the browsers, and
+      // the estimate of a 300 kbit/s link on it is noisy.)
+      assert.ok(capped.widths.includes(capped.width) && Math.min(...capped.widths) < top,
+        `the capped listener is on the smaller layer (${JSON.stringify(capped.widths)})`);
+      assert.ok(capped.fps > 5, `the capped listener keeps decoding (${capped.fps.toFixed(1)} frames/s)`);
+      assert.deepEqual(open.widths, [top], 'the open listener keeps the top layer');
+      assert.ok(open.fps >= before.fps * 0.75 || open.fps >= 15, `the open listener's frame rate holds (${open.fps.toFixed(1)})`);
+
+      // 50 kbit/s: not even the smallest layer fits; the video pauses, audio goes on.
+      cap.set(50);
+      await waitFor(async () => (await b.page.evaluate(() => window.__bw.some((e) => e.ev === 'videoPaused'))) || null,
+        { what: 'videoPaused on the capped page', timeoutMs: 30000, progress: () => b.page.evaluate(() => window.__bw) });
+      const paused = await b.page.evaluate(() => window.__bw.find((e) => e.ev === 'videoPaused'));
+      assert.equal(paused.participantId, a.id);
+      assert.equal(paused.reason, 'bandwidth');
+      const tile = await b.page.evaluate((id) => document.querySelector(`.tile[data-participant-id="${id}"]`)?.dataset.videoPaused, a.id);
+      assert.equal(tile, 'bandwidth', 'the tile shows the pause');
+      await new Promise((r) => setTimeout(r, 3000));
+      const m0 = await mic(b.page, a.id);
+      const v0 = await camera(b.page, a.id);
+      await new Promise((r) => setTimeout(r, 3000));
+      const m1 = await mic(b.page, a.id);
+      const v1 = await camera(b.page, a.id);
+      t.diagnostic(`paused: audio packets +${m1.packetsReceived - m0.packetsReceived}, video frames +${v1.framesDecoded - v0.framesDecoded}`);
+      assert.ok(m1.packetsReceived - m0.packetsReceived > 50, 'audio keeps flowing while the video is paused');
+
+      // Lifted: the video resumes and decodes again.
+      cap.lift();
+      cap = null;
+      const t1 = Date.now();
+      await waitFor(async () => (await b.page.evaluate(() => window.__bw.some((e) => e.ev === 'videoResumed'))) || null,
+        { what: 'videoResumed after the cap is lifted', timeoutMs: 30000, progress: () => b.page.evaluate(() => window.__bw) });
+      const resumeMs = Date.now() - t1;
+      const after = await watch(b.page, a.id, 3000);
+      t.diagnostic(`lifted: resumed in ${resumeMs} ms, then ${JSON.stringify(after)}`);
+      assert.ok(after.fps > 5, `decoding again after the resume (${after.fps.toFixed(1)} frames/s)`);
+      const tileAfter = await b.page.evaluate((id) => document.querySelector(`.tile[data-participant-id="${id}"]`)?.dataset.videoPaused, a.id);
+      assert.equal(tileAfter, undefined, 'the tile no longer shows the pause');
+    });
+  } finally {
+    if (cap) cap.lift();
+  }
+});
