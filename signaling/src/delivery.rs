@@ -94,6 +94,19 @@ pub(crate) fn offer(state: &AppState, p: ParticipantId, payload: Value) {
     let outcome = {
         let mut guard = state.sessions();
         let sessions = &mut *guard;
+        // An offer the media core produced for a participant that has left since (its
+        // renegotiation raced the departure) goes nowhere: remembering it would keep an
+        // `early_offers` and an unanswered-offer entry for good (found by the soak:
+        // scripts/soak.py checks every signaling map is empty once everyone left). Known:
+        // attached, detached (waiting for a resume), or joining (session bound, join ack
+        // not yet sent; the scan only runs for those and for the departed).
+        let known = sessions.by_participant.contains_key(&p)
+            || sessions.parked.detached(p).is_some()
+            || sessions.by_sid.values().any(|s| s.participant == Some(p));
+        if !known {
+            tracing::debug!(participant = %p, "offer for a departed participant dropped");
+            return;
+        }
         sessions.parked.offered(p, &payload);
         let outcome = push_locked(state, sessions, p, "offer", &payload);
         if matches!(outcome, Pushed::Nowhere) {

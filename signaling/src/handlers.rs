@@ -699,12 +699,12 @@ pub(crate) fn parse_focus(d: Option<Value>) -> Result<(bool, String, Option<u64>
 /// A learner's page lost or regained focus.
 #[tracing::instrument(name = "focus", level = "info", skip_all, fields(sid = %socket.id))]
 async fn focus(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<Value, ApiError> {
-    let (lost, reason, client_at) = parse_focus(d)?;
     let (p, room) = participant_of(state, socket)?;
     let claims = session_claims(state, socket)?;
     if claims.role != RoleClaim::Learner {
         return Err(ApiError::new("forbidden", "only learners report focus"));
     }
+    let (lost, reason, client_at) = parse_focus(d)?;
     let ev = state.focus().report(
         &room,
         &p.to_string(),

@@ -67,8 +67,8 @@ pub(super) async fn publish(
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let (sdp, tracks) = parse_publish(d)?;
     let (p, _) = participant_of(state, socket)?;
+    let (sdp, tracks) = parse_publish(d)?;
     let a = state.sfu().publish(p, sdp, tracks).await?;
     Ok(json!({ "sdp": a.sdp, "tracks": a.tracks.iter().map(track_json).collect::<Vec<_>>() }))
 }
@@ -91,8 +91,8 @@ pub(super) async fn answer(
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let sdp = parse_answer(d)?;
     let (p, _) = participant_of(state, socket)?;
+    let sdp = parse_answer(d)?;
     let seq = state.sessions().parked.offer_seq(p);
     state.sfu().answer(p, sdp).await?;
     // Answered: nothing to send again on a resume (unless a newer offer went out meanwhile).
@@ -131,8 +131,8 @@ pub(super) async fn ice(
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let parsed = parse_ice(d)?;
     let (p, _) = participant_of(state, socket)?;
+    let parsed = parse_ice(d)?;
     if let Some((role, candidate)) = parsed {
         state.sfu().candidate(p, role, candidate).await?;
     }
@@ -184,8 +184,8 @@ pub(super) async fn mute(
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let (track, muted) = parse_mute(d)?;
     let (p, _) = participant_of(state, socket)?;
+    let (track, muted) = parse_mute(d)?;
     state.sfu().mute(p, track, muted).await?;
     Ok(json!({ "ok": true }))
 }
@@ -208,8 +208,8 @@ pub(super) async fn unpublish(
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let track = parse_unpublish(d)?;
     let (p, _) = participant_of(state, socket)?;
+    let track = parse_unpublish(d)?;
     state.sfu().unpublish(p, track).await?;
     Ok(json!({ "ok": true }))
 }
@@ -229,8 +229,8 @@ pub(super) async fn set_quality(
     state: &AppState,
     d: Option<Value>,
 ) -> Result<Value, ApiError> {
-    let (publisher, source, quality) = parse_quality(d)?;
     let (p, _) = participant_of(state, socket)?;
+    let (publisher, source, quality) = parse_quality(d)?;
     state
         .sfu()
         .set_quality(p, publisher, source, quality)
