@@ -8,6 +8,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 fn main() -> std::process::ExitCode {
+    // One rustls crypto provider for every HTTP client of the process (the OTLP exporter's
+    // and the audit webhook's reqwest are built with `rustls-no-provider`): ring, as the
+    // TURN relay's TLS uses. Installed before anything can build a client; an error only
+    // means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // `studyroom turn [flags]`: the TURN relay alone, same flags.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let turn_only = args.get(1).is_some_and(|a| a == "turn");
