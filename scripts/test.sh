@@ -20,8 +20,9 @@ echo "== client SDK types: studyroom.d.ts against the typed and React examples (
 echo "== cargo test"
 cargo test --workspace
 
-echo "== fuzz targets: a few seconds each (scripts/fuzz-smoke.sh; long runs in FUZZING.md)"
-bash scripts/fuzz-smoke.sh
+# The fuzz targets are not run here yet: their first build (the whole dependency tree with
+# sanitizer flags) took 37 min on a shared VM, beyond this suite's budget. On demand:
+# `bash scripts/fuzz-smoke.sh` (FUZZING.md).
 
 echo "== build the server for end-to-end tests"
 cargo build --release -p studyroom-signaling -p studyroom-loadtest
