@@ -9,7 +9,7 @@ import { io } from 'socket.io-client';
 import { startServer } from './lib/server.js';
 import { waitFor } from './lib/stats.js';
 
-test('request spans reach an OTLP/HTTP collector', async () => {
+test('request spans reach an OTLP/HTTP collector', async (t) => {
   const posts = [];
   const collector = http.createServer((req, res) => {
     const chunks = [];
@@ -21,6 +21,9 @@ test('request spans reach an OTLP/HTTP collector', async () => {
     });
   });
   await new Promise((r) => collector.listen(4318, '127.0.0.1', r));
+  // The collector closes whatever happens: a server that fails to start must not leave
+  // this file hanging on an open listener.
+  t.after(() => collector.close());
   const server = await startServer({ args: ['--drain-timeout-secs', '1'], env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' } });
   try {
     const { token } = await (await fetch(`${server.baseUrl}/dev/token?room=otel&name=Olga`)).json();
