@@ -54,30 +54,23 @@ if [ "${INSTALL_CARGO_FUZZ:-0}" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1;
 fi
 
 # --- Node packages for tests/e2e -------------------------------------------------------
-# `npm ci` wipes node_modules, so run it only when the lockfile changed since the last one.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1   # tests use Debian's /usr/bin/chromium
-(
-  cd tests/e2e
+# `npm ci` in DIR, only when its lockfile changed since the last one (npm ci wipes
+# node_modules).
+npm_ci_in() (
+  cd "$1"
   stamp=node_modules/.studyroom-lock.sha256
   want=$(sha256sum package.json package-lock.json)
   if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
-    say "npm ci in tests/e2e"
+    say "npm ci in $1"
     npm ci --no-audit --no-fund --loglevel=error
     echo "$want" >"$stamp"
   fi
 )
+npm_ci_in tests/e2e
 
 # --- Node packages for tests/types (typescript, @types/react: tsc --noEmit of the SDK) ----
-(
-  cd tests/types
-  stamp=node_modules/.studyroom-lock.sha256
-  want=$(sha256sum package.json package-lock.json)
-  if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
-    say "npm ci in tests/types"
-    npm ci --no-audit --no-fund --loglevel=error
-    echo "$want" >"$stamp"
-  fi
-)
+npm_ci_in tests/types
 
 # --- Python packages for tests/interop -------------------------------------------------
 req=tests/interop/requirements.txt

@@ -12,10 +12,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{BOTH, Link, Sim};
+use common::{BOTH, Link, OwedKeyframes, Sim};
 use sfu::core::SfuEvent;
 use sfu::{MediaKind, SfuConfig, Source};
-use str0m::media::Rid;
 
 /// The publisher's layers, lowest first.
 const LAYERS: [&str; 3] = ["q", "h", "f"];
@@ -42,8 +41,7 @@ struct Publisher {
     video: usize,
     audio: Option<usize>,
     frame: u32,
-    owed: [Option<Instant>; 3],
-    requests_seen: usize,
+    owed: OwedKeyframes,
     next_audio: Option<Instant>,
 }
 
@@ -54,8 +52,7 @@ impl Publisher {
             video,
             audio,
             frame: 0,
-            owed: [None; 3],
-            requests_seen: 0,
+            owed: OwedKeyframes::new(&LAYERS, KEYFRAME_DELAY),
             next_audio: None,
         }
     }
@@ -75,26 +72,10 @@ impl Publisher {
                 .collect();
             eprintln!("t={t} layers={l:?} dropped={d:?} est_kbps={e:?}");
         }
-        let requests = &sim.clients[self.idx].keyframe_requests_on;
-        for (_, rid) in &requests[self.requests_seen..] {
-            match rid.and_then(|r| LAYERS.iter().position(|l| Rid::from(*l) == r)) {
-                Some(layer) => {
-                    self.owed[layer].get_or_insert(sim.now + KEYFRAME_DELAY);
-                }
-                None => {
-                    for o in &mut self.owed {
-                        o.get_or_insert(sim.now + KEYFRAME_DELAY);
-                    }
-                }
-            }
-        }
-        self.requests_seen = requests.len();
+        self.owed.note_requests(sim, self.idx);
         let ts = self.frame * 3000;
         for (layer, rid) in LAYERS.iter().enumerate() {
-            let key = self.frame == 0 || self.owed[layer].is_some_and(|due| sim.now >= due);
-            if key {
-                self.owed[layer] = None;
-            }
+            let key = self.owed.is_key(layer, self.frame, sim.now);
             let (packets, size) = SHAPE[layer];
             for k in 0..packets {
                 let last = k == packets - 1;

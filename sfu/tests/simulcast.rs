@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{BOTH, Sim};
+use common::{BOTH, OwedKeyframes, Sim};
 use sfu::{Quality, Source};
-use str0m::media::Rid;
 
 /// The publisher's layers, lowest first.
 const LAYERS: [&str; 3] = ["q", "h", "f"];
@@ -60,8 +59,7 @@ struct Publisher {
     idx: usize,
     frame: u32,
     /// Per layer: when the key frame a request asked for is due.
-    owed: [Option<Instant>; 3],
-    requests_seen: usize,
+    owed: OwedKeyframes,
     /// Packets written so far (orders key frames and `set_quality` calls).
     written: u64,
     /// Every key frame sent: (layer, frame, packets written before it).
@@ -73,19 +71,12 @@ impl Publisher {
     /// encoder's packetizer emits them), delivering every packet before the next is
     /// written; `between(sim, layer, k)` runs after each packet.
     fn send_frame(&mut self, sim: &mut Sim, mut between: impl FnMut(&mut Sim, usize, u8)) {
-        let requests = &sim.clients[self.idx].keyframe_requests_on;
-        for (_, rid) in &requests[self.requests_seen..] {
-            let layer = rid
-                .and_then(|r| LAYERS.iter().position(|l| Rid::from(*l) == r))
-                .expect("key-frame requests name a layer");
-            self.owed[layer].get_or_insert(sim.now + KEYFRAME_DELAY);
-        }
-        self.requests_seen = requests.len();
+        self.owed.note_requests(sim, self.idx);
+        assert_eq!(self.owed.unnamed, 0, "key-frame requests name a layer");
         let ts = self.frame * 3000;
         for (layer, rid) in LAYERS.iter().enumerate() {
-            let key = self.frame == 0 || self.owed[layer].is_some_and(|due| sim.now >= due);
+            let key = self.owed.is_key(layer, self.frame, sim.now);
             if key {
-                self.owed[layer] = None;
                 self.keyframes.push((layer, self.frame, self.written));
             }
             for k in 0..PACKETS_PER_FRAME {
@@ -120,8 +111,7 @@ fn a_subscriber_switches_simulcast_layers_at_key_frames_with_continuous_sequence
     let mut publisher = Publisher {
         idx: a,
         frame: 0,
-        owed: [None; 3],
-        requests_seen: 0,
+        owed: OwedKeyframes::new(&LAYERS, KEYFRAME_DELAY),
         written: 0,
         keyframes: Vec::new(),
     };

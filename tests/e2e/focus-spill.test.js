@@ -14,6 +14,7 @@ import { connect } from 'nats';
 import { startNats, startServer } from './lib/server.js';
 import { joinClient, ok } from './lib/sio-client.js';
 import { waitFor } from './lib/stats.js';
+import { streamMessages } from './lib/jetstream.js';
 
 const STREAM = 'STUDYROOM_PROCTORING';
 const NATS_PORT = 14223;
@@ -27,17 +28,6 @@ async function metric(name) {
   const text = await (await fetch(METRICS)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line ? Number(line.split(' ')[1]) : NaN;
-}
-
-async function streamMessages(jsm) {
-  const info = await jsm.streams.info(STREAM);
-  const out = [];
-  if (info.state.messages === 0) return out;
-  for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
-    const m = await jsm.streams.getMessage(STREAM, { seq });
-    out.push({ msgId: m.header ? m.header.get('Nats-Msg-Id') : null, payload: m.json() });
-  }
-  return out;
 }
 
 test('focus events past the memory bound spill to disk and all arrive once after NATS and studyroom restart', { timeout: 240000 }, async (t) => {
@@ -77,7 +67,7 @@ test('focus events past the memory bound spill to disk and all arrive once after
     await send(learners[0]);
     nc = await connect({ servers: nats.url, reconnect: false });
     let jsm = await nc.jetstreamManager();
-    await waitFor(async () => (await streamMessages(jsm)).length === 1, { what: 'the first event stored', timeoutMs: 20000 });
+    await waitFor(async () => (await streamMessages(jsm, STREAM)).length === 1, { what: 'the first event stored', timeoutMs: 20000 });
     await nc.close();
     nc = null;
 
@@ -108,16 +98,16 @@ test('focus events past the memory bound spill to disk and all arrive once after
     nc = await connect({ servers: nats.url, reconnect: false });
     jsm = await nc.jetstreamManager();
     let messages = [];
-    await waitFor(async () => { messages = await streamMessages(jsm); return messages.length >= acked.length; },
+    await waitFor(async () => { messages = await streamMessages(jsm, STREAM); return messages.length >= acked.length; },
       { what: `${acked.length} events stored`, timeoutMs: 60000, progress: () => messages.length });
     const late = await joinClient(server.baseUrl, { room: ROOM, name: 'Late' });
     clients.push(late);
     await send({ c: late, lost: false });
-    await waitFor(async () => { messages = await streamMessages(jsm); return messages.length >= acked.length; },
+    await waitFor(async () => { messages = await streamMessages(jsm, STREAM); return messages.length >= acked.length; },
       { what: 'the event sent after the replay', timeoutMs: 20000 });
     // Give a duplicate the chance to show up before counting.
     await waitFor(async () => (await metric('studyroom_focus_events_pending')) === 0, { what: 'nothing pending', timeoutMs: 10000 });
-    messages = await streamMessages(jsm);
+    messages = await streamMessages(jsm, STREAM);
     assert.equal(messages.length, acked.length, 'every event stored exactly once');
     const ids = messages.map((m) => m.msgId);
     assert.equal(new Set(ids).size, ids.length, 'distinct Nats-Msg-Id');

@@ -12,6 +12,7 @@ import { connect } from 'nats';
 import { startNats, startServer } from './lib/server.js';
 import { joinClient, ok } from './lib/sio-client.js';
 import { waitFor } from './lib/stats.js';
+import { streamMessages } from './lib/jetstream.js';
 
 const STREAM = 'STUDYROOM_PROCTORING';
 const NATS_PORT = 14222;
@@ -20,18 +21,6 @@ const SUBJECT = `studyroom.proctoring.${ROOM}.focus`;
 // docs/events.md: the payload's fields (FocusEvent's, less the room-local participantId).
 const PAYLOAD_FIELDS = ['v', 'room', 'participant', 'name', 'state', 'reason', 'at', 'client_at', 'lost_ms'];
 const TWO_MINUTES_NS = 120 * 1e9;
-
-// Every message of the stream, oldest first: { seq, subject, msgId, payload }.
-async function streamMessages(jsm) {
-  const info = await jsm.streams.info(STREAM);
-  const out = [];
-  if (info.state.messages === 0) return out;
-  for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
-    const m = await jsm.streams.getMessage(STREAM, { seq });
-    out.push({ seq: m.seq, subject: m.subject, msgId: m.header ? m.header.get('Nats-Msg-Id') : null, payload: m.json() });
-  }
-  return out;
-}
 
 async function jetstream(url) {
   const nc = await connect({ servers: url, reconnect: false });
@@ -42,7 +31,7 @@ async function jetstream(url) {
 async function waitForMessages(jsm, count, what) {
   let last = [];
   await waitFor(async () => {
-    last = await streamMessages(jsm);
+    last = await streamMessages(jsm, STREAM);
     return last.length >= count;
   }, { what, timeoutMs: 60000, intervalMs: 250, progress: () => last.map((m) => `${m.seq}:${m.payload.state}/${m.payload.reason}`) });
   assert.equal(last.length, count, `${STREAM} holds more than ${count} messages: ${JSON.stringify(last, null, 1)}`);

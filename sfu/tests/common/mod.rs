@@ -886,3 +886,57 @@ impl Sim {
         self.pump_events();
     }
 }
+
+/// The key frames a simulcast publisher owes: each key-frame request it received (for a
+/// layer, or for every layer when it names none) makes that layer's next frame at least
+/// `delay` later a key frame, as an encoder answers a request with a later frame.
+pub struct OwedKeyframes {
+    layers: Vec<&'static str>,
+    delay: Duration,
+    owed: Vec<Option<Instant>>,
+    seen: usize,
+    /// Requests that named no layer.
+    pub unnamed: usize,
+}
+
+impl OwedKeyframes {
+    pub fn new(layers: &[&'static str], delay: Duration) -> Self {
+        OwedKeyframes {
+            layers: layers.to_vec(),
+            delay,
+            owed: vec![None; layers.len()],
+            seen: 0,
+            unnamed: 0,
+        }
+    }
+
+    /// Takes in the requests publisher `idx` got since the last call.
+    pub fn note_requests(&mut self, sim: &Sim, idx: usize) {
+        let requests = &sim.clients[idx].keyframe_requests_on;
+        let due = sim.now + self.delay;
+        for (_, rid) in &requests[self.seen..] {
+            match rid.and_then(|r| self.layers.iter().position(|l| Rid::from(*l) == r)) {
+                Some(layer) => {
+                    self.owed[layer].get_or_insert(due);
+                }
+                None => {
+                    self.unnamed += 1;
+                    for o in &mut self.owed {
+                        o.get_or_insert(due);
+                    }
+                }
+            }
+        }
+        self.seen = requests.len();
+    }
+
+    /// Whether `layer`'s frame number `frame` at `now` is a key frame (the first always);
+    /// a key frame pays the layer's debt.
+    pub fn is_key(&mut self, layer: usize, frame: u32, now: Instant) -> bool {
+        let key = frame == 0 || self.owed[layer].is_some_and(|due| now >= due);
+        if key {
+            self.owed[layer] = None;
+        }
+        key
+    }
+}
