@@ -98,9 +98,12 @@ pub(crate) fn offer(state: &AppState, p: ParticipantId, payload: Value) {
         // renegotiation raced the departure) goes nowhere: remembering it would keep an
         // `early_offers` and an unanswered-offer entry for good (found by the soak:
         // scripts/soak.py checks every signaling map is empty once everyone left). Known:
-        // attached, detached (waiting for a resume), or joining (session bound, join ack
-        // not yet sent; the scan only runs for those and for the departed).
+        // attached, joining (handed to the core, not bound to its session yet: the join
+        // does not wait for the shard, so its first offer can come first), detached
+        // (waiting for a resume), or bound with its join ack not yet sent (the scan only
+        // runs for those and for the departed).
         let known = sessions.by_participant.contains_key(&p)
+            || sessions.joining.contains(&p)
             || sessions.parked.detached(p).is_some()
             || sessions.by_sid.values().any(|s| s.participant == Some(p));
         if !known {

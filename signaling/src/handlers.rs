@@ -523,7 +523,11 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     };
     // Posted to the room's shard, not awaited (`sfu::Sfu::join`): the ack does not wait
     // for a shard thread; later calls for this participant queue behind it there.
-    state.sfu().join(id, &room, grants, impair)?;
+    state.sessions().joining.insert(id);
+    if let Err(e) = state.sfu().join(id, &room, grants, impair) {
+        state.sessions().joining.remove(&id);
+        return Err(e.into());
+    }
     let record = ParticipantRecord {
         id: id.to_string(),
         identity: claims.sub.clone(),
@@ -568,6 +572,7 @@ async fn join(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Result<
     };
     let resume_token = {
         let mut sessions = state.sessions();
+        sessions.joining.remove(&id);
         match sessions.by_sid.get_mut(&socket.id) {
             Some(s) => {
                 s.participant = Some(id);

@@ -517,6 +517,7 @@ async fn render_core_counts(state: &AppState, o: &mut String) {
         maps.push(("sessions_by_sid", s.by_sid.len()));
         maps.push(("sessions_by_participant", s.by_participant.len()));
         maps.push(("early_offers", s.early_offers.len()));
+        maps.push(("joining", s.joining.len()));
         maps.extend(s.parked.sizes());
     }
     maps.push(("rate_limit_buckets", state.limits().requests.tracked()));

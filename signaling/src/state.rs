@@ -3,7 +3,7 @@
 //! platform outlets), with private fields, and each part reaches what it needs through
 //! a named accessor. `app.rs` (the composition root) builds it; nothing else can.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -35,6 +35,10 @@ pub(crate) struct Sessions {
     /// A subscriber offer produced before the participant's join ack went out; sent
     /// right after the ack so the client always sees the ack first.
     pub(crate) early_offers: HashMap<ParticipantId, Value>,
+    /// Participants whose join was handed to the media core but not yet bound to their
+    /// session: the core's first subscriber offer can arrive in that window (the join does
+    /// not wait for the shard), and must be kept, not dropped as a departed one's.
+    pub(crate) joining: HashSet<ParticipantId>,
     /// Participants whose socket dropped, waiting for `resume`; resume tokens.
     pub(crate) parked: resume::Parked,
 }
