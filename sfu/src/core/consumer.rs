@@ -124,14 +124,16 @@ impl Consumer {
         let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
             return false;
         };
+        // Forwarded media is not paced (a field store, made every time: str0m may rebuild
+        // a stream under the same SSRC, and a paced forwarded stream changes what the
+        // estimator sees). The stream allocator keeps each subscriber under its estimate
+        // instead, as LiveKit's pass-through pacer and mediasoup do. str0m's pacer sends
+        // at 1.1 x the estimate: at a few hundred kbit/s a forwarded key frame waited up
+        // to a second in it, the browser's delay gradient read that as congestion, and the
+        // estimate collapsed.
+        tx.set_unpaced(true);
         if self.tx_configured != Some(tx.ssrc()) {
             self.tx_configured = Some(tx.ssrc());
-            // Forwarded media is not paced. The stream allocator keeps each subscriber
-            // under its estimate instead, as LiveKit's pass-through pacer and mediasoup do.
-            // str0m's pacer sends at 1.1 x the estimate: at a few hundred kbit/s a
-            // forwarded key frame waited up to a second in it, the browser's delay gradient
-            // read that as congestion, and the estimate collapsed.
-            tx.set_unpaced(true);
             // The retransmission cache is bounded by time: a NACK for a packet older than
             // a second comes too late for the receiver's jitter buffer, and str0m's default
             // (3 s) made this cache the largest part of a participant's memory.
