@@ -2,8 +2,9 @@
 //!
 //! - **decide** ([`Consumer::decide`]): whether this consumer gets this packet at all —
 //!   negotiated and fed by this producer, and for simulcast the layer it is on or moving
-//!   to (switches happen at key frames). Bandwidth allocation plugs in here: it only
-//!   changes what the consumer wants, never how packets are written.
+//!   to (switches happen at key frames). Bandwidth allocation and adaptive stream (the
+//!   subscriber's view of the video) plug in here: they only change what the consumer
+//!   wants, never how packets are written.
 //! - **apply** ([`Consumer::write`]): map the payload type to the subscriber's, rewrite
 //!   sequence number and timestamp for continuity, and hand the packet to str0m.
 
@@ -50,11 +51,23 @@ impl Consumer {
         if !self.active || self.producer != Some(pkt.track) {
             return Verdict::Skip;
         }
-        let cap = match self.target {
+        let mut cap = match self.target {
             Target::Paused if pkt.is_video => return Verdict::Skip,
             Target::Paused => usize::MAX,
             Target::Layer(l) => l,
         };
+        if let Some(view) = self.view
+            && pkt.is_video
+        {
+            // Adaptive stream: nothing for a video nobody sees, and no layer larger than
+            // its element (`adaptive.rs`).
+            if !view.visible {
+                return Verdict::Skip;
+            }
+            if pkt.rid.is_some() {
+                cap = cap.min(layers.index_for_view((view.width, view.height)));
+            }
+        }
         let Some(r) = pkt.rid else {
             // Without simulcast, only a resume after a pause waits (for a key frame).
             if self.await_keyframe {

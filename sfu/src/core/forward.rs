@@ -66,6 +66,13 @@ impl ShardCore {
         p.rate.add(pkt.payload.len(), now);
         let keyframe =
             is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload);
+        if keyframe
+            && let Some(r) = rid
+            && let Some(size) = simulcast::frame_size(in_params.spec().codec, &pkt.payload)
+        {
+            // Layer sizes for adaptive stream (a key frame's first packet says it).
+            p.layers.observe_size(r, size);
+        }
         let mut ext = pkt.header.ext_vals.clone();
         ext.mid = None;
         ext.rid = None;

@@ -26,11 +26,13 @@
 //! re-publish of the same source continues the subscriber's stream), then transports,
 //! routes and the room when it empties. [`ShardCore::counts`] shows it all returns to zero.
 
+mod adaptive;
 mod allocator;
 mod api;
 mod bandwidth;
 mod consumer;
 mod datapath;
+mod dynacast;
 mod forward;
 mod negotiate;
 pub mod rewrite;
@@ -62,8 +64,8 @@ use route::RouteIndex;
 use simulcast::{Layers, Selection};
 
 pub use api::{
-    Grants, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo, TrackRequest,
-    Transmit, may_consume,
+    Grants, LayerActive, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo,
+    TrackRequest, TrackView, Transmit, may_consume,
 };
 pub use stats::{Counts, LATENCY_BUCKETS_US, ShardStats};
 
@@ -114,6 +116,8 @@ struct Producer {
     last_loud_at: Option<Instant>,
     /// Incoming bitrate (all layers), for the allocator.
     rate: RateMeter,
+    /// Which of its layers the publisher was told to encode (`dynacast.rs`).
+    dynacast: dynacast::Dynacast,
 }
 
 /// Bits per second over fixed windows, for the allocator (which needs what a track costs).
@@ -171,6 +175,16 @@ struct Consumer {
     failed_ups: u32,
     /// After a pause (video without simulcast): forward from the next key frame on.
     await_keyframe: bool,
+    /// How the subscriber displays it (adaptive stream; None: never reported, so shown,
+    /// at any size).
+    view: Option<TrackView>,
+}
+
+impl Consumer {
+    /// Its subscriber said nobody sees it (tab hidden, off-screen, no element).
+    fn hidden(&self) -> bool {
+        self.view.is_some_and(|v| !v.visible)
+    }
 }
 
 enum TransportKind {

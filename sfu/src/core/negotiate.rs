@@ -77,7 +77,11 @@ impl ShardCore {
             last_up: None,
             failed_ups: 0,
             await_keyframe: false,
+            view: None,
         });
+        if c.producer != Some(producer) {
+            c.view = None; // a new track: its view is reported anew
+        }
         c.producer = Some(producer);
         c.codec = p.params;
         c.pt_map.clear();

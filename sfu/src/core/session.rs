@@ -284,6 +284,7 @@ impl ShardCore {
                     level: 0.0,
                     last_loud_at: None,
                     rate: RateMeter::default(),
+                    dynacast: Default::default(),
                 },
             );
             if let Some(r) = self.rooms.get_mut(&room) {
