@@ -112,6 +112,12 @@ mod tests {
             ),
             ("focusHistory", Some(json!({}))),
             ("resume", Some(json!({"resumeToken": "abc"}))),
+            (
+                "trackView",
+                Some(
+                    json!({"views": [{"trackId": "TR3", "visible": true, "width": 640, "height": 360}]}),
+                ),
+            ),
         ];
         for (event, payload) in ok {
             assert!(
@@ -150,6 +156,12 @@ mod tests {
                 Some(json!({"participantId": "P-1", "source": "camera", "quality": "low"})),
             ),
             ("resume", Some(json!({"resumeToken": 5}))),
+            (
+                "trackView",
+                Some(
+                    json!({"views": [{"trackId": "TR3", "visible": true, "width": 1e9, "height": 1}]}),
+                ),
+            ),
             ("join", Some(json!([1, 2]))),
             ("publish", Some(deep)),
             ("nope", None),

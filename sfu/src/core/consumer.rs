@@ -6,14 +6,15 @@
 //!   subscriber's view of the video) plug in here: they only change what the consumer
 //!   wants, never how packets are written.
 //! - **apply** ([`Consumer::write`]): map the payload type to the subscriber's, rewrite
-//!   sequence number and timestamp for continuity, and hand the packet to str0m.
+//!   sequence number and timestamp (and a VP8 picture ID) for continuity, and hand the
+//!   packet to str0m.
 
 use std::time::Instant;
 
 use str0m::Rtc;
-use str0m::format::PayloadParams;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Pt, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor, Vp8Patch};
 use tracing::info;
 
 use super::Consumer;
@@ -89,6 +90,23 @@ impl Consumer {
         }
     }
 
+    /// Picture ID and TL0PICIDX continuous across the sources this consumer forwards
+    /// (`vp8_ids.rs`), as a patch str0m applies when it writes the packet.
+    fn vp8_patch(&mut self, ssrc: u32, payload: &[u8]) -> Option<Vp8Patch> {
+        let (pid, tl0) = self.vp8_ids.next(ssrc, payload);
+        if pid.is_none() && tl0.is_none() {
+            return None;
+        }
+        let mut b = Vp8Descriptor::parse(payload).ok()?.patch();
+        if let Some(pid) = pid {
+            b = b.picture_id(pid);
+        }
+        if let Some(tl0) = tl0 {
+            b = b.tl0_pic_idx(tl0);
+        }
+        b.build().ok()
+    }
+
     /// Translate and write the packet on this consumer's m-line of `rtc` (the subscriber's
     /// transport). False when it could not be written (codec missing, stream gone).
     pub(super) fn write(
@@ -136,7 +154,7 @@ impl Consumer {
         // at a few hundred kbit/s a forwarded key frame waited up to a second in it, the
         // browser's delay gradient read that as congestion, and the estimate collapsed.
         tx.set_unpaced(true);
-        let write = RtpWrite::new(
+        let mut write = RtpWrite::new(
             out_pt,
             SeqNo::from(rw.seq),
             rw.ts,
@@ -146,6 +164,11 @@ impl Consumer {
         .marker(rtp.header.marker)
         .ext_vals(pkt.ext.clone())
         .nackable(pkt.is_video);
+        if pkt.in_params.spec().codec == Codec::Vp8
+            && let Some(patch) = self.vp8_patch(*rtp.header.ssrc, &rtp.payload)
+        {
+            write = write.vp8_patch(patch);
+        }
         tx.write_rtp(write);
         true
     }

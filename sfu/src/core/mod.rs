@@ -43,6 +43,7 @@ pub mod simulcast;
 mod speakers;
 mod stats;
 pub mod stun;
+mod vp8_ids;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -178,6 +179,8 @@ struct Consumer {
     /// How the subscriber displays it (adaptive stream; None: never reported, so shown,
     /// at any size).
     view: Option<TrackView>,
+    /// VP8 picture-ID continuity across the sources it forwards (`vp8_ids.rs`).
+    vp8_ids: vp8_ids::Vp8Ids,
 }
 
 impl Consumer {

@@ -78,6 +78,7 @@ impl ShardCore {
             failed_ups: 0,
             await_keyframe: false,
             view: None,
+            vp8_ids: Default::default(),
         });
         if c.producer != Some(producer) {
             c.view = None; // a new track: its view is reported anew
