@@ -147,7 +147,13 @@ mod tests {
     #[test]
     fn payloads_without_ids_or_truncated_are_left_alone() {
         let mut v = Vp8Ids::default();
-        for p in [vec![0x10, 0x00], vec![0x90], vec![0x90, 0x80], vec![0x90, 0x80, 0x81], vec![]] {
+        for p in [
+            vec![0x10, 0x00],
+            vec![0x90],
+            vec![0x90, 0x80],
+            vec![0x90, 0x80, 0x81],
+            vec![],
+        ] {
             let mut q = p.clone();
             v.rewrite(1, &mut q);
             assert_eq!(p, q);
