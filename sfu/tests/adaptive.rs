@@ -1,7 +1,7 @@
 //! Adaptive stream and dynacast in the media core (see `common/mod.rs` for the simulated
 //! peers and network), without a bandwidth estimate (the default): a subscriber's view of
 //! a video (`set_views`) caps the simulcast layer it gets at the smallest that fills its
-//! element, a hidden video gets no packets and comes back from a key frame the publisher
+//! element (with VP8 picture IDs running on across each switch), a hidden video gets no packets and comes back from a key frame the publisher
 //! is asked for at once, and the publisher is told (`SfuEvent::PublisherLayers`) to stop
 //! the layers nobody wants after a debounce and to start them again at once.
 
@@ -20,13 +20,18 @@ const KEYFRAME_DELAY: Duration = Duration::from_millis(60);
 /// Dynacast's debounce (`core/dynacast.rs`), as the protocol documents it.
 const OFF_AFTER: Duration = Duration::from_millis(2500);
 
-/// One packet: a VP8 payload descriptor (S bit on a frame's first packet), a VP8 frame
-/// header (key frames: P bit clear, start code and picture size, RFC 6386 §9.1), then
-/// the tag the test reads: layer, frame number, packet index.
+/// One packet: a VP8 payload descriptor (S bit on a frame's first packet; a 15-bit
+/// picture ID, numbered per layer from far apart bases as a publisher whose layers were
+/// stopped and restarted numbers them), a VP8 frame header (key frames: P bit clear, start
+/// code and picture size, RFC 6386 §9.1), then the tag the test reads: layer, frame number,
+/// packet index.
 fn payload(layer: usize, frame: u32, k: u8, key: bool) -> Vec<u8> {
-    let descriptor = if k == 0 { 0x10 } else { 0x00 };
+    let descriptor = if k == 0 { 0x90 } else { 0x80 };
+    let pid = (frame as u16).wrapping_add(PID_BASE[layer]) & 0x7fff;
+    let [hi, lo] = pid.to_be_bytes();
     let (w, h) = SIZES[layer];
-    let mut p = vec![descriptor, if key { 0x00 } else { 0x01 }, 0, 0];
+    let mut p = vec![descriptor, 0x80, 0x80 | hi, lo];
+    p.extend_from_slice(&[if key { 0x00 } else { 0x01 }, 0, 0]);
     p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
     p.extend_from_slice(&w.to_le_bytes());
     p.extend_from_slice(&h.to_le_bytes());
@@ -37,13 +42,21 @@ fn payload(layer: usize, frame: u32, k: u8, key: bool) -> Vec<u8> {
     p
 }
 
+/// Each layer's first picture ID.
+const PID_BASE: [u16; 3] = [100, 9_000, 20_000];
+
 /// (layer, frame, starts a key frame) of a received packet.
 fn tag(p: &[u8]) -> (usize, u32, bool) {
     (
-        usize::from(p[11]),
-        u32::from_be_bytes([p[12], p[13], p[14], p[15]]),
-        p[0] & 0x10 != 0 && p[1] & 0x01 == 0,
+        usize::from(p[14]),
+        u32::from_be_bytes([p[15], p[16], p[17], p[18]]),
+        p[0] & 0x10 != 0 && p[4] & 0x01 == 0,
     )
+}
+
+/// The picture ID of a received packet.
+fn picture_id(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[2] & 0x7f, p[3]])
 }
 
 /// A simulcast publisher answering key-frame requests, as `simulcast.rs`'s.
@@ -176,6 +189,22 @@ fn a_small_view_gets_the_low_layer_and_a_larger_one_the_layer_that_fills_it() {
             got.iter().all(|l| *l == want),
             "a {w}x{h} view gets layer {want}, got {:?}",
             got.iter().collect::<std::collections::BTreeSet<_>>()
+        );
+    }
+    // Across every switch the picture IDs run on: the same within a frame, +1 from one
+    // frame to the next (the layers' own IDs are thousands apart).
+    let got = &sim.clients[1].received;
+    for w in got.windows(2) {
+        let (a, b) = (picture_id(&w[0].payload), picture_id(&w[1].payload));
+        let same_frame = tag(&w[0].payload).1 == tag(&w[1].payload).1
+            && tag(&w[0].payload).0 == tag(&w[1].payload).0;
+        let step = if same_frame { 0 } else { 1 };
+        assert_eq!(
+            b,
+            a.wrapping_add(step) & 0x7fff,
+            "picture ID {a} then {b} at {:?} -> {:?}",
+            tag(&w[0].payload),
+            tag(&w[1].payload)
         );
     }
 }

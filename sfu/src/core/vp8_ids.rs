@@ -26,8 +26,8 @@ pub struct Vp8Ids {
 
 impl Vp8Ids {
     /// The picture ID and TL0PICIDX to write for a VP8 `payload` of source `ssrc` (None
-    /// for a field the descriptor lacks; both None for a payload without them or too
-    /// short).
+    /// for a field the descriptor lacks; both None when nothing changes: a payload without
+    /// them or too short, or IDs that pass as they are).
     pub fn next(&mut self, ssrc: u32, payload: &[u8]) -> (Option<u16>, Option<u8>) {
         let none = (None, None);
         let Some(&b0) = payload.first() else {
@@ -82,6 +82,11 @@ impl Vp8Ids {
             let out = tl0.wrapping_add(self.tl0_offset);
             self.last_tl0 = Some(out);
             out_tl0 = Some(out);
+        }
+        if self.pid_offset == 0 && self.tl0_offset == 0 {
+            // The IDs pass as they are (one source so far, or one in step): nothing to
+            // patch, the common case costs a few byte reads.
+            return none;
         }
         (out_pid, out_tl0)
     }
