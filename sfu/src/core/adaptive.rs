@@ -13,8 +13,9 @@
 //! published video, the highest layer any of its consumers wants (by `setQuality`, by its
 //! view, the lowest for one paused for bandwidth, none when hidden), lets `dynacast.rs`
 //! decide (off after a debounce, on at once), and tells the publisher
-//! ([`SfuEvent::PublisherLayers`]) which layers to encode. Rooms live on one shard, so
-//! the consumers seen here are all the subscribers there are.
+//! ([`SfuEvent::PublisherLayers`]) which layers to encode. Only for rooms on one shard:
+//! there the consumers seen here are all the subscribers there are. A room spanning
+//! shards (`span.rs`) keeps every layer on (its other shards' wants do not cross yet).
 
 use std::time::Instant;
 
@@ -103,12 +104,14 @@ impl ShardCore {
         Ok(unknown)
     }
 
-    /// Dynacast for every published video.
+    /// Dynacast for every video published on this shard (a mirror's is its own shard's).
     pub(super) fn dynacast_all(&mut self, now: Instant) {
         let videos: Vec<TrackId> = self
             .producers
             .iter()
-            .filter(|(_, p)| p.info.kind == MediaKind::Video)
+            .filter(|(_, p)| {
+                p.info.kind == MediaKind::Video && matches!(p.origin, Origin::Local(..))
+            })
             .map(|(id, _)| *id)
             .collect();
         for track in videos {
@@ -121,6 +124,9 @@ impl ShardCore {
         let Some(p) = self.producers.get(&track) else {
             return;
         };
+        if !matches!(p.origin, Origin::Local(..)) {
+            return; // a mirror: its own shard tells its publisher
+        }
         if p.rate.window_start.is_none() {
             return; // nothing received yet: whether it is simulcast is not known
         }
@@ -130,18 +136,27 @@ impl ShardCore {
         } else {
             p.layers.known().len()
         };
-        let wanted = p
-            .consumers
-            .iter()
-            .filter_map(|sub| self.transports.get(sub))
-            .filter_map(|t| match &t.kind {
-                TransportKind::Subscriber { consumers, .. } => consumers.get(&key),
-                TransportKind::Publisher { .. } => None,
-            })
-            .filter(|c| c.producer == Some(track))
-            .map(|c| c.wanted_layers(&p.layers))
-            .max()
-            .unwrap_or(0);
+        // A room spanning shards: the other shards' subscribers are not seen from here
+        // (their wants do not cross yet), so every layer stays on.
+        let spans = self
+            .spans
+            .get(&p.room)
+            .is_some_and(|others| !others.is_empty());
+        let wanted = if spans {
+            known
+        } else {
+            p.consumers
+                .iter()
+                .filter_map(|sub| self.transports.get(sub))
+                .filter_map(|t| match &t.kind {
+                    TransportKind::Subscriber { consumers, .. } => consumers.get(&key),
+                    TransportKind::Publisher { .. } => None,
+                })
+                .filter(|c| c.producer == Some(track))
+                .map(|c| c.wanted_layers(&p.layers))
+                .max()
+                .unwrap_or(0)
+        };
         let Some(p) = self.producers.get_mut(&track) else {
             return;
         };
