@@ -120,7 +120,7 @@ fn view(sim: &mut Sim, sub: usize, track: TrackId, visible: bool, width: u32, he
     let now = sim.now;
     let id = sim.clients[sub].id;
     let unknown = sim
-        .core
+        .core_of(id)
         .set_views(
             now,
             id,
