@@ -24,7 +24,8 @@ pub mod placement;
 pub use config::SfuConfig;
 pub use core::simulcast::Quality;
 pub use core::{
-    Grants, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo, TrackRequest,
+    Grants, LayerActive, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo,
+    TrackRequest, TrackView,
 };
 pub use driver::{Sfu, SfuStats};
 pub use error::SfuError;

@@ -238,3 +238,31 @@ fn departures_across_shards_remove_no_one_and_everything_returns_to_zero() {
         );
     }
 }
+
+#[test]
+fn dynacast_keeps_the_layers_of_a_room_spanning_shards_on() {
+    // The publisher's only subscriber is on the other shard: the publisher's shard sees
+    // no consumer of it, yet must not tell the publisher to stop (dynacast's wants do not
+    // cross shards, so a spanning room keeps every layer on).
+    let mut sim = spanning(1);
+    let a = sim.join(BOTH); // shard 0
+    let sub = sim.join(BOTH); // shard 1
+    assert_eq!(sim.shard_of(sub), 1);
+    let track = sim.publish(a, &[(MediaKind::Video, Source::Camera)])[0].id;
+    sim.connect_all();
+    let (nv, _) = sim.stream(a, Some(0), None, Duration::from_secs(4));
+    let told_off = sim.events.iter().any(|e| {
+        matches!(e, SfuEvent::PublisherLayers { track: t, layers, .. }
+            if *t == track && layers.iter().any(|l| !l.active))
+    });
+    assert!(
+        !told_off,
+        "the publisher was told to stop a video a subscriber receives"
+    );
+    sim.run_for(Duration::from_millis(300));
+    let got = sim.clients[sub].received.len() as u32;
+    assert_eq!(
+        got, nv,
+        "the subscriber on the other shard gets every video packet"
+    );
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::handlers::{
     object, parse_answer, parse_focus, parse_focus_history, parse_ice, parse_mute, parse_publish,
-    parse_quality, parse_unpublish,
+    parse_quality, parse_track_view, parse_unpublish,
 };
 
 /// The Socket.IO request events of `/study` whose payloads are parsed (docs/protocol.md).
@@ -24,6 +24,7 @@ pub const EVENTS: &[&str] = &[
     "mute",
     "unpublish",
     "setQuality",
+    "trackView",
     "focus",
     "focusHistory",
 ];
@@ -42,6 +43,7 @@ pub fn socketio_event(event: &str, payload: Option<Value>) -> bool {
         "mute" => parse_mute(payload).is_ok(),
         "unpublish" => parse_unpublish(payload).is_ok(),
         "setQuality" => parse_quality(payload).is_ok(),
+        "trackView" => parse_track_view(payload).is_ok(),
         "focusHistory" => parse_focus_history(payload).is_ok(),
         "focus" => match parse_focus(payload) {
             Ok((lost, reason, client_at)) => {
@@ -110,6 +112,12 @@ mod tests {
             ),
             ("focusHistory", Some(json!({}))),
             ("resume", Some(json!({"resumeToken": "abc"}))),
+            (
+                "trackView",
+                Some(
+                    json!({"views": [{"trackId": "TR3", "visible": true, "width": 640, "height": 360}]}),
+                ),
+            ),
         ];
         for (event, payload) in ok {
             assert!(
@@ -148,6 +156,12 @@ mod tests {
                 Some(json!({"participantId": "P-1", "source": "camera", "quality": "low"})),
             ),
             ("resume", Some(json!({"resumeToken": 5}))),
+            (
+                "trackView",
+                Some(
+                    json!({"views": [{"trackId": "TR3", "visible": true, "width": 1e9, "height": 1}]}),
+                ),
+            ),
             ("join", Some(json!([1, 2]))),
             ("publish", Some(deep)),
             ("nope", None),

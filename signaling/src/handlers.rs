@@ -28,9 +28,10 @@ mod leave;
 mod media;
 
 pub(crate) use leave::{announce_left, depart, depart_participant, remove_participant};
-use media::{answer, ice, mute, publish, restart_ice, set_quality, unpublish};
+use media::{answer, ice, mute, publish, restart_ice, set_quality, track_view, unpublish};
 pub(crate) use media::{
-    parse_answer, parse_ice, parse_mute, parse_publish, parse_quality, parse_unpublish,
+    parse_answer, parse_ice, parse_mute, parse_publish, parse_quality, parse_track_view,
+    parse_unpublish,
 };
 
 /// The revision of docs/protocol.md this server speaks, sent as `protocol` in the `join`
@@ -237,6 +238,7 @@ fn register_handlers(socket: &SocketRef) {
     request!(socket, "mute", mute);
     request!(socket, "unpublish", unpublish);
     request!(socket, "setQuality", set_quality);
+    request!(socket, "trackView", track_view);
     socket.on(
         "leave",
         async |socket: SocketRef, State(s): State<AppState>, ack: AckSender, h: HasAck| {

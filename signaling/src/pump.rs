@@ -91,6 +91,22 @@ async fn handle(state: &AppState, ev: SfuEvent) {
                 &json!({ "trackId": track.to_string(), "reason": "bandwidth" }),
             );
         }
+        SfuEvent::PublisherLayers {
+            participant,
+            track,
+            layers,
+        } => {
+            debug!(%participant, %track, ?layers, "dynacast: publisher layers");
+            delivery::to_participant(
+                state,
+                participant,
+                "publisherLayers",
+                &json!({
+                    "trackId": track.to_string(),
+                    "layers": layers.iter().map(|l| json!({ "rid": l.rid, "active": l.active })).collect::<Vec<_>>(),
+                }),
+            );
+        }
         SfuEvent::VideoResumed { participant, track } => {
             debug!(%participant, %track, "video resumed");
             delivery::to_participant(

@@ -170,6 +170,21 @@ export interface VideoPauseInfo {
   reason: 'bandwidth';
 }
 
+/** One layer of a published video and whether it is encoded (dynacast). */
+export interface PublisherLayer {
+  /** The simulcast RID; null for a video sent without simulcast. */
+  rid: string | null;
+  active: boolean;
+}
+
+/** `publisherLayers`: the server said which layers of one of our videos somebody wants; applied. */
+export interface PublisherLayersInfo {
+  trackId: string;
+  source: TrackSource;
+  /** Every encoding of the sender after applying, in its order. */
+  layers: PublisherLayer[];
+}
+
 /** Every event `room.on()` takes, with its handler's arguments. */
 export interface StudyRoomEvents {
   participantJoined: [participant: Participant];
@@ -184,6 +199,8 @@ export interface StudyRoomEvents {
   videoPaused: [info: VideoPauseInfo];
   /** That video flows again. */
   videoResumed: [info: VideoPauseInfo];
+  /** Dynacast: layers of one of our videos turned off (nobody needs them) or on again. */
+  publisherLayers: [info: PublisherLayersInfo];
   localTrack: [source: TrackSource, track: MediaStreamTrack];
   localTrackEnded: [source: TrackSource];
   localMuted: [source: TrackSource, muted: boolean];
@@ -214,6 +231,12 @@ export interface StudyRoomOptions {
   videoCodec?: string;
   /** Send the camera as three simulcast layers. */
   simulcast?: boolean;
+  /**
+   * Adaptive stream (default true): report each remote video's displayed size and
+   * visibility (`trackView`) so the server sends no more than the <video> elements show
+   * and nothing of hidden ones. False: every remote video arrives as `setQuality` asks.
+   */
+  adaptiveStream?: boolean;
 }
 
 export interface PublishOptions {
@@ -233,6 +256,8 @@ export declare class StudyRoom {
   url: string;
   readonly videoCodec: string | null;
   readonly simulcast: boolean;
+  /** Whether adaptive stream is on (the `adaptiveStream` option). */
+  readonly adaptiveStream: boolean;
   readonly state: RoomState;
   /** Our own participant, once joined. */
   readonly participant: Participant | null;

@@ -82,6 +82,20 @@
 //   HTML-escaped by the server: safe to insert as HTML). The join ack's history is emitted as
 //   chatHistory([ChatMessage]) (again after a move: de-duplicate by `id`); room.chatHistory()
 //   asks for it. `room.chat` is false when the token's grant turned chat off.
+// Adaptive stream (docs/protocol.md, "Adaptive stream and dynacast"; on unless
+//   `new StudyRoom({adaptiveStream: false})`): every VIEW_POLL_MS we look for the <video>
+//   elements showing each remote video track (srcObject holding it) and report with
+//   `trackView` its size (the largest element, clientWidth/Height x devicePixelRatio) and
+//   whether anyone sees it (tab visible, element attached, non-zero size, on screen by an
+//   IntersectionObserver). Only changes are sent, batched: a change is sent once it held
+//   for one poll (a resize or scroll in progress is not reported at every step), a video
+//   becoming visible at once. A track never shown in a <video> element is not reported
+//   (the server then sends it in full). The server sends at most the layer the element
+//   needs and nothing of a hidden video (no videoPaused for it: we hid it).
+// Dynacast: the server's `publisherLayers` {trackId, layers: [{rid, active}]} says which
+//   layers of one of our videos somebody wants; we turn the others off with
+//   RTCRtpSender.setParameters (encodings[i].active) and back on when told, and emit
+//   publisherLayers({trackId, source, layers}).
 // Every failed request rejects with a StudyRoomError carrying the server's error `code`.
 // Versions (docs/protocol.md, "Versions"): the join and resume acks name the protocol
 // revision the server speaks; a server speaking none of `StudyRoom.protocols` is left at
@@ -113,6 +127,8 @@ const ICE_RESTART_ACK_MS = 2500;
 const RESUME_FAILOVER_MS = 1000;
 const RESUME_MARGIN_MS = 1000;
 const RESUME_CONNECT_TIMEOUT_MS = 3000;
+// Adaptive stream: how often remote videos' elements are looked at (see the header).
+const VIEW_POLL_MS = 250;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const retryDelay = (attempt) => RETRY_BASE_MS * attempt + Math.floor(Math.random() * RETRY_JITTER_MS);
@@ -168,10 +184,15 @@ export class StudyRoom {
    *   header); `simulcast`: send the camera as three layers (q, h, f) so each subscriber can
    *   get the one it asks for with setQuality().
    */
-  constructor({ url, videoCodec, simulcast = false } = {}) {
+  constructor({ url, videoCodec, simulcast = false, adaptiveStream = true } = {}) {
     this.url = url || globalThis.location.origin; // the node we talk to now (changes on a move)
     this.videoCodec = videoCodec || null;
     this.simulcast = !!simulcast;
+    this.adaptiveStream = adaptiveStream !== false;
+    this._views = new Map(); // remote video trackId -> { sent, pending, shown } (adaptive stream)
+    this._viewTimer = null;
+    this._viewObserver = null; // IntersectionObserver of the elements showing remote videos
+    this._onScreen = new WeakMap(); // element -> intersecting (from the observer)
     // new | connecting | connected | joined | reconnecting | left | disconnected
     this.state = 'new';
     this.socket = null;
@@ -282,6 +303,7 @@ export class StudyRoom {
     on('activeSpeakers', (m) => this._emit('activeSpeakers', (m && m.speakers) || []));
     on('videoPaused', (m) => { const i = this._videoPauseInfo(m); if (i) this._emit('videoPaused', i); });
     on('videoResumed', (m) => { const i = this._videoPauseInfo(m); if (i) this._emit('videoResumed', i); });
+    on('publisherLayers', (m) => this._onPublisherLayers(m));
     on('offer', (o) => this._onOffer(o));
     on('reconnect', (m) => this._onReconnect(m));
     // The platform closed the room or removed us (NATS commands): no rejoin, no migration.
@@ -418,6 +440,7 @@ export class StudyRoom {
     this._resolveJoined();
     this._leaveOnPageHide();
     this._restartOnNetworkChange();
+    this._startViewReports();
     for (const p of this.participants.values()) this._emit('participantJoined', p);
     if (Array.isArray(res.focusHistory)) this._emit('focusHistory', res.focusHistory);
     this.chat = res.chat !== false;
@@ -911,6 +934,7 @@ export class StudyRoom {
   _close() {
     this.state = 'left';
     this._redirect = null;
+    this._stopViewReports();
     if (this._focusWatch) this._focusWatch.abort();
     this._focusWatch = null;
     for (const lt of this.localTracks.values()) lt.track.stop();
@@ -923,6 +947,114 @@ export class StudyRoom {
     this.remoteByMid.clear();
     if (this.socket) this.socket.close();
     this._emit('left');
+  }
+
+  // ---- Adaptive stream (see the header) ----
+
+  _startViewReports() {
+    if (!this.adaptiveStream || this._viewTimer || typeof document === 'undefined') return;
+    if (typeof IntersectionObserver === 'function') {
+      this._viewObserver = new IntersectionObserver((entries) => {
+        for (const e of entries) this._onScreen.set(e.target, e.isIntersecting);
+      });
+    }
+    this._viewTimer = setInterval(() => this._reportViews(), VIEW_POLL_MS);
+  }
+
+  _stopViewReports() {
+    if (this._viewTimer) clearInterval(this._viewTimer);
+    this._viewTimer = null;
+    if (this._viewObserver) this._viewObserver.disconnect();
+    this._viewObserver = null;
+    this._views.clear();
+  }
+
+  // How the page shows one remote video track now: {visible, width, height}, or null when
+  // no <video> element ever showed it.
+  _viewOf(trackId, track, videos, tabHidden) {
+    const state = this._views.get(trackId) || { sent: null, pending: null, shown: false };
+    this._views.set(trackId, state);
+    const dpr = globalThis.devicePixelRatio || 1;
+    let best = null;
+    for (const el of videos) {
+      const src = el.srcObject;
+      if (!src || typeof src.getVideoTracks !== 'function' || !src.getVideoTracks().includes(track)) continue;
+      state.shown = true;
+      if (this._viewObserver && !this._onScreen.has(el)) {
+        this._onScreen.set(el, true); // until the observer's first answer
+        this._viewObserver.observe(el);
+      }
+      const width = Math.round(el.clientWidth * dpr);
+      const height = Math.round(el.clientHeight * dpr);
+      if (!el.isConnected || width === 0 || height === 0 || this._onScreen.get(el) === false) continue;
+      if (!best || width * height > best.width * best.height) best = { width, height };
+    }
+    if (!state.shown) return null;
+    if (tabHidden || !best) return { visible: false, width: 0, height: 0 };
+    return { visible: true, width: Math.min(best.width, 16384), height: Math.min(best.height, 16384) };
+  }
+
+  _reportViews() {
+    if (this.state !== 'joined' || !this.socket) return;
+    const videos = [...document.querySelectorAll('video')];
+    const tabHidden = document.visibilityState === 'hidden';
+    const same = (a, b) => a && b && a.visible === b.visible && a.width === b.width && a.height === b.height;
+    const views = [];
+    for (const [trackId, entry] of this.remoteTracks) {
+      if (entry.kind !== 'video' || !entry.track) continue;
+      const view = this._viewOf(trackId, entry.track, videos, tabHidden);
+      if (!view) continue;
+      const state = this._views.get(trackId);
+      if (same(view, state.sent)) { state.pending = null; continue; }
+      // A video shown again goes at once; other changes once they held for one poll.
+      const showing = view.visible && !(state.sent && state.sent.visible);
+      if (showing || same(view, state.pending)) {
+        state.sent = view;
+        state.pending = null;
+        views.push({ trackId, ...view });
+      } else {
+        state.pending = view;
+      }
+    }
+    for (const trackId of [...this._views.keys()]) if (!this.remoteTracks.has(trackId)) this._views.delete(trackId);
+    if (views.length === 0) return;
+    const epoch = this._epoch;
+    this._request('trackView', { views: views.slice(0, 128) }).catch((e) => {
+      // Sent again at the next change; a server without trackView (older) ignores us.
+      if (epoch === this._epoch) {
+        for (const v of views) { const st = this._views.get(v.trackId); if (st) st.sent = null; }
+        console.warn('studyroom: trackView failed:', e.code || e.message);
+      }
+    });
+  }
+
+  // ---- Dynacast: the server says which of our video layers somebody wants ----
+
+  _onPublisherLayers(m) {
+    if (!m || typeof m.trackId !== 'string' || !Array.isArray(m.layers)) return;
+    const lt = this._localTrack(m.trackId);
+    if (!lt || !lt.transceiver) return;
+    const sender = lt.transceiver.sender;
+    lt.layersChain = (lt.layersChain || Promise.resolve()).then(async () => {
+      const params = sender.getParameters();
+      const encodings = params.encodings || [];
+      let changed = false;
+      for (const l of m.layers) {
+        if (!l || typeof l.active !== 'boolean') continue;
+        const enc = l.rid == null
+          ? (encodings.length === 1 ? encodings[0] : null)
+          : encodings.find((e) => e.rid === l.rid);
+        if (!enc || enc.active === l.active) continue;
+        enc.active = l.active;
+        changed = true;
+      }
+      if (changed) await sender.setParameters(params);
+      this._emit('publisherLayers', {
+        trackId: m.trackId,
+        source: lt.source,
+        layers: encodings.map((e) => ({ rid: e.rid ?? null, active: e.active !== false })),
+      });
+    }).catch((e) => this._fail('publisherLayers', e));
   }
 
   _localTrack(key) {

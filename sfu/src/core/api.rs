@@ -82,6 +82,29 @@ pub struct OfferedTrack {
     pub source: Source,
 }
 
+/// How a subscriber displays one remote video (adaptive stream, reported by the client
+/// with `trackView`): the allocator never sends a layer larger than this, and a video
+/// nobody sees is not sent at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackView {
+    /// Shown somewhere: in a visible tab, on screen, with a non-zero size.
+    pub visible: bool,
+    /// Width of the largest element showing it, in device pixels.
+    pub width: u32,
+    /// Height of that element, in device pixels.
+    pub height: u32,
+}
+
+/// Whether one simulcast layer (or a video sent without simulcast) of a published track
+/// should be encoded (dynacast, see [`SfuEvent::PublisherLayers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerActive {
+    /// The layer's RID; None for a video sent without simulcast.
+    pub rid: Option<String>,
+    /// Encode it.
+    pub active: bool,
+}
+
 /// Why a participant was removed by the core itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemovalReason {
@@ -158,6 +181,18 @@ pub enum SfuEvent {
         participant: ParticipantId,
         /// The resumed track.
         track: TrackId,
+    },
+    /// Dynacast: which layers of one of `participant`'s published videos some subscriber
+    /// wants. The publisher's client stops encoding the inactive ones
+    /// (`RTCRtpSender.setParameters`) and starts them again when told. Layers not listed
+    /// (never seen by the server) are left as they are.
+    PublisherLayers {
+        /// The publisher.
+        participant: ParticipantId,
+        /// Its track.
+        track: TrackId,
+        /// Every layer seen, lowest first.
+        layers: Vec<LayerActive>,
     },
     /// The set of active speakers in a room changed (loudest first, level 0..1).
     ActiveSpeakers {

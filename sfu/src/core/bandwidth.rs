@@ -58,7 +58,9 @@ impl ShardCore {
             let Some(p) = c.producer.and_then(|id| self.producers.get(&id)) else {
                 continue;
             };
-            if !c.active {
+            if !c.active || c.hidden() {
+                // Hidden (adaptive stream): no budget, no pause announced; `decide`
+                // sends it nothing.
                 continue;
             }
             let want = if c.kind == MediaKind::Audio {
@@ -85,7 +87,12 @@ impl ShardCore {
                     }]
                 } else {
                     let mut l = p.layers.ranked_bitrates(UNMEASURED_LAYER_BPS);
-                    l.truncate(p.layers.index_for(c.sel.quality) + 1);
+                    let mut top = p.layers.index_for(c.sel.quality);
+                    if let Some(v) = c.view {
+                        // Never more than what is displayed (adaptive stream).
+                        top = top.min(p.layers.index_for_view((v.width, v.height)));
+                    }
+                    l.truncate(top + 1);
                     l
                 };
                 let current = match c.target {

@@ -2,17 +2,19 @@
 //!
 //! - **decide** ([`Consumer::decide`]): whether this consumer gets this packet at all —
 //!   negotiated and fed by this producer, and for simulcast the layer it is on or moving
-//!   to (switches happen at key frames). Bandwidth allocation plugs in here: it only
-//!   changes what the consumer wants, never how packets are written.
+//!   to (switches happen at key frames). Bandwidth allocation and adaptive stream (the
+//!   subscriber's view of the video) plug in here: they only change what the consumer
+//!   wants, never how packets are written.
 //! - **apply** ([`Consumer::write`]): map the payload type to the subscriber's, rewrite
-//!   sequence number and timestamp for continuity, and hand the packet to str0m.
+//!   sequence number and timestamp (and a VP8 picture ID) for continuity, and hand the
+//!   packet to str0m.
 
 use std::time::{Duration, Instant};
 
 use str0m::Rtc;
-use str0m::format::PayloadParams;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Pt, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor, Vp8Patch};
 use tracing::info;
 
 use super::Consumer;
@@ -57,11 +59,23 @@ impl Consumer {
         if !self.active || self.producer != Some(pkt.track) {
             return Verdict::Skip;
         }
-        let cap = match self.target {
+        let mut cap = match self.target {
             Target::Paused if pkt.is_video => return Verdict::Skip,
             Target::Paused => usize::MAX,
             Target::Layer(l) => l,
         };
+        if let Some(view) = self.view
+            && pkt.is_video
+        {
+            // Adaptive stream: nothing for a video nobody sees, and no layer larger than
+            // its element (`adaptive.rs`).
+            if !view.visible {
+                return Verdict::Skip;
+            }
+            if pkt.rid.is_some() {
+                cap = cap.min(layers.index_for_view((view.width, view.height)));
+            }
+        }
         let Some(r) = pkt.rid else {
             // Without simulcast, only a resume after a pause waits (for a key frame).
             if self.await_keyframe {
@@ -81,6 +95,23 @@ impl Consumer {
             Decision::Drop => Verdict::Skip,
             Decision::DropWantKeyframe => Verdict::SkipWantKeyframe,
         }
+    }
+
+    /// Picture ID and TL0PICIDX continuous across the sources this consumer forwards
+    /// (`vp8_ids.rs`), as a patch str0m applies when it writes the packet.
+    fn vp8_patch(&mut self, ssrc: u32, payload: &[u8]) -> Option<Vp8Patch> {
+        let (pid, tl0) = self.vp8_ids.next(ssrc, payload);
+        if pid.is_none() && tl0.is_none() {
+            return None;
+        }
+        let mut b = Vp8Descriptor::parse(payload).ok()?.patch();
+        if let Some(pid) = pid {
+            b = b.picture_id(pid);
+        }
+        if let Some(tl0) = tl0 {
+            b = b.tl0_pic_idx(tl0);
+        }
+        b.build().ok()
     }
 
     /// Translate and write the packet on this consumer's m-line of `rtc` (the subscriber's
@@ -139,7 +170,7 @@ impl Consumer {
             // (3 s) made this cache the largest part of a participant's memory.
             tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, RTX_RATIO_CAP);
         }
-        let write = RtpWrite::new(
+        let mut write = RtpWrite::new(
             out_pt,
             SeqNo::from(rw.seq),
             rw.ts,
@@ -149,6 +180,11 @@ impl Consumer {
         .marker(rtp.header.marker)
         .ext_vals(pkt.ext.clone())
         .nackable(pkt.is_video);
+        if pkt.in_params.spec().codec == Codec::Vp8
+            && let Some(patch) = self.vp8_patch(*rtp.header.ssrc, &rtp.payload)
+        {
+            write = write.vp8_patch(patch);
+        }
         tx.write_rtp(write);
         true
     }

@@ -430,6 +430,8 @@ impl ShardCore {
         if self.next_allocation.is_none_or(|t| t <= now) {
             self.next_allocation = Some(now + ALLOCATION_PERIOD);
             self.allocate_all(now);
+            // Dynacast: which layers each publisher should encode.
+            self.dynacast_all(now);
         }
         // Active speakers.
         if self.next_speakers.is_none_or(|t| t <= now) {

@@ -26,11 +26,13 @@
 //! re-publish of the same source continues the subscriber's stream), then transports,
 //! routes and the room when it empties. [`ShardCore::counts`] shows it all returns to zero.
 
+mod adaptive;
 mod allocator;
 mod api;
 mod bandwidth;
 mod consumer;
 mod datapath;
+mod dynacast;
 mod forward;
 mod negotiate;
 pub mod rewrite;
@@ -42,6 +44,7 @@ mod span;
 mod speakers;
 mod stats;
 pub mod stun;
+mod vp8_ids;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -63,8 +66,8 @@ use route::RouteIndex;
 use simulcast::{Layers, Selection};
 
 pub use api::{
-    Grants, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo, TrackRequest,
-    Transmit, may_consume,
+    Grants, LayerActive, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo,
+    TrackRequest, TrackView, Transmit, may_consume,
 };
 pub use span::PeerMsg;
 pub use stats::{Counts, LATENCY_BUCKETS_US, ShardStats};
@@ -126,6 +129,8 @@ struct Producer {
     last_loud_at: Option<Instant>,
     /// Incoming bitrate (all layers), for the allocator.
     rate: RateMeter,
+    /// Which of its layers the publisher was told to encode (`dynacast.rs`).
+    dynacast: dynacast::Dynacast,
 }
 
 impl Producer {
@@ -152,6 +157,7 @@ impl Producer {
             level: 0.0,
             last_loud_at: None,
             rate: RateMeter::default(),
+            dynacast: Default::default(),
         }
     }
 }
@@ -172,6 +178,12 @@ impl Producer {
         }
         if let Some(r) = pkt.rid {
             self.layers.observe(r, rtp.payload.len(), now);
+            if pkt.keyframe
+                && let Some(size) = simulcast::frame_size(pkt.in_params.spec().codec, &rtp.payload)
+            {
+                // Layer sizes for adaptive stream (a key frame's first packet says it).
+                self.layers.observe_size(r, size);
+            }
         }
         self.rate.add(rtp.payload.len(), now);
     }
@@ -235,6 +247,18 @@ struct Consumer {
     /// The outgoing stream (by SSRC) whose retransmission cache and pacing were set up
     /// (`Consumer::write`); None until the first packet.
     tx_configured: Option<str0m::rtp::Ssrc>,
+    /// How the subscriber displays it (adaptive stream; None: never reported, so shown,
+    /// at any size).
+    view: Option<TrackView>,
+    /// VP8 picture-ID continuity across the sources it forwards (`vp8_ids.rs`).
+    vp8_ids: vp8_ids::Vp8Ids,
+}
+
+impl Consumer {
+    /// Its subscriber said nobody sees it (tab hidden, off-screen, no element).
+    fn hidden(&self) -> bool {
+        self.view.is_some_and(|v| !v.visible)
+    }
 }
 
 enum TransportKind {

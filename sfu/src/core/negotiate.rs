@@ -78,7 +78,12 @@ impl ShardCore {
             failed_ups: 0,
             await_keyframe: false,
             tx_configured: None,
+            view: None,
+            vp8_ids: Default::default(),
         });
+        if c.producer != Some(producer) {
+            c.view = None; // a new track: its view is reported anew
+        }
         c.producer = Some(producer);
         c.codec = p.params;
         c.pt_map.clear();

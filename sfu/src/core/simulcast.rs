@@ -77,6 +77,8 @@ struct Layer {
     bitrate: u64,
     last_packet: Instant,
     last_keyframe_request: Option<Instant>,
+    /// Picture size read from its last key frame (VP8 only; see [`frame_size`]).
+    size: Option<(u32, u32)>,
 }
 
 /// Per-producer layer statistics and ranking.
@@ -85,6 +87,11 @@ pub struct Layers {
     layers: Vec<Layer>,
     /// Active layers, lowest quality first (recomputed every `RANK_EVERY`).
     ranked: Vec<Rid>,
+    /// Picture size of each of `ranked` (measured or estimated, see [`Layers::known_sizes`]).
+    ranked_sizes: Vec<(u32, u32)>,
+    /// Every layer seen, flowing or not, lowest quality first: what the publisher can
+    /// send (dynacast turns these on and off).
+    known: Vec<Rid>,
     next_rank: Option<Instant>,
 }
 
@@ -126,6 +133,7 @@ impl Layers {
                     bitrate: 0,
                     last_packet: now,
                     last_keyframe_request: None,
+                    size: None,
                 });
                 self.next_rank = None; // a new layer: rank at once
                 self.layers.last_mut().expect("just pushed")
@@ -166,6 +174,106 @@ impl Layers {
             active.sort_by_key(|(_, n, _)| *n);
         }
         self.ranked = active.into_iter().map(|(_, _, r)| r).collect();
+        // Every layer, stopped ones included, ranked the same way (a stopped layer keeps
+        // its last measured bitrate).
+        let mut all: Vec<(u64, u8, Rid)> = self
+            .layers
+            .iter()
+            .map(|l| (l.bitrate, name_rank(l.rid.as_ref(), &names), l.rid))
+            .collect();
+        let all_named = names.iter().all(|n| known_name(n)) && {
+            let mut ranks: Vec<u8> = all.iter().map(|(_, n, _)| *n).collect();
+            ranks.sort_unstable();
+            ranks.windows(2).all(|w| w[0] != w[1])
+        };
+        if all.iter().all(|(b, _, _)| *b > 0) && !all_named {
+            all.sort_by_key(|(b, n, _)| (*b, *n));
+        } else {
+            all.sort_by_key(|(_, n, _)| *n);
+        }
+        self.known = all.into_iter().map(|(_, _, r)| r).collect();
+        let sizes = self.known_sizes();
+        self.ranked_sizes = self
+            .ranked
+            .iter()
+            .map(|r| {
+                let i = self.known.iter().position(|k| k == r).unwrap_or(0);
+                sizes.get(i).copied().unwrap_or(DEFAULT_TOP_SIZE)
+            })
+            .collect();
+    }
+
+    /// Record the picture size a key frame of `rid` announced.
+    pub fn observe_size(&mut self, rid: Rid, size: (u32, u32)) {
+        if let Some(l) = self.layers.iter_mut().find(|l| l.rid == rid)
+            && l.size != Some(size)
+        {
+            l.size = Some(size);
+            self.next_rank = None; // sizes feed the ranking's cache: redo it
+        }
+    }
+
+    /// The picture size of each known layer (lowest first). RTP does not carry sizes,
+    /// so: a layer's size is what its last key frame said (VP8 key frames carry it);
+    /// else derived from the nearest layer whose size is known, assuming each layer is
+    /// twice the size of the one below (the usual `scaleResolutionDownBy` 4, 2, 1);
+    /// else the top layer is taken as [`DEFAULT_TOP_SIZE`] and the others halve below it.
+    pub fn known_sizes(&self) -> Vec<(u32, u32)> {
+        let measured: Vec<Option<(u32, u32)>> = self
+            .known
+            .iter()
+            .map(|r| {
+                self.layers
+                    .iter()
+                    .find(|l| l.rid == *r)
+                    .and_then(|l| l.size)
+            })
+            .collect();
+        let n = measured.len();
+        (0..n)
+            .map(|i| {
+                if let Some(s) = measured[i] {
+                    return s;
+                }
+                let nearest = (0..n)
+                    .filter(|j| measured[*j].is_some())
+                    .min_by_key(|j| j.abs_diff(i));
+                let (base, j) = match nearest {
+                    Some(j) => (measured[j].expect("filtered on is_some"), j),
+                    None => (DEFAULT_TOP_SIZE, n - 1),
+                };
+                scale(base, i as i32 - j as i32)
+            })
+            .collect()
+    }
+
+    /// Every layer seen, lowest first (flowing or not).
+    pub fn known(&self) -> &[Rid] {
+        &self.known
+    }
+
+    /// Index among [`Layers::known`] of the layer quality `q` means.
+    pub fn known_index_for(&self, q: Quality) -> usize {
+        quality_index(q, self.known.len())
+    }
+
+    /// Index among [`Layers::known`] of the smallest layer that fills a `view` (width,
+    /// height in device pixels), see [`fills`]; the top layer when none does.
+    pub fn known_index_for_view(&self, view: (u32, u32)) -> usize {
+        let sizes = self.known_sizes();
+        sizes
+            .iter()
+            .position(|s| fills(*s, view))
+            .unwrap_or(sizes.len().saturating_sub(1))
+    }
+
+    /// Index among the active layers (lowest first) of the smallest that fills `view`;
+    /// the top one when none does.
+    pub fn index_for_view(&self, view: (u32, u32)) -> usize {
+        self.ranked_sizes
+            .iter()
+            .position(|s| fills(*s, view))
+            .unwrap_or(self.ranked.len().saturating_sub(1))
     }
 
     /// The layer a consumer wanting `q` should receive now.
@@ -185,12 +293,7 @@ impl Layers {
 
     /// Index (lowest first) of the layer quality `q` means among the active layers.
     pub fn index_for(&self, q: Quality) -> usize {
-        let n = self.ranked.len();
-        match q {
-            Quality::Low => 0,
-            Quality::Medium => n.saturating_sub(1).min(1),
-            Quality::High => n.saturating_sub(1),
-        }
+        quality_index(q, self.ranked.len())
     }
 
     /// Bitrates of the active layers, lowest first (`unmeasured` for a layer whose first
@@ -226,6 +329,55 @@ impl Layers {
     pub fn rids(&self) -> impl Iterator<Item = Rid> + '_ {
         self.layers.iter().map(|l| l.rid)
     }
+}
+
+/// The top layer's assumed size when no key frame told any layer's (720p: what a
+/// simulcast camera's full layer usually is; layers below halve).
+pub const DEFAULT_TOP_SIZE: (u32, u32) = (1280, 720);
+
+fn quality_index(q: Quality, n: usize) -> usize {
+    match q {
+        Quality::Low => 0,
+        Quality::Medium => n.saturating_sub(1).min(1),
+        Quality::High => n.saturating_sub(1),
+    }
+}
+
+/// `size` scaled by 2^`steps` (halved for negative steps).
+fn scale(size: (u32, u32), steps: i32) -> (u32, u32) {
+    let f = |v: u32| {
+        if steps >= 0 {
+            v.saturating_mul(1 << steps.min(16))
+        } else {
+            v >> (-steps).min(31)
+        }
+    };
+    (f(size.0), f(size.1))
+}
+
+/// Whether a picture of `layer` size fills a `view` (both in pixels) without upscaling:
+/// at least as wide **and** as tall. Conservative on purpose: it is exact for
+/// `object-fit: cover` (the demo's camera tiles: the picture covers the element), and
+/// for `contain` it may pick one layer more than the letterboxed picture needs.
+pub fn fills(layer: (u32, u32), view: (u32, u32)) -> bool {
+    layer.0 >= view.0 && layer.1 >= view.1
+}
+
+/// The picture size (width, height) a VP8 key frame's first packet carries (RFC 6386
+/// §9.1: after the 3-byte frame tag, the start code 9d 01 2a and two 14-bit sizes), or
+/// None when `payload` is not one.
+pub fn frame_size(codec: Codec, payload: &[u8]) -> Option<(u32, u32)> {
+    if codec != Codec::Vp8 || !vp8_keyframe(payload) {
+        return None;
+    }
+    let i = vp8_header_at(payload)?;
+    let h = payload.get(i..i + 10)?;
+    if h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u32::from(u16::from_le_bytes([h[6], h[7]]) & 0x3fff);
+    let ht = u32::from(u16::from_le_bytes([h[8], h[9]]) & 0x3fff);
+    (w > 0 && ht > 0).then_some((w, ht))
 }
 
 /// What to do with one packet of a simulcast layer for one consumer.
@@ -286,19 +438,25 @@ pub fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
 /// RFC 7741: payload descriptor, then (at a partition start) the VP8 frame header whose
 /// first bit P is 0 on key frames.
 fn vp8_keyframe(p: &[u8]) -> bool {
-    let Some(&b0) = p.first() else { return false };
+    vp8_header_at(p).is_some_and(|i| p.get(i).is_some_and(|h| h & 0x01 == 0))
+}
+
+/// Where the VP8 frame header starts in a packet that starts partition 0 (None: the
+/// packet does not, or is truncated).
+fn vp8_header_at(p: &[u8]) -> Option<usize> {
+    let &b0 = p.first()?;
     let start = b0 & 0x10 != 0;
     let pid = b0 & 0x07;
     if !start || pid != 0 {
-        return false;
+        return None;
     }
     let mut i = 1;
     if b0 & 0x80 != 0 {
-        let Some(&x) = p.get(i) else { return false };
+        let &x = p.get(i)?;
         i += 1;
         if x & 0x80 != 0 {
             // PictureID: 7 or 15 bits.
-            let Some(&pic) = p.get(i) else { return false };
+            let &pic = p.get(i)?;
             i += if pic & 0x80 != 0 { 2 } else { 1 };
         }
         if x & 0x40 != 0 {
@@ -308,7 +466,7 @@ fn vp8_keyframe(p: &[u8]) -> bool {
             i += 1; // TID/Y/KEYIDX
         }
     }
-    p.get(i).is_some_and(|h| h & 0x01 == 0)
+    Some(i)
 }
 
 /// draft-ietf-payload-vp9: descriptor byte I|P|L|F|B|E|V|Z; a key frame starts with
@@ -384,6 +542,39 @@ mod tests {
         assert_eq!(l.pick(Quality::High), Some(rid("h")));
         assert_eq!(l.pick(Quality::Medium), Some(rid("h")));
         assert_eq!(l.pick(Quality::Low), Some(rid("q")));
+    }
+
+    #[test]
+    fn layer_sizes_are_read_from_vp8_key_frames_or_derived_from_their_rank() {
+        // A VP8 key frame's first packet: descriptor (X, 15-bit picture id), frame tag,
+        // start code, 14-bit width and height (top bits are scaling).
+        let key = [
+            0x90, 0x80, 0x81, 0x23, 0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x40, 0x41, 0xf0, 0x80,
+        ];
+        assert_eq!(frame_size(Codec::Vp8, &key), Some((320, 240)));
+        assert_eq!(frame_size(Codec::Vp9, &key), None);
+        let mut delta = key;
+        delta[4] = 0x11;
+        assert_eq!(frame_size(Codec::Vp8, &delta), None);
+        assert_eq!(frame_size(Codec::Vp8, &key[..12]), None, "truncated");
+
+        let t0 = Instant::now();
+        let mut l = Layers::default();
+        for r in ["q", "h", "f"] {
+            l.observe(rid(r), 100, t0);
+        }
+        // Nothing measured: the top is 1280x720, halving below.
+        assert_eq!(l.known_sizes(), vec![(320, 180), (640, 360), (1280, 720)]);
+        assert_eq!(l.known_index_for_view((300, 170)), 0);
+        assert_eq!(l.known_index_for_view((321, 100)), 1);
+        assert_eq!(l.known_index_for_view((4000, 4000)), 2);
+        // One measured: the others scale from it.
+        l.observe_size(rid("h"), (320, 240));
+        l.observe(rid("q"), 100, t0 + RANK_EVERY);
+        assert_eq!(l.known_sizes(), vec![(160, 120), (320, 240), (640, 480)]);
+        assert_eq!(l.index_for_view((150, 100)), 0);
+        assert_eq!(l.index_for_view((300, 200)), 1);
+        assert_eq!(l.index_for_view((600, 400)), 2);
     }
 
     #[test]

@@ -45,7 +45,7 @@ use crate::config::SfuConfig;
 use crate::core::simulcast::Quality;
 use crate::core::{
     Counts, Grants, PeerMsg, PublishAnswer, RemovalReason, SfuEvent, ShardCore, ShardStats,
-    TrackRequest,
+    TrackRequest, TrackView,
 };
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, Role, Source, TrackId};
@@ -558,6 +558,19 @@ impl Sfu {
     ) -> Result<(), SfuError> {
         self.on_participant(subscriber, move |core, now| {
             core.set_quality(now, subscriber, publisher, source, quality)
+        })
+        .await
+    }
+
+    /// How `subscriber` displays remote videos (adaptive stream, see `core/adaptive.rs`);
+    /// returns the tracks it does not receive.
+    pub async fn set_views(
+        &self,
+        subscriber: ParticipantId,
+        views: Vec<(TrackId, TrackView)>,
+    ) -> Result<Vec<TrackId>, SfuError> {
+        self.on_participant(subscriber, move |core, now| {
+            core.set_views(now, subscriber, &views)
         })
         .await
     }

@@ -1,11 +1,12 @@
 //! Media requests of a joined participant: publish (offer/answer), the subscriber's
-//! answers, ICE (trickle and restart), mute, unpublish, simulcast quality. Each checks its
-//! payload and hands it to the SFU.
+//! answers, ICE (trickle and restart), mute, unpublish, simulcast quality, how remote
+//! videos are displayed (`trackView`, adaptive stream). Each checks its payload and hands
+//! it to the SFU.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sfu::core::MAX_SDP_BYTES;
-use sfu::{ParticipantId, Quality, Role, Source, TrackId, TrackRequest};
+use sfu::{ParticipantId, Quality, Role, Source, TrackId, TrackRequest, TrackView};
 use socketioxide::extract::SocketRef;
 
 use crate::AppState;
@@ -256,4 +257,150 @@ pub(crate) fn parse_quality(
         .parse()
         .map_err(|_| ApiError::bad("quality must be low, medium or high"))?;
     Ok((publisher, source, quality))
+}
+
+/// Most views one `trackView` may carry (a proctor's grid of a full room fits).
+pub(crate) const MAX_VIEWS: usize = 128;
+/// Largest width or height a view may report, in device pixels (an 8K screen is 7680).
+pub(crate) const MAX_VIEW_PIXELS: u32 = 16_384;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TrackViewReq {
+    views: Vec<ViewReq>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct ViewReq {
+    track_id: String,
+    visible: bool,
+    width: u32,
+    height: u32,
+}
+
+/// How this subscriber displays remote videos (adaptive stream): the SFU sends each at
+/// most the layer its element needs, and nothing of what nobody sees.
+#[tracing::instrument(name = "trackView", level = "debug", skip_all, fields(sid = %socket.id))]
+pub(super) async fn track_view(
+    socket: &SocketRef,
+    state: &AppState,
+    d: Option<Value>,
+) -> Result<Value, ApiError> {
+    let (p, _) = participant_of(state, socket)?;
+    let views = parse_track_view(d)?;
+    let unknown = state.sfu().set_views(p, views).await?;
+    Ok(json!({
+        "ok": true,
+        "unknown": unknown.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+    }))
+}
+
+/// `trackView`'s payload, checked: 1..=[`MAX_VIEWS`] views, each a track id, whether it
+/// is visible and its size (0..=[`MAX_VIEW_PIXELS`]), no track twice.
+pub(crate) fn parse_track_view(d: Option<Value>) -> Result<Vec<(TrackId, TrackView)>, ApiError> {
+    let req: TrackViewReq = parse(d)?;
+    if req.views.is_empty() || req.views.len() > MAX_VIEWS {
+        return Err(ApiError::bad(format!(
+            "views must hold 1 to {MAX_VIEWS} entries (got {})",
+            req.views.len()
+        )));
+    }
+    let mut out: Vec<(TrackId, TrackView)> = Vec::with_capacity(req.views.len());
+    for (i, v) in req.views.into_iter().enumerate() {
+        let track: TrackId = v
+            .track_id
+            .parse()
+            .map_err(|_| ApiError::bad(format!("views[{i}].trackId is not a track id")))?;
+        if v.width > MAX_VIEW_PIXELS || v.height > MAX_VIEW_PIXELS {
+            return Err(ApiError::bad(format!(
+                "views[{i}]: width and height must be 0 to {MAX_VIEW_PIXELS}"
+            )));
+        }
+        if out.iter().any(|(t, _)| *t == track) {
+            return Err(ApiError::bad(format!(
+                "views[{i}]: track {track} is listed twice"
+            )));
+        }
+        out.push((
+            track,
+            TrackView {
+                visible: v.visible,
+                width: v.width,
+                height: v.height,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(r: Result<Vec<(TrackId, TrackView)>, ApiError>) -> String {
+        match r {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("{}: {}", e.code, e.message),
+        }
+    }
+
+    #[test]
+    fn track_view_accepts_a_batch_of_views() {
+        let v = parse_track_view(Some(json!({"views": [
+            {"trackId": "TR1", "visible": true, "width": 320, "height": 180},
+            {"trackId": "TR2", "visible": false, "width": 0, "height": 0},
+        ]})))
+        .expect("valid");
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].0.to_string(), "TR1");
+        assert_eq!(
+            v[0].1,
+            TrackView {
+                visible: true,
+                width: 320,
+                height: 180
+            }
+        );
+        assert!(!v[1].1.visible);
+    }
+
+    #[test]
+    fn track_view_refuses_bad_input_with_bad_request() {
+        let view = |id: Value, visible: Value, w: Value, h: Value| json!({"views": [{"trackId": id, "visible": visible, "width": w, "height": h}]});
+        let bad = [
+            None,
+            Some(json!([1])),
+            Some(json!({})),
+            Some(json!({"views": []})),
+            Some(json!({"views": "TR1"})),
+            Some(view(json!("TR1"), json!("yes"), json!(1), json!(1))),
+            Some(view(json!("TR1"), json!(true), json!(-1), json!(1))),
+            Some(view(json!("TR1"), json!(true), json!(1.5), json!(1))),
+            Some(view(json!("TR1"), json!(true), json!(16_385), json!(1))),
+            Some(view(json!("TR1"), json!(true), json!(1), json!(1e12))),
+            Some(view(json!("nope"), json!(true), json!(1), json!(1))),
+            Some(view(json!(7), json!(true), json!(1), json!(1))),
+            Some(json!({"views": [{"trackId": "TR1", "visible": true, "width": 1}]})),
+            Some(
+                json!({"views": [{"trackId": "TR1", "visible": true, "width": 1, "height": 1, "x": 1}]}),
+            ),
+            Some(json!({"views": [
+                {"trackId": "TR1", "visible": true, "width": 1, "height": 1},
+                {"trackId": "TR1", "visible": false, "width": 1, "height": 1},
+            ]})),
+        ];
+        for d in bad {
+            let r = code(parse_track_view(d.clone()));
+            assert!(r.starts_with("bad_request"), "{d:?} -> {r}");
+        }
+        let many: Vec<Value> = (1..=MAX_VIEWS + 1)
+            .map(|i| json!({"trackId": format!("TR{i}"), "visible": true, "width": 1, "height": 1}))
+            .collect();
+        let r = code(parse_track_view(Some(json!({ "views": many }))));
+        assert!(
+            r.starts_with("bad_request") && r.contains("1 to 128"),
+            "{r}"
+        );
+    }
 }

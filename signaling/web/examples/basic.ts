@@ -3,13 +3,15 @@
 import { StudyRoom, StudyRoomError, type Participant, type Track } from '@studyroom/client';
 
 export async function joinExam(token: string, log: (line: string) => void): Promise<StudyRoom> {
-  const room = new StudyRoom({ url: 'https://rooms.example.com', simulcast: true });
+  const room = new StudyRoom({ url: 'https://rooms.example.com', simulcast: true, adaptiveStream: true });
   const others = new Map<string, Participant>();
   room.on('participantJoined', (p) => { others.set(p.id, p); log(`${p.name} joined`); });
   room.on('participantLeft', ({ id, reason }) => { others.delete(id); log(`${id} left (${reason})`); });
   room.on('trackPublished', (t: Track) => log(`${t.participantId} publishes ${t.source} (${t.codec})`));
   room.on('remoteTrack', (pid, _trackId, kind, source, track) => log(`${kind}/${source} of ${pid}: ${track.id}`));
   room.on('error', (e) => log(`error ${e.code} at ${e.where}: ${e.message}`));
+  room.on('publisherLayers', ({ source, layers }) =>
+    log(`${source} encodes ${layers.filter((l) => l.active).map((l) => l.rid ?? 'all').join(',') || 'nothing'} (adaptive: ${room.adaptiveStream})`));
   try {
     await room.connect(token);
     const ack = await room.join();

@@ -74,7 +74,8 @@ export async function outboundStats(page) {
       report.forEach((r) => {
         if (r.type !== 'outbound-rtp') return;
         out.push({
-          kind: r.kind, mid: r.mid, ssrc: r.ssrc, packetsSent: r.packetsSent || 0, bytesSent: r.bytesSent || 0,
+          kind: r.kind, mid: r.mid, ssrc: r.ssrc, rid: r.rid, active: r.active, frameWidth: r.frameWidth,
+          packetsSent: r.packetsSent || 0, bytesSent: r.bytesSent || 0,
           framesEncoded: r.framesEncoded || 0, framesSent: r.framesSent || 0, nackCount: r.nackCount || 0,
           retransmittedPacketsSent: r.retransmittedPacketsSent || 0,
         });
