@@ -5,18 +5,22 @@
 //!   to (switches happen at key frames). Bandwidth allocation plugs in here: it only
 //!   changes what the consumer wants, never how packets are written.
 //! - **apply** ([`Consumer::write`]): map the payload type to the subscriber's, rewrite
-//!   sequence number and timestamp for continuity, and hand the packet to str0m.
+//!   sequence number and timestamp for continuity, and hand the packet to str0m. A RED
+//!   packet goes out as RED when the subscriber accepted `red`, else as its primary block
+//!   (plain Opus, same sequence number: one RED packet carries one primary frame).
 
+use std::ops::Range;
 use std::time::Instant;
 
 use str0m::Rtc;
 use str0m::format::PayloadParams;
-use str0m::media::{Pt, Rid};
+use str0m::media::Rid;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use tracing::info;
 
 use super::Consumer;
 use super::allocator::Target;
+use super::red;
 use super::simulcast::{Decision, Layers};
 use crate::ids::{ParticipantId, TrackId};
 
@@ -27,8 +31,10 @@ pub(super) struct Incoming {
     pub(super) rid: Option<Rid>,
     /// Starts a key frame (video).
     pub(super) keyframe: bool,
-    pub(super) in_pt: Pt,
+    /// The producer's codec (for a RED packet, the codec RED wraps).
     pub(super) in_params: PayloadParams,
+    /// A RED packet: where its primary block's data sits in the payload.
+    pub(super) red_primary: Option<Range<usize>>,
     pub(super) is_video: bool,
     pub(super) clock_rate: u32,
     /// Header extensions to pass on (mid/rid/transport-cc cleared: they are per hop).
@@ -86,18 +92,19 @@ impl Consumer {
         rtp: &RtpPacket,
         now: Instant,
     ) -> bool {
-        let out_pt = match self.pt_map.iter().find(|(i, _)| *i == pkt.in_pt) {
+        let in_pt = pkt.in_params.pt();
+        let out = match self.pt_map.iter().find(|(i, _)| *i == in_pt) {
             Some((_, o)) => *o,
             None => {
                 let o = rtc
                     .codec_config()
                     .match_params(pkt.in_params)
-                    .map(|p| p.pt());
-                self.pt_map.push((pkt.in_pt, o));
+                    .map(|p| (p.pt(), p.red().filter(|_| self.red_ok)));
+                self.pt_map.push((in_pt, o));
                 o
             }
         };
-        let Some(out_pt) = out_pt else {
+        let Some((out_pt, out_red)) = out else {
             if !self.warned_codec {
                 self.warned_codec = true;
                 info!(%subscriber, "subscriber lacks codec {:?}; track not forwarded", pkt.in_params.spec().codec);
@@ -123,16 +130,20 @@ impl Consumer {
         // at a few hundred kbit/s a forwarded key frame waited up to a second in it, the
         // browser's delay gradient read that as congestion, and the estimate collapsed.
         tx.set_unpaced(true);
-        let write = RtpWrite::new(
-            out_pt,
-            SeqNo::from(rw.seq),
-            rw.ts,
-            rtp.timestamp,
-            rtp.payload.clone(),
-        )
-        .marker(rtp.header.marker)
-        .ext_vals(pkt.ext.clone())
-        .nackable(pkt.is_video);
+        let (pt, payload) = match (&pkt.red_primary, out_red) {
+            (None, _) => (out_pt, rtp.payload.clone()),
+            (Some(_), Some(red_pt)) if in_pt == out_pt => (red_pt, rtp.payload.clone()),
+            // Checked in `forward`: the block headers parse.
+            (Some(_), Some(red_pt)) => match red::map_block_pt(&rtp.payload, *in_pt, *out_pt) {
+                Ok(p) => (red_pt, p.into()),
+                Err(_) => return false,
+            },
+            (Some(primary), None) => (out_pt, rtp.payload[primary.clone()].into()),
+        };
+        let write = RtpWrite::new(pt, SeqNo::from(rw.seq), rw.ts, rtp.timestamp, payload)
+            .marker(rtp.header.marker)
+            .ext_vals(pkt.ext.clone())
+            .nackable(pkt.is_video);
         tx.write_rtp(write);
         true
     }

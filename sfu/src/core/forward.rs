@@ -6,8 +6,10 @@ use std::time::Instant;
 use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::RtpPacket;
+use tracing::debug;
 
 use super::consumer::{Incoming, Verdict};
+use super::red;
 use super::speakers::SPEAKING_DBOV;
 use super::*;
 use crate::ids::{TrackId, TransportId};
@@ -39,10 +41,25 @@ impl ShardCore {
             .codec_config()
             .params()
             .iter()
-            .find(|p| p.pt() == in_pt)
+            .find(|p| p.pt() == in_pt || p.red() == Some(in_pt))
             .copied();
         let Some(in_params) = in_params else {
             return;
+        };
+        // RED (RFC 2198) around the producer's codec: read its block headers once, for
+        // the subscribers that get the primary block alone (`Consumer::write`).
+        let red_primary = if in_params.red() == Some(in_pt) {
+            match red::blocks(&pkt.payload) {
+                // Invariant: `blocks` returns at least the primary on success.
+                Ok(b) => Some(b.last().expect("primary block").data.clone()),
+                Err(e) => {
+                    debug!(transport = from.0, "bad RED payload dropped: {e}");
+                    self.stats.rejected += 1;
+                    return;
+                }
+            }
+        } else {
+            None
         };
         let Some(p) = self.producers.get_mut(&track) else {
             return;
@@ -75,8 +92,8 @@ impl ShardCore {
             track,
             rid,
             keyframe,
-            in_pt,
             in_params,
+            red_primary,
             is_video,
             clock_rate,
             ext,

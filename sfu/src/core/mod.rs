@@ -33,6 +33,7 @@ mod consumer;
 mod datapath;
 mod forward;
 mod negotiate;
+pub mod red;
 pub mod rewrite;
 pub mod route;
 mod sdp_text;
@@ -148,8 +149,12 @@ struct Consumer {
     /// In an accepted answer: packets may flow.
     active: bool,
     rewriter: Rewriter,
-    /// Cache of publisher pt -> our pt (None: the subscriber lacks the codec).
-    pt_map: Vec<(Pt, Option<Pt>)>,
+    /// Cache of publisher (primary) pt -> our pt and our RED pt for it (None: the
+    /// subscriber lacks the codec).
+    pt_map: Vec<(Pt, Option<(Pt, Option<Pt>)>)>,
+    /// Its m-line's answer accepted `red`: a publisher's RED is forwarded as is, else
+    /// stripped to the primary (`red.rs`).
+    red_ok: bool,
     /// The codec of the producer feeding it (or that last fed it): its m-line offers only
     /// this codec and its RTX (see `negotiate`).
     codec: Option<PayloadParams>,
