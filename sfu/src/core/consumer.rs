@@ -2,7 +2,9 @@
 //!
 //! - **decide** ([`Consumer::decide`]): whether this consumer gets this packet at all —
 //!   negotiated and fed by this producer, and for simulcast the layer it is on or moving
-//!   to (switches happen at key frames). Bandwidth allocation plugs in here: it only
+//!   to (switches happen at key frames); for VP9 SVC the spatial/temporal layers at or
+//!   below its target (`svc.rs`), with the marker bit moved to the end of the highest
+//!   forwarded layer. Bandwidth allocation plugs in here: it only
 //!   changes what the consumer wants, never how packets are written.
 //! - **apply** ([`Consumer::write`]): map the payload type to the subscriber's, rewrite
 //!   sequence number and timestamp for continuity, and hand the packet to str0m. A RED
@@ -22,6 +24,8 @@ use super::Consumer;
 use super::allocator::Target;
 use super::red;
 use super::simulcast::{Decision, Layers};
+use super::svc::{SvcDecision, SvcLayers};
+use super::vp9::Descriptor;
 use crate::ids::{ParticipantId, TrackId};
 
 /// What the forwarder knows about one incoming packet, computed once for all consumers.
@@ -35,6 +39,8 @@ pub(super) struct Incoming {
     pub(super) in_params: PayloadParams,
     /// A RED packet: where its primary block's data sits in the payload.
     pub(super) red_primary: Option<Range<usize>>,
+    /// A VP9 packet's payload descriptor (SVC layer indices).
+    pub(super) vp9: Option<Descriptor>,
     pub(super) is_video: bool,
     pub(super) clock_rate: u32,
     /// Header extensions to pass on (mid/rid/transport-cc cleared: they are per hop).
@@ -44,15 +50,20 @@ pub(super) struct Incoming {
 /// A consumer's decision for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
-    Send,
+    /// Forward; `end_of_picture`: with the marker bit set (the last forwarded SVC layer).
+    Send {
+        end_of_picture: bool,
+    },
     Skip,
+    /// An SVC layer above the target: skipped, and the rewriter closes its gap.
+    SkipLayer,
     /// Skipped, and the layer it waits for needs a key frame.
     SkipWantKeyframe,
 }
 
 impl Consumer {
     /// Whether this consumer gets the packet (see the module docs).
-    pub(super) fn decide(&mut self, pkt: &Incoming, layers: &Layers) -> Verdict {
+    pub(super) fn decide(&mut self, pkt: &Incoming, layers: &Layers, svc: &SvcLayers) -> Verdict {
         if !self.active || self.producer != Some(pkt.track) {
             return Verdict::Skip;
         }
@@ -61,6 +72,23 @@ impl Consumer {
             Target::Paused => usize::MAX,
             Target::Layer(l) => l,
         };
+        // VP9 with layer indices: the SVC path, even while only one layer was seen (the
+        // first picture reveals its layers one by one).
+        if let Some(d) = pkt.vp9.as_ref().filter(|d| d.layer.is_some()) {
+            if self.await_keyframe {
+                // A resume: start from a key frame (`SvcSelection` waits for one).
+                self.await_keyframe = false;
+                self.svc.current = None;
+            }
+            let Some(want) = svc.pick_capped(self.sel.quality, cap) else {
+                return Verdict::Skip;
+            };
+            return match self.svc.decide(d, want) {
+                SvcDecision::Forward { end_of_picture } => Verdict::Send { end_of_picture },
+                SvcDecision::DropLayer => Verdict::SkipLayer,
+                SvcDecision::DropWantKeyframe => Verdict::SkipWantKeyframe,
+            };
+        }
         let Some(r) = pkt.rid else {
             // Without simulcast, only a resume after a pause waits (for a key frame).
             if self.await_keyframe {
@@ -69,14 +97,18 @@ impl Consumer {
                 }
                 self.await_keyframe = false;
             }
-            return Verdict::Send;
+            return Verdict::Send {
+                end_of_picture: false,
+            };
         };
         self.await_keyframe = false;
         match self
             .sel
             .decide(r, pkt.keyframe, layers.pick_capped(self.sel.quality, cap))
         {
-            Decision::Forward => Verdict::Send,
+            Decision::Forward => Verdict::Send {
+                end_of_picture: false,
+            },
             Decision::Drop => Verdict::Skip,
             Decision::DropWantKeyframe => Verdict::SkipWantKeyframe,
         }
@@ -90,6 +122,7 @@ impl Consumer {
         subscriber: ParticipantId,
         pkt: &Incoming,
         rtp: &RtpPacket,
+        marker: bool,
         now: Instant,
     ) -> bool {
         let in_pt = pkt.in_params.pt();
@@ -141,7 +174,7 @@ impl Consumer {
             (Some(primary), None) => (out_pt, rtp.payload[primary.clone()].into()),
         };
         let write = RtpWrite::new(pt, SeqNo::from(rw.seq), rw.ts, rtp.timestamp, payload)
-            .marker(rtp.header.marker)
+            .marker(marker)
             .ext_vals(pkt.ext.clone())
             .nackable(pkt.is_video);
         tx.write_rtp(write);

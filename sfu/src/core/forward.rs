@@ -3,15 +3,15 @@
 
 use std::time::Instant;
 
-use str0m::format::PayloadParams;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::RtpPacket;
 use tracing::debug;
 
 use super::consumer::{Incoming, Verdict};
-use super::red;
 use super::speakers::SPEAKING_DBOV;
 use super::*;
+use super::{red, vp9};
 use crate::ids::{TrackId, TransportId};
 
 impl ShardCore {
@@ -83,6 +83,28 @@ impl ShardCore {
         p.rate.add(pkt.payload.len(), now);
         let keyframe =
             is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload);
+        // VP9: the payload descriptor's layer indices (SVC). One the core cannot read is
+        // dropped: no decoder could use it either.
+        let vp9 = if in_params.spec().codec == Codec::Vp9 {
+            match vp9::parse(&pkt.payload) {
+                Ok(d) => {
+                    if let Some(n) = d.spatial_layers {
+                        p.svc.declare_spatial(n, now);
+                    }
+                    if d.layer.is_some() {
+                        p.svc.observe(d.sid(), d.tid(), pkt.payload.len(), now);
+                    }
+                    Some(d)
+                }
+                Err(e) => {
+                    debug!(transport = from.0, "bad VP9 payload dropped: {e}");
+                    self.stats.rejected += 1;
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let mut ext = pkt.header.ext_vals.clone();
         ext.mid = None;
         ext.rid = None;
@@ -94,6 +116,7 @@ impl ShardCore {
             keyframe,
             in_params,
             red_primary,
+            vp9,
             is_video,
             clock_rate,
             ext,
@@ -116,16 +139,25 @@ impl ShardCore {
                 continue;
             };
             // Decide: does this consumer get this packet? (The allocator's side.)
-            match c.decide(&incoming, &p.layers) {
-                Verdict::Send => {}
+            let verdict = c.decide(&incoming, &p.layers, &p.svc);
+            if std::mem::take(&mut c.svc.wants_keyframe) {
+                want_keyframe = true;
+            }
+            let end_of_picture = match verdict {
+                Verdict::Send { end_of_picture } => end_of_picture,
                 Verdict::Skip => continue,
+                Verdict::SkipLayer => {
+                    c.rewriter.skip(*pkt.header.ssrc, *pkt.seq_no);
+                    continue;
+                }
                 Verdict::SkipWantKeyframe => {
                     want_keyframe = true;
                     continue;
                 }
-            }
+            };
             // Apply: translate (payload type, sequence, timestamp) and write.
-            if c.write(&mut st.rtc, st.participant, &incoming, &pkt, now) {
+            let marker = pkt.header.marker || end_of_picture;
+            if c.write(&mut st.rtc, st.participant, &incoming, &pkt, marker, now) {
                 self.stats.rtp_forwarded += 1;
                 if !st.dirty {
                     st.dirty = true;

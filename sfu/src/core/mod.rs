@@ -42,6 +42,8 @@ pub mod simulcast;
 mod speakers;
 mod stats;
 pub mod stun;
+pub mod svc;
+pub mod vp9;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -106,6 +108,8 @@ struct Producer {
     keyframe_pending: bool,
     /// Simulcast layers seen (empty: not simulcast).
     layers: Layers,
+    /// SVC layers seen in a VP9 stream (`svc.rs`; not scalable until two layers were seen).
+    svc: svc::SvcLayers,
     /// Loudest audio level (linear 0..1) since the last active-speaker evaluation.
     peak: f32,
     /// Level reported with the speaker (decaying peak).
@@ -140,6 +144,10 @@ impl RateMeter {
     }
 }
 
+/// A consumer's payload type for a producer's codec, and its RED payload type when the
+/// subscriber accepted RED for it.
+type OutPt = (Pt, Option<Pt>);
+
 struct Consumer {
     mid: Mid,
     publisher: ParticipantId,
@@ -151,7 +159,7 @@ struct Consumer {
     rewriter: Rewriter,
     /// Cache of publisher (primary) pt -> our pt and our RED pt for it (None: the
     /// subscriber lacks the codec).
-    pt_map: Vec<(Pt, Option<(Pt, Option<Pt>)>)>,
+    pt_map: Vec<(Pt, Option<OutPt>)>,
     /// Its m-line's answer accepted `red`: a publisher's RED is forwarded as is, else
     /// stripped to the primary (`red.rs`).
     red_ok: bool,
@@ -159,8 +167,10 @@ struct Consumer {
     /// this codec and its RTX (see `negotiate`).
     codec: Option<PayloadParams>,
     warned_codec: bool,
-    /// Simulcast layer wanted and forwarded.
+    /// Simulcast layer wanted and forwarded (`sel.quality` also caps SVC layers).
     sel: Selection,
+    /// SVC layers forwarded (`svc.rs`).
+    svc: svc::SvcSelection,
     /// The msid stream of its m-line (see [`Slot::group`]).
     group: ParticipantId,
     /// What the stream allocator gives it (`allocator.rs`); `Layer(usize::MAX)` until the

@@ -71,6 +71,7 @@ impl ShardCore {
             warned_codec: false,
             codec: None,
             sel: Selection::default(),
+            svc: Default::default(),
             group: p.info.participant,
             target: allocator::Target::Layer(usize::MAX),
             hold_until: None,
@@ -84,6 +85,7 @@ impl ShardCore {
         c.pt_map.clear();
         c.rewriter.switch_source();
         c.sel.current = None;
+        c.svc.current = None;
         let reattached = c.active;
         if !p.consumers.contains(&sub) {
             p.consumers.push(sub);

@@ -280,6 +280,7 @@ impl ShardCore {
                     last_keyframe_request: None,
                     keyframe_pending: false,
                     layers: Layers::default(),
+                    svc: Default::default(),
                     peak: 0.0,
                     level: 0.0,
                     last_loud_at: None,

@@ -100,6 +100,8 @@ pub struct Client {
     pub h264_only: bool,
     /// Both PCs offer RED for Opus (`red/48000/2`), as Chrome does.
     pub red: bool,
+    /// The PCs know only VP9 video (and Opus): it publishes VP9.
+    pub vp9: bool,
     pub pub_mids: Vec<(Mid, MediaKind, Source)>,
     /// Last sequence number written per (m-line, simulcast layer): one RTP stream each.
     pub seq: HashMap<(Mid, Option<Rid>), u64>,
@@ -147,6 +149,7 @@ pub struct Sim {
     room: String,
     pending_h264_only: Option<usize>,
     pending_red: Option<usize>,
+    pending_vp9: Option<usize>,
 }
 
 pub fn config() -> SfuConfig {
@@ -164,9 +167,18 @@ fn client_rtc(now: Instant, addr: SocketAddr) -> Rtc {
 }
 
 /// A client PC as its client was configured (H264-only or the default codecs).
-fn peer_rtc(h264_only: bool, red: bool, now: Instant, addr: SocketAddr) -> Rtc {
+fn peer_rtc(h264_only: bool, red: bool, vp9: bool, now: Instant, addr: SocketAddr) -> Rtc {
     if h264_only {
         h264_rtc(now, addr)
+    } else if vp9 {
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp9(true)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        rtc
     } else if red {
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
@@ -221,6 +233,7 @@ impl Sim {
             room: "room1".into(),
             pending_h264_only: None,
             pending_red: None,
+            pending_vp9: None,
         }
     }
 
@@ -228,6 +241,13 @@ impl Sim {
     pub fn join_h264_only(&mut self, grants: Grants) -> usize {
         // Marked before the join: the first offer may come from `join` itself.
         self.pending_h264_only = Some(self.clients.len());
+        self.join(grants)
+    }
+
+    /// Add a participant whose PCs know only VP9 video: it publishes VP9 (write its
+    /// payloads, descriptor included, with `send_rtp`).
+    pub fn join_vp9(&mut self, grants: Grants) -> usize {
+        self.pending_vp9 = Some(self.clients.len());
         self.join(grants)
     }
 
@@ -273,6 +293,7 @@ impl Sim {
             silent: false,
             h264_only: false,
             red: false,
+            vp9: false,
             pub_mids: Vec::new(),
             seq: HashMap::new(),
             hold_answers: false,
@@ -284,6 +305,9 @@ impl Sim {
         }
         if self.pending_red.take() == Some(idx) {
             self.clients[idx].red = true;
+        }
+        if self.pending_vp9.take() == Some(idx) {
+            self.clients[idx].vp9 = true;
         }
         self.pump_events();
         idx
@@ -313,12 +337,13 @@ impl Sim {
         let now = self.now;
         let addr = self.clients[idx].addr;
         let c = &mut self.clients[idx];
-        let (h264_only, red) = (c.h264_only, c.red);
+        let (h264_only, red, vp9) = (c.h264_only, c.red, c.vp9);
         // The publisher PC uses another local port than the subscriber PC.
         let rtc = c.pub_rtc.get_or_insert_with(|| {
             peer_rtc(
                 h264_only,
                 red,
+                vp9,
                 now,
                 SocketAddr::new(addr.ip(), addr.port() + 1),
             )
@@ -708,6 +733,8 @@ impl Sim {
             Codec::Opus
         } else if c.h264_only {
             Codec::H264
+        } else if c.vp9 {
+            Codec::Vp9
         } else {
             Codec::Vp8
         };
@@ -883,10 +910,10 @@ impl Sim {
     fn answer_offer(&mut self, idx: usize, sdp: &str) {
         let now = self.now;
         let c = &mut self.clients[idx];
-        let (h264_only, red, addr) = (c.h264_only, c.red, c.addr);
+        let (h264_only, red, vp9, addr) = (c.h264_only, c.red, c.vp9, c.addr);
         let rtc = c
             .sub_rtc
-            .get_or_insert_with(|| peer_rtc(h264_only, red, now, addr));
+            .get_or_insert_with(|| peer_rtc(h264_only, red, vp9, now, addr));
         let answer = rtc
             .sdp_api()
             .accept_offer(SdpOffer::from_sdp_string(sdp).expect("offer parses"))
