@@ -18,7 +18,7 @@ use str0m::Rtc;
 use str0m::format::PayloadParams;
 use str0m::media::Rid;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::Consumer;
 use super::allocator::Target;
@@ -83,7 +83,12 @@ impl Consumer {
             let Some(want) = svc.pick_capped(self.sel.quality, cap) else {
                 return Verdict::Skip;
             };
-            return match self.svc.decide(d, want) {
+            let before = self.svc.current;
+            let verdict = self.svc.decide(d, want);
+            if self.svc.current != before {
+                debug!(mid = %self.mid, from = ?before, to = ?self.svc.current, ?want, "svc layers");
+            }
+            return match verdict {
                 SvcDecision::Forward { end_of_picture } => Verdict::Send { end_of_picture },
                 SvcDecision::DropLayer => Verdict::SkipLayer,
                 SvcDecision::DropWantKeyframe => Verdict::SkipWantKeyframe,

@@ -91,15 +91,17 @@ impl SvcLayers {
     }
 
     fn rebuild(&mut self, now: Instant) {
-        self.ladder.clear();
-        let (Some(s_top), Some(t_top)) = (
+        let before = std::mem::take(&mut self.ladder);
+        if let (Some(s_top), Some(t_top)) = (
             Self::top(&self.spatial_seen, now),
             Self::top(&self.temporal_seen, now),
-        ) else {
-            return;
-        };
-        self.ladder.extend((0..=t_top).map(|t| (0, t)));
-        self.ladder.extend((1..=s_top).map(|s| (s, t_top)));
+        ) {
+            self.ladder.extend((0..=t_top).map(|t| (0, t)));
+            self.ladder.extend((1..=s_top).map(|s| (s, t_top)));
+        }
+        if self.ladder != before {
+            tracing::debug!(ladder = ?self.ladder, "svc ladder");
+        }
     }
 
     /// Whether the stream is scalable (more than one layer seen recently).
