@@ -1,6 +1,6 @@
 // app.js — the demo page's UI on top of studyroom.js.
 //
-// `/?room=ROOM&name=NAME[&role=learner|proctor][&publish=0][&loss=N][&codec=VP8|VP9|H264|AV1]`
+// `/?room=ROOM&name=NAME[&role=learner|proctor][&publish=0][&loss=N][&codec=VP8|VP9|H264|AV1][&dtx=1]`
 // fetches a dev token from `/dev/token` (the query but `codec` passed through) and joins at
 // once, with camera and mic unless the token does not grant publishing; `codec` forces the
 // camera's video codec (StudyRoom's `videoCodec`). Without room and name it shows the join form.
@@ -529,7 +529,11 @@ async function start(query) {
     return;
   }
   label($('#room-label'), 'room', { room: roomName });
-  const room = new StudyRoom({ videoCodec: query.get('codec') || undefined, simulcast: query.get('simulcast') === '1' });
+  const room = new StudyRoom({
+    videoCodec: query.get('codec') || undefined,
+    simulcast: query.get('simulcast') === '1',
+    dtx: query.get('dtx') === '1',
+  });
   window.studyroom = room;
   wireRoom(room);
   wireChat(room);

@@ -214,6 +214,8 @@ export interface StudyRoomOptions {
   videoCodec?: string;
   /** Send the camera as three simulcast layers. */
   simulcast?: boolean;
+  /** Ask for Opus DTX: the microphone sends (almost) nothing during silence. */
+  dtx?: boolean;
 }
 
 export interface PublishOptions {
@@ -233,6 +235,7 @@ export declare class StudyRoom {
   url: string;
   readonly videoCodec: string | null;
   readonly simulcast: boolean;
+  readonly dtx: boolean;
   readonly state: RoomState;
   /** Our own participant, once joined. */
   readonly participant: Participant | null;

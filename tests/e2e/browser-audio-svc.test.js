@@ -4,6 +4,8 @@
 //   sent, a viewer whose answer drops red (its offer munged) gets the primary Opus frames
 //   the server strips out. Both must decode the microphone with little concealment: a
 //   viewer handed RED under a payload type it did not negotiate would decode nothing.
+// - DTX: a publisher with StudyRoom's `dtx` option gets `usedtx=1` in the server's answer and
+//   sends fewer packets than one without; its viewer plays out through the silences.
 // - VP9 SVC: a publisher sends its camera as one VP9 encoding with `scalabilityMode:
 //   'L3T3_KEY'`; a viewer that asked for `low` decodes a smaller picture than one on `high`
 //   (the server forwards only the lowest spatial layer to it).
@@ -92,7 +94,7 @@ function audioLine(sdp) {
   return (sdp || '').split('\r\n').find((l) => l.startsWith('m=audio')) || '';
 }
 
-test('RED reaches viewers with and without red; VP9 L3T3 gives a low viewer the small layer', { timeout: 90000 }, async (t) => {
+test('RED reaches viewers with and without red; DTX is asked for and mirrored; VP9 L3T3 gives a low viewer the small layer', { timeout: 120000 }, async (t) => {
   const h = await startHarness(t);
 
   await t.test('audio/red preferred by the publisher', async () => {
@@ -126,6 +128,41 @@ test('RED reaches viewers with and without red; VP9 L3T3 gives a low viewer the 
       const perPacket = (w) => w.bytes / Math.max(w.packets, 1);
       assert.ok(perPacket(a) > 1.5 * perPacket(b),
         `the viewer with red receives RED (${perPacket(a).toFixed(0)} vs ${perPacket(b).toFixed(0)} bytes per packet)`);
+    });
+  });
+
+  await t.test('DTX asked for by the publisher (StudyRoom dtx option)', async () => {
+    await h.run(async () => {
+      const room = 'e2e-audio-dtx';
+      const dtx = await h.join({ room, name: 'DTX publisher', query: { dtx: 1 } });
+      const plain = await h.join({ room, name: 'Plain publisher' });
+      const viewer = await h.join({ room, name: 'DTX viewer', publish: false });
+      const opusFmtp = (p) => p.page.evaluate(() => {
+        const sdp = window.studyroom.publisherPc.remoteDescription?.sdp || '';
+        const pt = (sdp.match(/a=rtpmap:(\d+) opus\/48000/i) || [])[1];
+        return sdp.split('\r\n').find((l) => l.startsWith(`a=fmtp:${pt} `)) || '';
+      });
+      assert.match(await opusFmtp(dtx), /usedtx=1/, 'the answer mirrors usedtx=1');
+      assert.match(await opusFmtp(dtx), /useinbandfec=1/, 'and keeps in-band FEC');
+      assert.doesNotMatch(await opusFmtp(plain), /usedtx/, 'no DTX unless asked');
+
+      const sentAudio = async (p) => (await pcStats(p.page)).filter((pc) => pc.role === 'publisher')
+        .flatMap((pc) => rtpWithCodecs(pc.stats)).find((r) => r.type === 'outbound-rtp' && r.kind === 'audio')?.stat.packetsSent || 0;
+      await waitFor(() => micFrom(viewer, dtx.id), { what: 'the viewer to receive the DTX microphone', timeoutMs: 15000 });
+      // Silence: both microphones muted (the browser encodes zeros). Chromium's fake
+      // microphone alone never goes quiet enough for DTX.
+      for (const p of [dtx, plain]) await p.page.evaluate(() => window.studyroom.setMuted('microphone', true));
+      await new Promise((r) => setTimeout(r, 1000)); // let the encoders settle into silence (not an assert)
+      const [d0, p0] = [await sentAudio(dtx), await sentAudio(plain)];
+      const heard = await audioWindow(viewer, dtx.id, 4000);
+      const [d1, p1] = [await sentAudio(dtx), await sentAudio(plain)];
+      const fmtpSent = (await pcStats(dtx.page)).filter((pc) => pc.role === 'publisher').flatMap((pc) => rtpWithCodecs(pc.stats))
+        .find((r) => r.type === 'outbound-rtp' && r.kind === 'audio')?.sdpFmtpLine;
+      console.log(`DTX: sent ${d1 - d0} packets in ~4 s with DTX [${fmtpSent}], ${p1 - p0} without; viewer ${JSON.stringify(heard)}`);
+      assert.ok(d1 - d0 < 0.5 * (p1 - p0), `DTX sends far fewer packets in silence (${d1 - d0} vs ${p1 - p0})`);
+      // The silences are not a dead stream: playout goes on and packets keep arriving.
+      assert.ok(heard.packets > 0, 'packets arrive');
+      assert.ok(heard.samples >= 48000 * 3, `the viewer plays out through the silences (${heard.samples} samples in 4 s)`);
     });
   });
 
