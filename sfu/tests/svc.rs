@@ -351,3 +351,42 @@ fn the_allocator_picks_svc_layers_under_a_bottleneck() {
     })
     .expect("back on spatial layer 2 after the cap lifts");
 }
+
+#[test]
+fn vp9_simulcast_with_temporal_layers_still_forwards_one_rid() {
+    // Each simulcast layer is its own VP9 stream with layer indices (temporal layers,
+    // spatial 0): the RID picks the stream, not the SVC path.
+    let mut sim = Sim::new(44);
+    let a = sim.join_vp9(BOTH);
+    let b = sim.join(BOTH);
+    sim.publish_simulcast(a, &["q", "h", "f"]);
+    sim.connect_all();
+    for pic in 0..40u16 {
+        let key = pic == 0;
+        let tid = if key { 0 } else { TID[usize::from(pic) % 4] };
+        for (l, rid) in ["q", "h", "f"].iter().enumerate() {
+            let mut p = payload(pic, 0, tid, 0, key);
+            p[0] |= 0x04; // one packet per frame: B and E
+            let at = vp9::parse(&p).expect("descriptor").len;
+            p[at + 2] = l as u8; // the tag's layer field carries the simulcast layer
+            sim.send_rtp_layer(a, 0, rid, u32::from(pic) * 3000, true, p);
+        }
+        sim.run_for(Duration::from_millis(33));
+    }
+    sim.run_for(Duration::from_millis(300));
+    let got: Vec<&Got> = sim.clients[b].received.iter().collect();
+    // (Within the first, key picture the consumer moves up as each layer's key frame
+    // arrives; after it, one layer.)
+    let layers: std::collections::BTreeSet<u8> = got
+        .iter()
+        .filter(|g| tag(g).0 > 0)
+        .map(|g| tag(g).1)
+        .collect();
+    assert_eq!(
+        layers.len(),
+        1,
+        "one simulcast layer, not all three: {layers:?}"
+    );
+    assert!(got.len() >= 30, "that layer flows: {}", got.len());
+    assert!(contiguous(&got));
+}

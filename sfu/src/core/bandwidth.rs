@@ -77,7 +77,7 @@ impl ShardCore {
                 } else {
                     Priority::Camera
                 };
-                let layers = if p.svc.is_svc() {
+                let layers = if p.svc.is_svc() && p.layers.is_empty() {
                     // SVC: the ladder of (spatial, temporal) steps (`svc.rs`).
                     let mut l = p.svc.ladder_bitrates(UNMEASURED_LAYER_BPS);
                     l.truncate(p.svc.index_for(c.sel.quality) + 1);

@@ -73,8 +73,11 @@ impl Consumer {
             Target::Layer(l) => l,
         };
         // VP9 with layer indices: the SVC path, even while only one layer was seen (the
-        // first picture reveals its layers one by one).
-        if let Some(d) = pkt.vp9.as_ref().filter(|d| d.layer.is_some()) {
+        // first picture reveals its layers one by one). Not for a simulcast layer (VP9
+        // simulcast with temporal layers): there the RID picks the stream.
+        if pkt.rid.is_none()
+            && let Some(d) = pkt.vp9.as_ref().filter(|d| d.layer.is_some())
+        {
             if self.await_keyframe {
                 // A resume: start from a key frame (`SvcSelection` waits for one).
                 self.await_keyframe = false;

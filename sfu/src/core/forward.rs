@@ -88,11 +88,13 @@ impl ShardCore {
         let vp9 = if in_params.spec().codec == Codec::Vp9 {
             match vp9::parse(&pkt.payload) {
                 Ok(d) => {
-                    if let Some(n) = d.spatial_layers {
-                        p.svc.declare_spatial(n, now);
-                    }
-                    if d.layer.is_some() {
-                        p.svc.observe(d.sid(), d.tid(), pkt.payload.len(), now);
+                    if rid.is_none() {
+                        if let Some(n) = d.spatial_layers {
+                            p.svc.declare_spatial(n, now);
+                        }
+                        if d.layer.is_some() {
+                            p.svc.observe(d.sid(), d.tid(), pkt.payload.len(), now);
+                        }
                     }
                     Some(d)
                 }
