@@ -83,9 +83,10 @@ impl ShardCore {
         p.rate.add(pkt.payload.len(), now);
         let keyframe =
             is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload);
-        // VP9: the payload descriptor's layer indices (SVC). One the core cannot read is
-        // dropped: no decoder could use it either.
-        let vp9 = if in_params.spec().codec == Codec::Vp9 {
+        // VP9: the payload descriptor's layer indices (SVC). A payload without a readable
+        // descriptor (padding, garbage) is forwarded as before, outside the SVC path:
+        // dropping it would leave a hole every subscriber NACKs.
+        let vp9 = if in_params.spec().codec == Codec::Vp9 && !pkt.payload.is_empty() {
             match vp9::parse(&pkt.payload) {
                 Ok(d) => {
                     if rid.is_none() {
@@ -99,9 +100,11 @@ impl ShardCore {
                     Some(d)
                 }
                 Err(e) => {
-                    debug!(transport = from.0, "bad VP9 payload dropped: {e}");
-                    self.stats.rejected += 1;
-                    return;
+                    debug!(
+                        transport = from.0,
+                        "VP9 payload without a readable descriptor: {e}"
+                    );
+                    None
                 }
             }
         } else {
