@@ -164,7 +164,7 @@ struct Consumer {
     /// stripped to the primary (`red.rs`).
     red_ok: bool,
     /// The codec of the producer feeding it (or that last fed it): its m-line offers only
-    /// this codec and its RTX (see `negotiate`).
+    /// this codec, its RTX and its RED (see `negotiate`).
     codec: Option<PayloadParams>,
     warned_codec: bool,
     /// Simulcast layer wanted and forwarded (`sel.quality` also caps SVC layers).
