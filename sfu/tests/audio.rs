@@ -139,7 +139,7 @@ fn a_malformed_red_packet_is_dropped_and_the_stream_goes_on() {
     let b = sim.join(BOTH);
     sim.publish(a, &[(MediaKind::Audio, Source::Microphone)]);
     sim.connect_all();
-    let rejected = sim.core.stats().rejected;
+    let rejected = sim.cores[0].stats().rejected;
     // A redundant block claiming 1000 bytes in a 20-byte payload.
     sim.send_rtp_red(a, 0, 0, vec![0x80 | 111, 0, 0x0f, 0xe8, 111, 1, 2, 3]);
     sim.run_for(Duration::from_millis(20));
@@ -148,7 +148,7 @@ fn a_malformed_red_packet_is_dropped_and_the_stream_goes_on() {
     let got = audio_of(&sim.clients[b].received);
     assert_eq!(got.len(), 1, "only the good packet is forwarded");
     assert_eq!(got[0].payload, frame(1));
-    assert_eq!(sim.core.stats().rejected, rejected + 1);
+    assert_eq!(sim.cores[0].stats().rejected, rejected + 1);
 }
 
 #[test]
@@ -251,8 +251,9 @@ fn publish_answer(offer: &str) -> String {
         muted: false,
     }];
     let id = sim.clients[a].id;
-    sim.core
-        .publish(sim.now, id, offer, &reqs)
+    let now = sim.now;
+    sim.core_of(id)
+        .publish(now, id, offer, &reqs)
         .expect("publish")
         .sdp
 }

@@ -100,7 +100,7 @@ fn svc_layers_above_the_target_are_dropped_without_holes() {
     let pub_id = sim.clients[publisher].id;
     let low_id = sim.clients[low].id;
     let now = sim.now;
-    sim.core
+    sim.core_of(low_id)
         .set_quality(now, low_id, pub_id, Source::Camera, Quality::Low)
         .expect("set quality");
     let mut requests = sim.clients[publisher].keyframe_requests;
@@ -146,7 +146,7 @@ fn svc_layers_above_the_target_are_dropped_without_holes() {
     // `low` -> `high`: layers 1 and 2 join at a key frame, not before; still no hole.
     let before = sim.clients[low].received.len();
     let now = sim.now;
-    sim.core
+    sim.core_of(low_id)
         .set_quality(now, low_id, pub_id, Source::Camera, Quality::High)
         .expect("set quality");
     let keys = send_pictures(&mut sim, publisher, 40, 30, &mut requests);
@@ -307,7 +307,7 @@ fn the_allocator_picks_svc_layers_under_a_bottleneck() {
     p.until(&mut sim, Duration::from_secs(2), |_| false);
     let from = sim.clients[b].received.len();
     p.until(&mut sim, Duration::from_secs(4), |_| false);
-    let est = sim.core.subscriber_estimate(sim.clients[b].id);
+    let est = sim.cores[0].subscriber_estimate(sim.clients[b].id);
     let (s0, _) = top_layers_since(&sim, b, from);
     assert_eq!(s0, Some(0), "spatial 0 only; estimate {est:?}");
     let got: Vec<&Got> = sim.clients[b].received[from..].iter().collect();
@@ -330,7 +330,7 @@ fn the_allocator_picks_svc_layers_under_a_bottleneck() {
     let from = sim.clients[b].received.len();
     p.until(&mut sim, Duration::from_secs(3), |_| false);
     let (s, t) = top_layers_since(&sim, b, from);
-    let est = sim.core.subscriber_estimate(sim.clients[b].id);
+    let est = sim.cores[0].subscriber_estimate(sim.clients[b].id);
     eprintln!("figures: estimate {est:?} under 100 kbit/s, top layers {s:?}/{t:?}");
     assert_eq!(s, Some(0), "video flows on spatial 0; estimate {est:?}");
     assert!(t.is_some_and(|t| t <= 1), "no temporal layer 2: {t:?}");

@@ -9,7 +9,7 @@ use str0m::rtp::RtpPacket;
 use tracing::debug;
 
 use super::consumer::{Incoming, Verdict};
-use super::speakers::SPEAKING_DBOV;
+use super::span::Relayed;
 use super::*;
 use super::{red, vp9};
 use crate::ids::{TrackId, TransportId};
@@ -64,23 +64,9 @@ impl ShardCore {
         let Some(p) = self.producers.get_mut(&track) else {
             return;
         };
-        if let Some(level) = pkt.header.ext_vals.audio_level {
-            // dBov (0 loudest, -127 silence); decided over the whole window, not sampled.
-            let dbov = f32::from(level.min(0));
-            let lin = 10f32.powf(dbov / 20.0);
-            p.peak = p.peak.max(lin);
-            if dbov >= SPEAKING_DBOV {
-                p.last_loud_at = Some(now);
-            }
-        }
         let is_video = p.info.kind == MediaKind::Video;
         let clock_rate = p.clock_rate;
-        // Simulcast: account the layer; whether this packet starts a key frame decides
-        // where consumers may switch layers.
-        if let Some(r) = rid {
-            p.layers.observe(r, pkt.payload.len(), now);
-        }
-        p.rate.add(pkt.payload.len(), now);
+        // Whether this packet starts a key frame decides where consumers may switch layers.
         let keyframe =
             is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload);
         // VP9: the payload descriptor's layer indices (SVC). A payload without a readable
@@ -88,17 +74,7 @@ impl ShardCore {
         // dropping it would leave a hole every subscriber NACKs.
         let vp9 = if in_params.spec().codec == Codec::Vp9 && !pkt.payload.is_empty() {
             match vp9::parse(&pkt.payload) {
-                Ok(d) => {
-                    if rid.is_none() {
-                        if let Some(n) = d.spatial_layers {
-                            p.svc.declare_spatial(n, now);
-                        }
-                        if d.layer.is_some() {
-                            p.svc.observe(d.sid(), d.tid(), pkt.payload.len(), now);
-                        }
-                    }
-                    Some(d)
-                }
+                Ok(d) => Some(d),
                 Err(e) => {
                     debug!(
                         transport = from.0,
@@ -126,6 +102,20 @@ impl ShardCore {
             clock_rate,
             ext,
         };
+        p.observe(&incoming, &pkt, now);
+        let room = p.room.clone();
+        self.fan_out(&incoming, &pkt, now);
+        // A room spanning shards: the others fan it out to their own subscribers.
+        self.relay(&room, Relayed { incoming, pkt });
+    }
+
+    /// Forward one packet of producer `pkt.track` (local or a mirror) to this shard's
+    /// consumers of it.
+    pub(super) fn fan_out(&mut self, incoming: &Incoming, pkt: &RtpPacket, now: Instant) {
+        let track = incoming.track;
+        let Some(p) = self.producers.get(&track) else {
+            return;
+        };
         let key = (p.info.participant, p.info.source);
         let mut want_keyframe = false;
         for &sub in &p.consumers {
@@ -144,7 +134,7 @@ impl ShardCore {
                 continue;
             };
             // Decide: does this consumer get this packet? (The allocator's side.)
-            let verdict = c.decide(&incoming, &p.layers, &p.svc);
+            let verdict = c.decide(incoming, &p.layers, &p.svc);
             if std::mem::take(&mut c.svc.wants_keyframe) {
                 want_keyframe = true;
             }
@@ -162,7 +152,7 @@ impl ShardCore {
             };
             // Apply: translate (payload type, sequence, timestamp) and write.
             let marker = pkt.header.marker || end_of_picture;
-            if c.write(&mut st.rtc, st.participant, &incoming, &pkt, marker, now) {
+            if c.write(&mut st.rtc, st.participant, incoming, pkt, marker, now) {
                 self.stats.rtp_forwarded += 1;
                 if !st.dirty {
                     st.dirty = true;
@@ -171,7 +161,7 @@ impl ShardCore {
             }
         }
         if want_keyframe {
-            match rid {
+            match incoming.rid {
                 Some(r) => self.request_layer_keyframe(track, r, now),
                 None => self.request_keyframe(track, now),
             }
@@ -223,7 +213,13 @@ impl ShardCore {
             }
             return;
         }
-        let (tid, mid) = (p.transport, p.mid);
+        let (tid, mid) = match p.origin {
+            Origin::Local(tid, mid) => (tid, mid),
+            Origin::Remote(shard) => {
+                self.request_remote_keyframe(shard, producer, None);
+                return;
+            }
+        };
         if let Some(t) = self.transports.get_mut(&tid) {
             if let Some(rx) = t.rtc.direct_api().stream_rx_by_mid(mid, None) {
                 rx.request_keyframe(KeyframeRequestKind::Pli);
@@ -247,7 +243,13 @@ impl ShardCore {
             self.stats.keyframe_requests_throttled += 1;
             return;
         }
-        let (tid, mid) = (p.transport, p.mid);
+        let (tid, mid) = match p.origin {
+            Origin::Local(tid, mid) => (tid, mid),
+            Origin::Remote(shard) => {
+                self.request_remote_keyframe(shard, producer, Some(rid));
+                return;
+            }
+        };
         if let Some(t) = self.transports.get_mut(&tid)
             && let Some(rx) = t.rtc.direct_api().stream_rx_by_mid(mid, Some(rid))
         {
