@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECONDS_EACH=${FUZZ_SECONDS:-8}
 export RUSTC_BOOTSTRAP=1
-ALL="sfu/stun_username sfu/datagram sfu/publish_sdp sfu/keyframe turn/turn_message
+ALL="sfu/stun_username sfu/datagram sfu/publish_sdp sfu/keyframe sfu/red sfu/vp9_descriptor turn/turn_message
 signaling/socketio_payload signaling/nats_command loadtest/sio_frame"
 targets=${*:-$ALL}
 for t in $targets; do

@@ -1,11 +1,12 @@
 // app.js — the demo page's UI on top of studyroom.js.
 //
 // `/?room=ROOM&name=NAME[&role=learner|proctor][&publish=0][&loss=N][&codec=VP8|VP9|H264|AV1]`
-// `[&simulcast=1][&adaptive=0]` fetches a dev token from `/dev/token` (room, name, role,
+// `[&simulcast=1][&adaptive=0][&dtx=1]` fetches a dev token from `/dev/token` (room, name, role,
 // publish, loss, chat passed through) and joins at once, with camera and mic unless the token
 // does not grant publishing; `codec` forces the camera's video codec (StudyRoom's
 // `videoCodec`), `simulcast=1` sends the camera as three layers, `adaptive=0` turns adaptive
-// stream off (StudyRoom's `adaptiveStream`). Without room and name it shows the join form.
+// stream off (StudyRoom's `adaptiveStream`), `dtx=1` asks for Opus DTX (StudyRoom's `dtx`).
+// Without room and name it shows the join form.
 // For tests: `window.studyroom` is the StudyRoom, remote tiles carry `data-participant-id`
 // (and data-mic-muted / data-cam-muted / data-speaking), and `document.body.dataset.state`
 // goes connecting -> joined (after publishing, if we publish) -> left | disconnected | error.
@@ -535,6 +536,7 @@ async function start(query) {
     videoCodec: query.get('codec') || undefined,
     simulcast: query.get('simulcast') === '1',
     adaptiveStream: query.get('adaptive') !== '0',
+    dtx: query.get('dtx') === '1',
   });
   window.studyroom = room;
   wireRoom(room);

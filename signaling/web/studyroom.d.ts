@@ -237,6 +237,8 @@ export interface StudyRoomOptions {
    * and nothing of hidden ones. False: every remote video arrives as `setQuality` asks.
    */
   adaptiveStream?: boolean;
+  /** Ask for Opus DTX: the microphone sends (almost) nothing during silence. */
+  dtx?: boolean;
 }
 
 export interface PublishOptions {
@@ -258,6 +260,8 @@ export declare class StudyRoom {
   readonly simulcast: boolean;
   /** Whether adaptive stream is on (the `adaptiveStream` option). */
   readonly adaptiveStream: boolean;
+  /** Whether Opus DTX is asked for (the `dtx` option). */
+  readonly dtx: boolean;
   readonly state: RoomState;
   /** Our own participant, once joined. */
   readonly participant: Participant | null;

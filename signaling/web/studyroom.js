@@ -20,6 +20,9 @@
 // case-insensitive; default: the browser's own order) restricts the camera's m-line to that
 // codec (plus rtx/red/fec) with RTCRtpTransceiver.setCodecPreferences, so the server must
 // take it; publish() rejects with `unsupported_codec` if the browser cannot send it.
+// `dtx: true` asks for Opus DTX (no packets during silence, for weak uplinks): the offer
+// sent to the server carries `usedtx=1` on Opus, the server's answer mirrors it, and the
+// browser's encoder follows the answer (docs/protocol.md, "Audio options").
 //
 // Lifecycle: new StudyRoom() -> connect(token) -> join() -> publish() (optional)
 //   -> setMuted / startScreenShare / stopScreenShare ... -> leave().
@@ -156,6 +159,24 @@ export class StudyRoomError extends Error {
   }
 }
 
+// `sdp` with `usedtx=1` on every Opus payload type's fmtp (added when missing). Only the
+// copy sent to the server changes: the browser takes DTX from the server's answer.
+function offerWithDtx(sdp) {
+  const lines = sdp.split('\r\n');
+  const opus = new Set(lines.map((l) => /^a=rtpmap:(\d+) opus\//i.exec(l)).filter(Boolean).map((m) => m[1]));
+  const withFmtp = new Set();
+  const out = lines.map((l) => {
+    const m = /^a=fmtp:(\d+) (.*)$/.exec(l);
+    if (!m || !opus.has(m[1])) return l;
+    withFmtp.add(m[1]);
+    return /(^|;)\s*usedtx=1/.test(m[2]) ? l : `${l};usedtx=1`;
+  });
+  return out.flatMap((l) => {
+    const m = /^a=rtpmap:(\d+) opus\//i.exec(l);
+    return m && !withFmtp.has(m[1]) ? [l, `a=fmtp:${m[1]} usedtx=1`] : [l];
+  }).join('\r\n');
+}
+
 // Codecs that only protect or repair the main one; kept when a video codec is forced.
 const REPAIR_CODECS = new Set(['video/rtx', 'video/red', 'video/ulpfec', 'video/flexfec-03']);
 
@@ -179,15 +200,18 @@ export class StudyRoom {
   static protocols = PROTOCOL_VERSIONS;
 
   /**
-   * @param {{url?: string, videoCodec?: string, simulcast?: boolean}} opts  `url`: server base
-   *   URL (defaults to the page's origin); `videoCodec`: force the camera's codec (see the
-   *   header); `simulcast`: send the camera as three layers (q, h, f) so each subscriber can
-   *   get the one it asks for with setQuality().
+   * @param {{url?: string, videoCodec?: string, simulcast?: boolean, adaptiveStream?: boolean, dtx?: boolean}} opts
+   *   `url`: server base URL (defaults to the page's origin); `videoCodec`: force the camera's
+   *   codec (see the header); `simulcast`: send the camera as three layers (q, h, f) so each
+   *   subscriber can get the one it asks for with setQuality(); `adaptiveStream` (default
+   *   true): report remote videos' displayed size and visibility (see the header); `dtx`:
+   *   Opus DTX (see the header).
    */
-  constructor({ url, videoCodec, simulcast = false, adaptiveStream = true } = {}) {
+  constructor({ url, videoCodec, simulcast = false, adaptiveStream = true, dtx = false } = {}) {
     this.url = url || globalThis.location.origin; // the node we talk to now (changes on a move)
     this.videoCodec = videoCodec || null;
     this.simulcast = !!simulcast;
+    this.dtx = !!dtx;
     this.adaptiveStream = adaptiveStream !== false;
     this._views = new Map(); // remote video trackId -> { sent, pending, shown } (adaptive stream)
     this._viewTimer = null;
@@ -1177,7 +1201,8 @@ export class StudyRoom {
       }
       let res;
       try {
-        res = await this._request('publish', { sdp: pc.localDescription.sdp, tracks }, timeoutMs);
+        const sdp = this.dtx ? offerWithDtx(pc.localDescription.sdp) : pc.localDescription.sdp;
+        res = await this._request('publish', { sdp, tracks }, timeoutMs);
       } catch (e) {
         if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
         throw e;

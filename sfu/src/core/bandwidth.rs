@@ -79,7 +79,12 @@ impl ShardCore {
                 } else {
                     Priority::Camera
                 };
-                let layers = if p.layers.is_empty() {
+                let layers = if p.svc.is_svc() && p.layers.is_empty() {
+                    // SVC: the ladder of (spatial, temporal) steps (`svc.rs`).
+                    let mut l = p.svc.ladder_bitrates(UNMEASURED_LAYER_BPS);
+                    l.truncate(p.svc.index_for(c.sel.quality) + 1);
+                    l
+                } else if p.layers.is_empty() {
                     vec![if p.rate.bps > 0 {
                         p.rate.bps
                     } else {
@@ -189,6 +194,7 @@ impl ShardCore {
                     (true, false) => {
                         // Start clean: a key frame of the layer it gets now.
                         c.sel.current = None;
+                        c.svc.current = None;
                         c.await_keyframe = true;
                         c.rewriter.switch_source();
                         resumed.push(track);

@@ -2,24 +2,32 @@
 //!
 //! - **decide** ([`Consumer::decide`]): whether this consumer gets this packet at all —
 //!   negotiated and fed by this producer, and for simulcast the layer it is on or moving
-//!   to (switches happen at key frames). Bandwidth allocation and adaptive stream (the
-//!   subscriber's view of the video) plug in here: they only change what the consumer
-//!   wants, never how packets are written.
+//!   to (switches happen at key frames); for VP9 SVC the spatial/temporal layers at or
+//!   below its target (`svc.rs`), with the marker bit moved to the end of the highest
+//!   forwarded layer. Bandwidth allocation and adaptive stream (the subscriber's view
+//!   of the video) plug in here: they only change what the consumer wants, never how
+//!   packets are written.
 //! - **apply** ([`Consumer::write`]): map the payload type to the subscriber's, rewrite
 //!   sequence number and timestamp (and a VP8 picture ID) for continuity, and hand the
-//!   packet to str0m.
+//!   packet to str0m. A RED packet goes out as RED when the subscriber accepted `red`,
+//!   else as its primary block (plain Opus, same sequence number: one RED packet
+//!   carries one primary frame).
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use str0m::Rtc;
 use str0m::format::{Codec, PayloadParams};
-use str0m::media::{Pt, Rid};
+use str0m::media::Rid;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor, Vp8Patch};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::Consumer;
 use super::allocator::Target;
+use super::red;
 use super::simulcast::{Decision, Layers};
+use super::svc::{SvcDecision, SvcLayers};
+use super::vp9::Descriptor;
 use crate::ids::{ParticipantId, TrackId};
 
 /// How long a forwarded packet stays in its stream's retransmission cache.
@@ -36,8 +44,12 @@ pub(super) struct Incoming {
     pub(super) rid: Option<Rid>,
     /// Starts a key frame (video).
     pub(super) keyframe: bool,
-    pub(super) in_pt: Pt,
+    /// The producer's codec (for a RED packet, the codec RED wraps).
     pub(super) in_params: PayloadParams,
+    /// A RED packet: where its primary block's data sits in the payload.
+    pub(super) red_primary: Option<Range<usize>>,
+    /// A VP9 packet's payload descriptor (SVC layer indices).
+    pub(super) vp9: Option<Descriptor>,
     pub(super) is_video: bool,
     pub(super) clock_rate: u32,
     /// Header extensions to pass on (mid/rid/transport-cc cleared: they are per hop).
@@ -47,15 +59,20 @@ pub(super) struct Incoming {
 /// A consumer's decision for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
-    Send,
+    /// Forward; `end_of_picture`: with the marker bit set (the last forwarded SVC layer).
+    Send {
+        end_of_picture: bool,
+    },
     Skip,
+    /// An SVC layer above the target: skipped, and the rewriter closes its gap.
+    SkipLayer,
     /// Skipped, and the layer it waits for needs a key frame.
     SkipWantKeyframe,
 }
 
 impl Consumer {
     /// Whether this consumer gets the packet (see the module docs).
-    pub(super) fn decide(&mut self, pkt: &Incoming, layers: &Layers) -> Verdict {
+    pub(super) fn decide(&mut self, pkt: &Incoming, layers: &Layers, svc: &SvcLayers) -> Verdict {
         if !self.active || self.producer != Some(pkt.track) {
             return Verdict::Skip;
         }
@@ -76,6 +93,31 @@ impl Consumer {
                 cap = cap.min(layers.index_for_view((view.width, view.height)));
             }
         }
+        // VP9 with layer indices: the SVC path, even while only one layer was seen (the
+        // first picture reveals its layers one by one). Not for a simulcast layer (VP9
+        // simulcast with temporal layers): there the RID picks the stream.
+        if pkt.rid.is_none()
+            && let Some(d) = pkt.vp9.as_ref().filter(|d| d.layer.is_some())
+        {
+            if self.await_keyframe {
+                // A resume: start from a key frame (`SvcSelection` waits for one).
+                self.await_keyframe = false;
+                self.svc.current = None;
+            }
+            let Some(want) = svc.pick_capped(self.sel.quality, cap) else {
+                return Verdict::Skip;
+            };
+            let before = self.svc.current;
+            let verdict = self.svc.decide(d, want);
+            if self.svc.current != before {
+                debug!(mid = %self.mid, from = ?before, to = ?self.svc.current, ?want, "svc layers");
+            }
+            return match verdict {
+                SvcDecision::Forward { end_of_picture } => Verdict::Send { end_of_picture },
+                SvcDecision::DropLayer => Verdict::SkipLayer,
+                SvcDecision::DropWantKeyframe => Verdict::SkipWantKeyframe,
+            };
+        }
         let Some(r) = pkt.rid else {
             // Without simulcast, only a resume after a pause waits (for a key frame).
             if self.await_keyframe {
@@ -84,14 +126,18 @@ impl Consumer {
                 }
                 self.await_keyframe = false;
             }
-            return Verdict::Send;
+            return Verdict::Send {
+                end_of_picture: false,
+            };
         };
         self.await_keyframe = false;
         match self
             .sel
             .decide(r, pkt.keyframe, layers.pick_capped(self.sel.quality, cap))
         {
-            Decision::Forward => Verdict::Send,
+            Decision::Forward => Verdict::Send {
+                end_of_picture: false,
+            },
             Decision::Drop => Verdict::Skip,
             Decision::DropWantKeyframe => Verdict::SkipWantKeyframe,
         }
@@ -122,20 +168,22 @@ impl Consumer {
         subscriber: ParticipantId,
         pkt: &Incoming,
         rtp: &RtpPacket,
+        marker: bool,
         now: Instant,
     ) -> bool {
-        let out_pt = match self.pt_map.iter().find(|(i, _)| *i == pkt.in_pt) {
+        let in_pt = pkt.in_params.pt();
+        let out = match self.pt_map.iter().find(|(i, _)| *i == in_pt) {
             Some((_, o)) => *o,
             None => {
                 let o = rtc
                     .codec_config()
                     .match_params(pkt.in_params)
-                    .map(|p| p.pt());
-                self.pt_map.push((pkt.in_pt, o));
+                    .map(|p| (p.pt(), p.red().filter(|_| self.red_ok)));
+                self.pt_map.push((in_pt, o));
                 o
             }
         };
-        let Some(out_pt) = out_pt else {
+        let Some((out_pt, out_red)) = out else {
             if !self.warned_codec {
                 self.warned_codec = true;
                 info!(%subscriber, "subscriber lacks codec {:?}; track not forwarded", pkt.in_params.spec().codec);
@@ -170,16 +218,20 @@ impl Consumer {
             // (3 s) made this cache the largest part of a participant's memory.
             tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, RTX_RATIO_CAP);
         }
-        let mut write = RtpWrite::new(
-            out_pt,
-            SeqNo::from(rw.seq),
-            rw.ts,
-            rtp.timestamp,
-            rtp.payload.clone(),
-        )
-        .marker(rtp.header.marker)
-        .ext_vals(pkt.ext.clone())
-        .nackable(pkt.is_video);
+        let (pt, payload) = match (&pkt.red_primary, out_red) {
+            (None, _) => (out_pt, rtp.payload.clone()),
+            (Some(_), Some(red_pt)) if in_pt == out_pt => (red_pt, rtp.payload.clone()),
+            // Checked in `forward`: the block headers parse.
+            (Some(_), Some(red_pt)) => match red::map_block_pt(&rtp.payload, *in_pt, *out_pt) {
+                Ok(p) => (red_pt, p.into()),
+                Err(_) => return false,
+            },
+            (Some(primary), None) => (out_pt, rtp.payload[primary.clone()].into()),
+        };
+        let mut write = RtpWrite::new(pt, SeqNo::from(rw.seq), rw.ts, rtp.timestamp, payload)
+            .marker(marker)
+            .ext_vals(pkt.ext.clone())
+            .nackable(pkt.is_video);
         if pkt.in_params.spec().codec == Codec::Vp8
             && let Some(patch) = self.vp8_patch(*rtp.header.ssrc, &rtp.payload)
         {

@@ -375,6 +375,7 @@ impl ShardCore {
                 for c in consumers.values_mut() {
                     c.rewriter.switch_source();
                     c.sel.current = None;
+                    c.svc.current = None;
                 }
                 let mids: Vec<Mid> = consumers
                     .values()

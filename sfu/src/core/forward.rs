@@ -3,13 +3,15 @@
 
 use std::time::Instant;
 
-use str0m::format::PayloadParams;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::RtpPacket;
+use tracing::debug;
 
 use super::consumer::{Incoming, Verdict};
 use super::span::Relayed;
 use super::*;
+use super::{red, vp9};
 use crate::ids::{TrackId, TransportId};
 
 impl ShardCore {
@@ -39,10 +41,25 @@ impl ShardCore {
             .codec_config()
             .params()
             .iter()
-            .find(|p| p.pt() == in_pt)
+            .find(|p| p.pt() == in_pt || p.red() == Some(in_pt))
             .copied();
         let Some(in_params) = in_params else {
             return;
+        };
+        // RED (RFC 2198) around the producer's codec: read its block headers once, for
+        // the subscribers that get the primary block alone (`Consumer::write`).
+        let red_primary = if in_params.red() == Some(in_pt) {
+            match red::blocks(&pkt.payload) {
+                // Invariant: `blocks` returns at least the primary on success.
+                Ok(b) => Some(b.last().expect("primary block").data.clone()),
+                Err(e) => {
+                    debug!(transport = from.0, "bad RED payload dropped: {e}");
+                    self.stats.rejected += 1;
+                    return;
+                }
+            }
+        } else {
+            None
         };
         let Some(p) = self.producers.get_mut(&track) else {
             return;
@@ -52,6 +69,23 @@ impl ShardCore {
         // Whether this packet starts a key frame decides where consumers may switch layers.
         let keyframe =
             is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload);
+        // VP9: the payload descriptor's layer indices (SVC). A payload without a readable
+        // descriptor (padding, garbage) is forwarded as before, outside the SVC path:
+        // dropping it would leave a hole every subscriber NACKs.
+        let vp9 = if in_params.spec().codec == Codec::Vp9 && !pkt.payload.is_empty() {
+            match vp9::parse(&pkt.payload) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    debug!(
+                        transport = from.0,
+                        "VP9 payload without a readable descriptor: {e}"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut ext = pkt.header.ext_vals.clone();
         ext.mid = None;
         ext.rid = None;
@@ -61,8 +95,9 @@ impl ShardCore {
             track,
             rid,
             keyframe,
-            in_pt,
             in_params,
+            red_primary,
+            vp9,
             is_video,
             clock_rate,
             ext,
@@ -99,16 +134,25 @@ impl ShardCore {
                 continue;
             };
             // Decide: does this consumer get this packet? (The allocator's side.)
-            match c.decide(incoming, &p.layers) {
-                Verdict::Send => {}
+            let verdict = c.decide(incoming, &p.layers, &p.svc);
+            if std::mem::take(&mut c.svc.wants_keyframe) {
+                want_keyframe = true;
+            }
+            let end_of_picture = match verdict {
+                Verdict::Send { end_of_picture } => end_of_picture,
                 Verdict::Skip => continue,
+                Verdict::SkipLayer => {
+                    c.rewriter.skip(*pkt.header.ssrc, *pkt.seq_no);
+                    continue;
+                }
                 Verdict::SkipWantKeyframe => {
                     want_keyframe = true;
                     continue;
                 }
-            }
+            };
             // Apply: translate (payload type, sequence, timestamp) and write.
-            if c.write(&mut st.rtc, st.participant, incoming, pkt, now) {
+            let marker = pkt.header.marker || end_of_picture;
+            if c.write(&mut st.rtc, st.participant, incoming, pkt, marker, now) {
                 self.stats.rtp_forwarded += 1;
                 if !st.dirty {
                     st.dirty = true;

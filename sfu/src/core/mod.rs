@@ -35,6 +35,7 @@ mod datapath;
 mod dynacast;
 mod forward;
 mod negotiate;
+pub mod red;
 pub mod rewrite;
 pub mod route;
 mod sdp_text;
@@ -44,7 +45,9 @@ mod span;
 mod speakers;
 mod stats;
 pub mod stun;
+pub mod svc;
 mod vp8_ids;
+pub mod vp9;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -120,6 +123,8 @@ struct Producer {
     keyframe_pending: bool,
     /// Simulcast layers seen (empty: not simulcast).
     layers: Layers,
+    /// SVC layers seen in a VP9 stream (`svc.rs`; not scalable until two layers were seen).
+    svc: svc::SvcLayers,
     /// Loudest audio level (linear 0..1) since the last active-speaker evaluation.
     peak: f32,
     /// Level reported with the speaker (decaying peak).
@@ -153,6 +158,7 @@ impl Producer {
             last_keyframe_request: None,
             keyframe_pending: false,
             layers: Layers::default(),
+            svc: Default::default(),
             peak: 0.0,
             level: 0.0,
             last_loud_at: None,
@@ -163,8 +169,8 @@ impl Producer {
 }
 
 impl Producer {
-    /// Account one incoming packet: audio level for the speakers, simulcast layer and
-    /// rate for layer ranking and the allocator. Run where the packet is fanned out (a
+    /// Account one incoming packet: audio level for the speakers, simulcast or SVC layer
+    /// and rate for layer ranking and the allocator. Run where the packet is fanned out (a
     /// mirror keeps its own figures from the relayed packets).
     fn observe(&mut self, pkt: &consumer::Incoming, rtp: &RtpPacket, now: Instant) {
         if let Some(level) = rtp.header.ext_vals.audio_level {
@@ -183,6 +189,16 @@ impl Producer {
             {
                 // Layer sizes for adaptive stream (a key frame's first packet says it).
                 self.layers.observe_size(r, size);
+            }
+        }
+        // VP9 SVC (one stream, no RID): the layer indices and the key pictures' declared
+        // spatial layers feed the SVC ladder.
+        if let Some(d) = pkt.vp9.as_ref().filter(|_| pkt.rid.is_none()) {
+            if let Some(n) = d.spatial_layers {
+                self.svc.declare_spatial(n, now);
+            }
+            if d.layer.is_some() {
+                self.svc.observe(d.sid(), d.tid(), rtp.payload.len(), now);
             }
         }
         self.rate.add(rtp.payload.len(), now);
@@ -212,6 +228,10 @@ impl RateMeter {
     }
 }
 
+/// A consumer's payload type for a producer's codec, and its RED payload type when the
+/// subscriber accepted RED for it.
+type OutPt = (Pt, Option<Pt>);
+
 struct Consumer {
     mid: Mid,
     publisher: ParticipantId,
@@ -221,14 +241,20 @@ struct Consumer {
     /// In an accepted answer: packets may flow.
     active: bool,
     rewriter: Rewriter,
-    /// Cache of publisher pt -> our pt (None: the subscriber lacks the codec).
-    pt_map: Vec<(Pt, Option<Pt>)>,
+    /// Cache of publisher (primary) pt -> our pt and our RED pt for it (None: the
+    /// subscriber lacks the codec).
+    pt_map: Vec<(Pt, Option<OutPt>)>,
+    /// Its m-line's answer accepted `red`: a publisher's RED is forwarded as is, else
+    /// stripped to the primary (`red.rs`).
+    red_ok: bool,
     /// The codec of the producer feeding it (or that last fed it): its m-line offers only
-    /// this codec and its RTX (see `negotiate`).
+    /// this codec, its RTX and its RED (see `negotiate`).
     codec: Option<PayloadParams>,
     warned_codec: bool,
-    /// Simulcast layer wanted and forwarded.
+    /// Simulcast layer wanted and forwarded (`sel.quality` also caps SVC layers).
     sel: Selection,
+    /// SVC layers forwarded (`svc.rs`).
+    svc: svc::SvcSelection,
     /// The msid stream of its m-line (see [`Slot::group`]).
     group: ParticipantId,
     /// What the stream allocator gives it (`allocator.rs`); `Layer(usize::MAX)` until the

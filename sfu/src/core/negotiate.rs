@@ -67,9 +67,11 @@ impl ShardCore {
             active: false,
             rewriter: Rewriter::new(t.rng.u16(1..0x7fff)),
             pt_map: Vec::new(),
+            red_ok: false,
             warned_codec: false,
             codec: None,
             sel: Selection::default(),
+            svc: Default::default(),
             group: p.info.participant,
             target: allocator::Target::Layer(usize::MAX),
             hold_until: None,
@@ -89,6 +91,7 @@ impl ShardCore {
         c.pt_map.clear();
         c.rewriter.switch_source();
         c.sel.current = None;
+        c.svc.current = None;
         let reattached = c.active;
         if !p.consumers.contains(&sub) {
             p.consumers.push(sub);
@@ -161,7 +164,7 @@ impl ShardCore {
             return;
         }
         *renegotiate = false;
-        // Each consumer's m-line offers only its producer's codec and that codec's RTX:
+        // Each consumer's m-line offers only its producer's codec, that codec's RTX and RED:
         // `pts[mid]`, our payload types. str0m 0.25 cannot be told so (the codec
         // configuration is fixed when the `Rtc` is built, and a new m-line offers every
         // codec of its kind), so the offer text is narrowed (`sdp_text`); the browser's
@@ -173,7 +176,7 @@ impl ShardCore {
             .iter()
             .filter_map(|(k, c)| {
                 let p = config.match_params(c.codec?)?;
-                let all = [Some(p.pt()), p.resend()].into_iter().flatten();
+                let all = [Some(p.pt()), p.resend(), p.red()].into_iter().flatten();
                 Some((*k, (p.pt(), all.map(|pt| *pt).collect())))
             })
             .collect();

@@ -7,7 +7,13 @@
 //! advance with wall time — or its jitter buffer and decoder stall. The `Rewriter` keeps
 //! the output continuous across such switches: on a new source it re-bases so the first
 //! packet follows the last one sent, with a timestamp gap equal to the wall-clock gap.
+//!
+//! Within one source, packets the consumer drops on purpose (SVC layers above its target)
+//! are [`Rewriter::skip`]ped: later packets move down to close the gap, so the receiver
+//! sees no loss to NACK. Only in-order drops are closed; a dropped packet that arrives
+//! after a later one was sent leaves the hole it already was.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// Largest distance (in packets) an input may lag behind the newest one and still be
@@ -32,6 +38,10 @@ struct Source {
     base_in_ts: u32,
     base_out_ts: u32,
     highest_in_seq: u64,
+    /// Input seqs skipped within `MAX_LATE` of the newest, ascending.
+    skipped: VecDeque<u64>,
+    /// All skipped since `base_in_seq` (those in `skipped` included).
+    skipped_total: u64,
 }
 
 /// One rewritten packet.
@@ -58,6 +68,24 @@ impl Rewriter {
     /// segment that continues the output. Call when the consumer is re-attached.
     pub fn switch_source(&mut self) {
         self.source = None;
+    }
+
+    /// Input packet `seq` of `ssrc` is dropped on purpose: close its gap (see the module
+    /// docs). Ignored before the source's first forwarded packet, for another source, and
+    /// for a packet older than the newest seen.
+    pub fn skip(&mut self, ssrc: u32, seq: u64) {
+        let Some(src) = self.source.as_mut().filter(|s| s.ssrc == ssrc) else {
+            return;
+        };
+        if seq <= src.highest_in_seq {
+            return;
+        }
+        src.highest_in_seq = seq;
+        src.skipped.push_back(seq);
+        src.skipped_total += 1;
+        while src.skipped.front().is_some_and(|s| s + MAX_LATE < seq) {
+            src.skipped.pop_front();
+        }
     }
 
     /// Rewrite one input packet (`seq` is str0m's extended sequence number for the input
@@ -87,6 +115,8 @@ impl Rewriter {
                 base_in_ts: ts,
                 base_out_ts,
                 highest_in_seq: seq,
+                skipped: VecDeque::new(),
+                skipped_total: 0,
             });
         }
         // Invariant: set just above when absent.
@@ -95,7 +125,9 @@ impl Rewriter {
             return None;
         }
         src.highest_in_seq = src.highest_in_seq.max(seq);
-        let out_seq = src.base_out_seq + (seq - src.base_in_seq);
+        // Skipped packets before this one (a late packet: fewer than the total).
+        let later = src.skipped.iter().rev().take_while(|s| **s > seq).count() as u64;
+        let out_seq = src.base_out_seq + (seq - src.base_in_seq) - (src.skipped_total - later);
         let out_ts = src
             .base_out_ts
             .wrapping_add(ts.wrapping_sub(src.base_in_ts));
@@ -181,5 +213,37 @@ mod tests {
             .unwrap();
         assert_eq!(o.seq, 1);
         assert_eq!(o.ts, 900);
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_hole() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(10);
+        let ssrc = 7;
+        // Before anything was forwarded a skip is nothing to close.
+        r.skip(ssrc, 99);
+        assert_eq!(r.rewrite(ssrc, 100, 0, 90_000, t0).unwrap().seq, 10);
+        r.skip(ssrc, 101);
+        r.skip(ssrc, 102);
+        assert_eq!(r.rewrite(ssrc, 103, 0, 90_000, t0).unwrap().seq, 11);
+        r.skip(ssrc, 104);
+        assert_eq!(
+            r.rewrite(ssrc, 106, 0, 90_000, t0).unwrap().seq,
+            13,
+            "105 lost: a hole"
+        );
+        // 105 arrives late: it takes the place it would have had.
+        assert_eq!(r.rewrite(ssrc, 105, 0, 90_000, t0).unwrap().seq, 12);
+        // A late skip (older than the newest) changes nothing.
+        r.skip(ssrc, 104);
+        assert_eq!(r.rewrite(ssrc, 107, 0, 90_000, t0).unwrap().seq, 14);
+        // Another source's skip is ignored.
+        r.skip(8, 108);
+        assert_eq!(r.rewrite(ssrc, 108, 0, 90_000, t0).unwrap().seq, 15);
+        // Many skips: the history stays bounded, the count exact.
+        for s in 109..5_109 {
+            r.skip(ssrc, s);
+        }
+        assert_eq!(r.rewrite(ssrc, 5_109, 0, 90_000, t0).unwrap().seq, 16);
     }
 }

@@ -10,6 +10,19 @@
 //! - [`offer_only_payload_types`]: str0m's codec configuration is fixed when the `Rtc` is
 //!   built and a new m-line offers every codec of its kind; a subscriber m-line should offer
 //!   only what its producer sends (see `negotiate.rs`).
+//!
+//! Two edits of the publisher answer's audio follow the offer instead of our configuration
+//! (the only ones that add or reorder rather than remove, each within what the offer said):
+//!
+//! - [`answer_red_order_as_offered`]: str0m puts a negotiated RED before its primary, and
+//!   libwebrtc sends RED exactly when it comes first in the answer. Every Chrome offer lists
+//!   `red` (after Opus unless the page preferred it with `setCodecPreferences`); answering
+//!   in the offer's order leaves the choice to the publisher instead of doubling every
+//!   learner's audio bitrate.
+//! - [`answer_dtx_as_offered`]: `usedtx=1` is a receiver's wish that its peer send DTX
+//!   (RFC 7587 §6.1). str0m's Opus configuration cannot carry it together with RED, so a
+//!   client that offers it (the SDK does when asked) gets it mirrored in our answer, and
+//!   its browser then stops sending during silence.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -160,6 +173,132 @@ pub(super) fn offer_only_payload_types(offer: &str, keep: &HashMap<String, Vec<u
     join(&session, &sections)
 }
 
+/// Payload types of a section's `m=` line, in order.
+fn formats<'a>(s: &'a Section) -> Vec<&'a str> {
+    s.lines[0].split(' ').skip(3).collect()
+}
+
+fn is_red(enc: Option<&String>) -> bool {
+    enc.is_some_and(|e| e.starts_with("red/"))
+}
+
+/// `answer` with each `red` payload type placed after its primary when the offer's m-line
+/// (same mid) listed that codec before `red`; otherwise unchanged (see the module docs).
+pub(super) fn answer_red_order_as_offered(offer: &str, answer: &str) -> String {
+    let (_, offered) = split(offer);
+    let (session, mut sections) = split(answer);
+    for s in &mut sections {
+        let Some(o) = offered.iter().find(|o| o.mid.is_some() && o.mid == s.mid) else {
+            continue;
+        };
+        let (ours, theirs) = (rtpmaps(s), rtpmaps(o));
+        let their_order = formats(o);
+        let pos = |want: &dyn Fn(Option<&String>) -> bool| {
+            their_order.iter().position(|f| want(theirs.get(*f)))
+        };
+        let mut fmts: Vec<String> = formats(s).into_iter().map(String::from).collect();
+        let mut changed = false;
+        for i in 0..fmts.len().saturating_sub(1) {
+            if !is_red(ours.get(&fmts[i])) {
+                continue;
+            }
+            let Some(primary) = ours.get(&fmts[i + 1]).cloned() else {
+                continue;
+            };
+            let red_at = pos(&|e| is_red(e));
+            let primary_at = pos(&|e| e == Some(&primary));
+            if let (Some(r), Some(p)) = (red_at, primary_at)
+                && p < r
+            {
+                fmts.swap(i, i + 1);
+                changed = true;
+            }
+        }
+        if changed {
+            let head: Vec<&str> = s.lines[0].split(' ').take(3).collect();
+            s.lines[0] = Cow::Owned(format!("{} {}", head.join(" "), fmts.join(" ")));
+        }
+    }
+    join(&session, &sections)
+}
+
+/// `answer` with `usedtx=1` on each Opus payload type whose m-line in the offer (same mid)
+/// asked for it on Opus (see the module docs).
+pub(super) fn answer_dtx_as_offered(offer: &str, answer: &str) -> String {
+    let (_, offered) = split(offer);
+    let (session, mut sections) = split(answer);
+    let dtx_value = |v: &str| {
+        v.split(';')
+            .any(|kv| kv.trim().eq_ignore_ascii_case("usedtx=1"))
+    };
+    for s in &mut sections {
+        let Some(o) = offered.iter().find(|o| o.mid.is_some() && o.mid == s.mid) else {
+            continue;
+        };
+        let theirs = rtpmaps(o);
+        let asked = o
+            .lines
+            .iter()
+            .filter_map(|l| pt_attr(l, "fmtp"))
+            .any(|(pt, v)| theirs.get(pt).is_some_and(|e| e.starts_with("opus/")) && dtx_value(v));
+        if !asked {
+            continue;
+        }
+        let ours = rtpmaps(s);
+        let opus: Vec<String> = ours
+            .iter()
+            .filter(|(_, e)| e.starts_with("opus/"))
+            .map(|(pt, _)| pt.clone())
+            .collect();
+        for pt in opus {
+            let fmtp = s
+                .lines
+                .iter()
+                .position(|l| pt_attr(l, "fmtp").is_some_and(|(p, _)| p == pt));
+            match fmtp {
+                Some(i) => {
+                    let (_, v) = pt_attr(&s.lines[i], "fmtp").expect("found above");
+                    if !dtx_value(v) {
+                        let line = if v.is_empty() {
+                            format!("a=fmtp:{pt} usedtx=1")
+                        } else {
+                            format!("a=fmtp:{pt} {v};usedtx=1")
+                        };
+                        s.lines[i] = Cow::Owned(line);
+                    }
+                }
+                None => {
+                    let at = s
+                        .lines
+                        .iter()
+                        .position(|l| pt_attr(l, "rtpmap").is_some_and(|(p, _)| p == pt))
+                        .map_or(s.lines.len(), |i| i + 1);
+                    s.lines
+                        .insert(at, Cow::Owned(format!("a=fmtp:{pt} usedtx=1")));
+                }
+            }
+        }
+    }
+    join(&session, &sections)
+}
+
+/// The mids of `sdp` whose m-line lists the codec `name` (`a=rtpmap` encoding name, any
+/// case): which of a subscriber's m-lines accepted `red`, for instance.
+pub(super) fn mids_with_codec(sdp: &str, name: &str) -> Vec<String> {
+    let (_, sections) = split(sdp);
+    sections
+        .iter()
+        .filter(|s| {
+            let fmts = formats(s);
+            rtpmaps(s).iter().any(|(pt, enc)| {
+                fmts.contains(&pt.as_str())
+                    && enc.split('/').next() == Some(name.to_ascii_lowercase().as_str())
+            })
+        })
+        .filter_map(|s| s.mid.map(String::from))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +369,60 @@ mod tests {
         // Nothing kept: the section is left as it was rather than emptied.
         let none = HashMap::from([("1".to_string(), vec![55])]);
         assert_eq!(offer_only_payload_types(OFFER, &none), OFFER);
+    }
+
+    const RED_FIRST: &str = "v=0\r\ns=-\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 63 111\r\na=mid:0\r\na=rtpmap:63 red/48000/2\r\n\
+        a=fmtp:63 111/111\r\na=rtpmap:111 opus/48000/2\r\n\
+        a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1\r\n";
+
+    #[test]
+    fn red_follows_the_offers_order() {
+        // Chrome's default: Opus first, then RED. str0m answers RED first.
+        let offer = RED_FIRST.replace("SAVPF 63 111", "SAVPF 111 63");
+        let out = answer_red_order_as_offered(&offer, RED_FIRST);
+        assert!(
+            out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\n"),
+            "{out}"
+        );
+        // RED preferred by the page (setCodecPreferences): kept first.
+        let out = answer_red_order_as_offered(RED_FIRST, RED_FIRST);
+        assert!(
+            out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 63 111\r\n"),
+            "{out}"
+        );
+        // No RED in the answer: nothing moves.
+        assert_eq!(answer_red_order_as_offered(&offer, OFFER), OFFER);
+    }
+
+    #[test]
+    fn dtx_mirrored_only_when_offered() {
+        let answer = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+            a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n";
+        let out = answer_dtx_as_offered(RED_FIRST, answer);
+        assert!(
+            out.contains("a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1\r\n"),
+            "{out}"
+        );
+        // Not asked: unchanged.
+        let plain = RED_FIRST.replace(";usedtx=1", "");
+        assert_eq!(answer_dtx_as_offered(&plain, answer), answer);
+        // Asked, and the answer has no fmtp for Opus: one is added after the rtpmap.
+        let bare = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+            a=rtpmap:111 opus/48000/2\r\n";
+        let out = answer_dtx_as_offered(RED_FIRST, bare);
+        assert!(
+            out.ends_with("a=rtpmap:111 opus/48000/2\r\na=fmtp:111 usedtx=1\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn finds_the_mids_that_accepted_a_codec() {
+        assert_eq!(mids_with_codec(RED_FIRST, "RED"), ["0"]);
+        assert!(mids_with_codec(OFFER, "red").is_empty());
+        // An rtpmap whose payload type the m= line no longer lists does not count.
+        let dropped = RED_FIRST.replace("SAVPF 63 111", "SAVPF 111");
+        assert!(mids_with_codec(&dropped, "red").is_empty());
     }
 }

@@ -301,10 +301,12 @@ impl ShardCore {
         // transport answers every later offer of this client). Removing the `a=rtcp-fb`
         // lines the offer did not list is the minimal fix: it only deletes lines, so the
         // answer stays one str0m produced, and feedback is optional per payload type.
-        Ok(PublishAnswer {
-            sdp: super::sdp_text::answer_feedback_within_offer(offer_text, &answer.to_sdp_string()),
-            tracks: infos,
-        })
+        // RED and DTX follow the publisher's offer (see `sdp_text`).
+        let sdp =
+            super::sdp_text::answer_feedback_within_offer(offer_text, &answer.to_sdp_string());
+        let sdp = super::sdp_text::answer_red_order_as_offered(offer_text, &sdp);
+        let sdp = super::sdp_text::answer_dtx_as_offered(offer_text, &sdp);
+        Ok(PublishAnswer { sdp, tracks: infos })
     }
 
     /// The subscriber PC's answer to our last offer.
@@ -353,8 +355,16 @@ impl ShardCore {
         let TransportKind::Subscriber { consumers, .. } = &mut t.kind else {
             unreachable!()
         };
+        // Which m-lines accepted RED: they get a publisher's RED as is, the others its
+        // primary Opus (`Consumer::write`).
+        let red_mids = super::sdp_text::mids_with_codec(answer, "red");
         let mut wake = Vec::new();
         for c in consumers.values_mut() {
+            let red_ok = red_mids.iter().any(|m| *m == *c.mid);
+            if red_ok != c.red_ok {
+                c.red_ok = red_ok;
+                c.pt_map.clear();
+            }
             if !c.active {
                 c.active = true;
                 c.pt_map.clear();
@@ -620,7 +630,9 @@ impl ShardCore {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false)
+            // RED folded onto Opus: kept in an answer only when the offer has it too
+            // (str0m's negotiation), forwarded or stripped per subscriber (`red.rs`).
+            .enable_opus(true, true)
             .enable_vp8(true)
             .enable_vp9(true)
             .enable_h264(true)

@@ -85,6 +85,8 @@ pub struct Got {
     pub ts: u32,
     pub payload: Vec<u8>,
     pub at: Instant,
+    pub pt: u8,
+    pub marker: bool,
 }
 
 pub struct Client {
@@ -109,6 +111,10 @@ pub struct Client {
     pub silent: bool,
     /// Subscriber PC supports only H264 video (and Opus): a browser without VP8.
     pub h264_only: bool,
+    /// Both PCs offer RED for Opus (`red/48000/2`), as Chrome does.
+    pub red: bool,
+    /// The PCs know only VP9 video (and Opus): it publishes VP9.
+    pub vp9: bool,
     pub pub_mids: Vec<(Mid, MediaKind, Source)>,
     /// Last sequence number written per (m-line, simulcast layer): one RTP stream each.
     pub seq: HashMap<(Mid, Option<Rid>), u64>,
@@ -159,6 +165,8 @@ pub struct Sim {
     next_pkt: u64,
     room: String,
     pending_h264_only: Option<usize>,
+    pending_red: Option<usize>,
+    pending_vp9: Option<usize>,
 }
 
 pub fn config() -> SfuConfig {
@@ -176,9 +184,25 @@ fn client_rtc(now: Instant, addr: SocketAddr) -> Rtc {
 }
 
 /// A client PC as its client was configured (H264-only or the default codecs).
-fn peer_rtc(h264_only: bool, now: Instant, addr: SocketAddr) -> Rtc {
+fn peer_rtc(h264_only: bool, red: bool, vp9: bool, now: Instant, addr: SocketAddr) -> Rtc {
     if h264_only {
         h264_rtc(now, addr)
+    } else if vp9 {
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp9(true)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        rtc
+    } else if red {
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .enable_opus(true, true)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        rtc
     } else {
         client_rtc(now, addr)
     }
@@ -239,6 +263,8 @@ impl Sim {
             next_pkt: 0,
             room: "room1".into(),
             pending_h264_only: None,
+            pending_red: None,
+            pending_vp9: None,
         }
     }
 
@@ -246,6 +272,19 @@ impl Sim {
     pub fn join_h264_only(&mut self, grants: Grants) -> usize {
         // Marked before the join: the first offer may come from `join` itself.
         self.pending_h264_only = Some(self.clients.len());
+        self.join(grants)
+    }
+
+    /// Add a participant whose PCs know only VP9 video: it publishes VP9 (write its
+    /// payloads, descriptor included, with `send_rtp`).
+    pub fn join_vp9(&mut self, grants: Grants) -> usize {
+        self.pending_vp9 = Some(self.clients.len());
+        self.join(grants)
+    }
+
+    /// Add a participant whose PCs offer RED for Opus (a Chrome-like peer).
+    pub fn join_red(&mut self, grants: Grants) -> usize {
+        self.pending_red = Some(self.clients.len());
         self.join(grants)
     }
 
@@ -289,6 +328,8 @@ impl Sim {
             connected_sub: false,
             silent: false,
             h264_only: false,
+            red: false,
+            vp9: false,
             pub_mids: Vec::new(),
             seq: HashMap::new(),
             hold_answers: false,
@@ -297,6 +338,12 @@ impl Sim {
         });
         if self.pending_h264_only.take() == Some(idx) {
             self.clients[idx].h264_only = true;
+        }
+        if self.pending_red.take() == Some(idx) {
+            self.clients[idx].red = true;
+        }
+        if self.pending_vp9.take() == Some(idx) {
+            self.clients[idx].vp9 = true;
         }
         self.pump_events();
         idx
@@ -326,10 +373,16 @@ impl Sim {
         let now = self.now;
         let addr = self.clients[idx].addr;
         let c = &mut self.clients[idx];
-        let h264_only = c.h264_only;
+        let (h264_only, red, vp9) = (c.h264_only, c.red, c.vp9);
         // The publisher PC uses another local port than the subscriber PC.
         let rtc = c.pub_rtc.get_or_insert_with(|| {
-            peer_rtc(h264_only, now, SocketAddr::new(addr.ip(), addr.port() + 1))
+            peer_rtc(
+                h264_only,
+                red,
+                vp9,
+                now,
+                SocketAddr::new(addr.ip(), addr.port() + 1),
+            )
         });
         let mut api = rtc.sdp_api();
         let mut mids = Vec::new();
@@ -610,6 +663,8 @@ impl Sim {
                                             ts: p.header.timestamp,
                                             payload: p.payload.to_vec(),
                                             at: self.now,
+                                            pt: *p.header.payload_type,
+                                            marker: p.header.marker,
                                         });
                                     }
                                     Event::KeyframeRequest(r) => {
@@ -743,7 +798,14 @@ impl Sim {
         payload: Vec<u8>,
         ext: ExtensionValues,
     ) {
-        self.write_rtp(idx, n, None, ts, marker, payload, ext);
+        self.write_rtp(idx, n, None, ts, marker, payload, ext, false);
+    }
+
+    /// Write one RTP packet with the RED payload type of the Opus m-line `n` (the client
+    /// joined with `join_red`); `payload` is the RED payload (block headers and blocks).
+    pub fn send_rtp_red(&mut self, idx: usize, n: usize, ts: u32, payload: Vec<u8>) {
+        let ext = ExtensionValues::default();
+        self.write_rtp(idx, n, None, ts, false, payload, ext, true);
     }
 
     /// Write one RTP packet of simulcast layer `rid` on the publisher's `n`-th m-line (one
@@ -758,7 +820,16 @@ impl Sim {
         payload: Vec<u8>,
     ) {
         let rid = Some(Rid::from(rid));
-        self.write_rtp(idx, n, rid, ts, marker, payload, ExtensionValues::default());
+        self.write_rtp(
+            idx,
+            n,
+            rid,
+            ts,
+            marker,
+            payload,
+            ExtensionValues::default(),
+            false,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -771,6 +842,7 @@ impl Sim {
         marker: bool,
         payload: Vec<u8>,
         ext: ExtensionValues,
+        red: bool,
     ) {
         let now = self.now;
         let c = &mut self.clients[idx];
@@ -783,16 +855,22 @@ impl Sim {
             Codec::Opus
         } else if c.h264_only {
             Codec::H264
+        } else if c.vp9 {
+            Codec::Vp9
         } else {
             Codec::Vp8
         };
-        let pt = rtc
+        let params = *rtc
             .codec_config()
             .params()
             .iter()
             .find(|p| p.spec().codec == want)
-            .expect("codec negotiated")
-            .pt();
+            .expect("codec negotiated");
+        let pt = if red {
+            params.red().expect("RED negotiated")
+        } else {
+            params.pt()
+        };
         let mut api = rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
             return;
@@ -954,10 +1032,10 @@ impl Sim {
     fn answer_offer(&mut self, idx: usize, sdp: &str) {
         let now = self.now;
         let c = &mut self.clients[idx];
-        let (h264_only, addr) = (c.h264_only, c.addr);
+        let (h264_only, red, vp9, addr) = (c.h264_only, c.red, c.vp9, c.addr);
         let rtc = c
             .sub_rtc
-            .get_or_insert_with(|| peer_rtc(h264_only, now, addr));
+            .get_or_insert_with(|| peer_rtc(h264_only, red, vp9, now, addr));
         let answer = rtc
             .sdp_api()
             .accept_offer(SdpOffer::from_sdp_string(sdp).expect("offer parses"))
