@@ -21,6 +21,26 @@ trap 'stop_dev_server; rm -f "$log"' EXIT
 start_dev_server "$BIN" "$log" "${LOAD_GENERATOR_LIMITS[@]}" ${SERVER_ARGS:-}
 rc=0
 "$@" --server-pid "$DEV_SERVER_PID" || rc=$?
+# CPU per server thread over the whole run (ramp included): how evenly the shard threads
+# share a room that spans them (ARCHITECTURE.md "A room across shards").
+python3 - "$DEV_SERVER_PID" <<'PY' || true
+import os, sys
+pid, tick = sys.argv[1], os.sysconf("SC_CLK_TCK")
+rows, total = {}, 0.0
+for t in os.listdir(f"/proc/{pid}/task"):
+    try:
+        stat = open(f"/proc/{pid}/task/{t}/stat").read()
+    except OSError:
+        continue
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    f = stat[stat.rindex(")") + 2 :].split()
+    cpu = (int(f[11]) + int(f[12])) / tick
+    total += cpu
+    key = name if name.startswith("sfu-shard") else "other threads"
+    rows[key] = rows.get(key, 0.0) + cpu
+print("server CPU by thread (s): " + ", ".join(
+    f"{k} {v:.1f} ({100 * v / total:.0f} %)" for k, v in sorted(rows.items())) + f"; total {total:.1f}")
+PY
 if [ "$rc" -ne 0 ]; then
   echo "---- studyroom log (tail) ----" >&2
   tail -20 "$log" >&2

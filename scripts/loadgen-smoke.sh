@@ -131,8 +131,25 @@ run churn churn --rooms 2 --per-room 3 --ramp 50 --stay 2.5 --seconds 5 || fail=
 run lecture-impaired lecture --rooms 1 --per-room 4 --ramp 50 --seconds 3 --impair-loss 5 || fail=1
 run proctoring proctoring --rooms 1 --per-room 3 --ramp 50 --focus-interval 0.5 --seconds 2 || fail=1
 run switch switch --participants 3 --ramp 50 --seconds 4 --switch-at 1.5 || fail=1
+
+# Rooms spanning both shards (ARCHITECTURE.md "A room across shards"): the same checks with
+# a server that spreads a room over its two shards from its third participant on, so
+# packets, key-frame requests, simulcast and departures cross between shard threads.
+stop_dev_server
+start_dev_server "$BIN" "$log" --shards 2 --room-span-after 2
+pid=$DEV_SERVER_PID
+run span-lecture lecture --rooms 1 --per-room 8 --ramp 50 --seconds 2 || fail=1
+run span-meeting-simulcast meeting --rooms 1 --per-room 6 --ramp 50 --seconds 2 --simulcast 3 || fail=1
+run span-churn churn --rooms 1 --per-room 6 --ramp 50 --stay 2.5 --seconds 5 || fail=1
+relayed=$(curl -sf http://127.0.0.1:9100/metrics | awk '$1 == "studyroom_relayed_packets_in_total" {print $2}')
+if [ "${relayed:-0}" -le 0 ]; then
+  echo "FAIL span: no packet was relayed between shards (studyroom_relayed_packets_in_total=${relayed:-missing})" >&2
+  fail=1
+else
+  echo "ok span: $relayed packets relayed between shards"
+fi
 if [ "$fail" -ne 0 ]; then
   echo "loadgen smoke: FAILED" >&2
   exit 1
 fi
-echo "loadgen smoke: 7 runs passed"
+echo "loadgen smoke: 10 runs passed"

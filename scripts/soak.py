@@ -71,18 +71,24 @@ def metrics_sample(url):
     per-participant maps (studyroom_signaling_entries{map=...}) except the focus history,
     which is kept per room by design (bounded); the maps themselves under "maps"."""
     out = {"signaling_entries": 0, "maps": {}}
-    with urllib.request.urlopen(url, timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("#") or " " not in line:
-                continue
-            name, value = line.rsplit(" ", 1)
-            if name in METRICS:
-                out[METRICS[name]] = int(float(value))
-            elif name.startswith("studyroom_signaling_entries{"):
-                m = name.split('"')[1]
-                out["maps"][m] = int(float(value))
-                if m != "focus_histories":
-                    out["signaling_entries"] += int(float(value))
+    try:
+        body = urllib.request.urlopen(url, timeout=20).read().decode()
+    except OSError as e:
+        # A scrape that times out on a saturated machine is a missing sample, not the end
+        # of an hour-long run (a 1-hour run died on one at load 15).
+        print(f"# metrics scrape failed: {e}", file=sys.stderr, flush=True)
+        return out
+    for line in body.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        if name in METRICS:
+            out[METRICS[name]] = int(float(value))
+        elif name.startswith("studyroom_signaling_entries{"):
+            m = name.split('"')[1]
+            out["maps"][m] = int(float(value))
+            if m != "focus_histories":
+                out["signaling_entries"] += int(float(value))
     return out
 
 

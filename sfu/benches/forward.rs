@@ -123,24 +123,24 @@ fn bench(c: &mut Criterion) {
                 let pkts = packets(&mut s, iters as usize);
                 let from = s.from;
                 let mut now = s.sim.now;
-                let before = s.sim.core.stats().rtp_forwarded;
+                let before = s.sim.cores[0].stats().rtp_forwarded;
                 let t0 = Instant::now();
                 for (port_idx, p) in &pkts {
                     now += Duration::from_micros(20);
-                    s.sim.core.handle_datagram(now, *port_idx, from, p);
-                    s.sim.core.flush(now);
-                    while let Some(t) = s.sim.core.poll_transmit() {
+                    s.sim.cores[0].handle_datagram(now, *port_idx, from, p);
+                    s.sim.cores[0].flush(now);
+                    while let Some(t) = s.sim.cores[0].poll_transmit() {
                         std::hint::black_box(t);
                     }
                 }
                 let el = t0.elapsed();
-                let forwarded = s.sim.core.stats().rtp_forwarded - before;
+                let forwarded = s.sim.cores[0].stats().rtp_forwarded - before;
                 assert!(
                     forwarded >= iters * subs as u64 * 9 / 10,
                     "packets were forwarded ({forwarded})"
                 );
                 s.sim.now = now;
-                while s.sim.core.poll_event().is_some() {}
+                while s.sim.cores[0].poll_event().is_some() {}
                 // Outside the timed part: let the peers' ICE keepalives and RTCP catch up
                 // with the virtual clock, or the SFU would (rightly) call their paths
                 // dead after 15 s of virtual time without a check and stop forwarding.

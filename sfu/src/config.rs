@@ -35,6 +35,10 @@ pub struct SfuConfig {
     /// that spends it (layers, pause/resume). Off (the default for now, see
     /// ARCHITECTURE.md "Bandwidth"): every subscriber gets what it asked for.
     pub bandwidth_estimation: bool,
+    /// A room spreads over the shards once it holds this many participants (0: never):
+    /// below it, a room lives on one shard; above, new participants go to the shard with
+    /// the fewest of the room's, and packets are relayed between shards (`core::span`).
+    pub room_span_after: usize,
 }
 
 impl Default for SfuConfig {
@@ -51,6 +55,7 @@ impl Default for SfuConfig {
             max_participants_per_room: 500,
             allow_impairment: false,
             bandwidth_estimation: false,
+            room_span_after: 50,
         }
     }
 }

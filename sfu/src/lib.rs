@@ -19,6 +19,7 @@ pub mod driver;
 pub mod dtls;
 pub mod error;
 pub mod ids;
+pub mod placement;
 
 pub use config::SfuConfig;
 pub use core::simulcast::Quality;

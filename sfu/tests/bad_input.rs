@@ -36,7 +36,7 @@ fn garbage_datagrams_hurt_no_one() {
         } else {
             "203.0.113.9:1234".parse().unwrap()
         };
-        sim.core.handle_datagram(sim.now, i % 2, from, &d);
+        sim.cores[0].handle_datagram(sim.now, i % 2, from, &d);
     }
     let (nv, _) = sim.stream(a, Some(0), None, Duration::from_secs(1));
     sim.run_for(Duration::from_millis(200));
@@ -45,7 +45,7 @@ fn garbage_datagrams_hurt_no_one() {
         nv as usize,
         "media still flows"
     );
-    assert!(sim.core.stats().unroutable > 1000);
+    assert!(sim.cores[0].stats().unroutable > 1000);
 }
 
 #[test]
@@ -59,15 +59,17 @@ fn bad_sdp_is_refused_with_a_code() {
         "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n",
         &"a".repeat(70_000),
     ] {
-        let e = sim.core.publish(sim.now, id, bad, &[]).unwrap_err();
+        let e = sim.cores[0].publish(sim.now, id, bad, &[]).unwrap_err();
         assert!(
             ["bad_sdp", "bad_request"].contains(&e.code()),
             "{bad:.20}: {e}"
         );
     }
-    let e = sim.core.subscriber_answer(sim.now, id, "v=0").unwrap_err();
+    let e = sim.cores[0]
+        .subscriber_answer(sim.now, id, "v=0")
+        .unwrap_err();
     assert_eq!(e.code(), "no_offer_pending");
-    let e = sim.core.mute(id, sfu::TrackId(999), true).unwrap_err();
+    let e = sim.cores[0].mute(id, sfu::TrackId(999), true).unwrap_err();
     assert_eq!(e.code(), "unknown_track");
     // Still works afterwards.
     let b = sim.join(BOTH);

@@ -68,7 +68,7 @@ impl Publisher {
             let e: Vec<Option<u64>> = sim
                 .clients
                 .iter()
-                .map(|c| sim.core.subscriber_estimate(c.id).map(|b| b / 1000))
+                .map(|c| sim.cores[0].subscriber_estimate(c.id).map(|b| b / 1000))
                 .collect();
             eprintln!("t={t} layers={l:?} dropped={d:?} est_kbps={e:?}");
         }
@@ -226,7 +226,7 @@ fn a_capacity_drop_moves_the_subscriber_down_and_its_return_moves_it_back_up() {
     let up = run_until_cond(&mut sim, &mut p, Duration::from_secs(20), |s| {
         [b, c].iter().all(|i| {
             current_layer(s, *i) == Some(2)
-                && s.core
+                && s.cores[0]
                     .subscriber_estimate(s.clients[*i].id)
                     .is_some_and(|e| e > 1_500_000)
         })

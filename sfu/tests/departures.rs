@@ -127,7 +127,7 @@ fn vanish_one(seed: u64, victim: usize, how: Vanish) {
     let id = sim.clients[victim].id;
     match how {
         Vanish::SocketGone => {
-            sim.core.leave(id).expect("leave");
+            sim.cores[0].leave(id).expect("leave");
             sim.clients[victim].silent = true;
         }
         Vanish::DtlsClose => {
@@ -274,7 +274,7 @@ fn long_stayer_sdp_stays_bounded_through_churn() {
         if live.len() > 5 {
             // The oldest leaves: first joiners leave as often as anyone.
             let gone = live.remove(0);
-            sim.core.leave(sim.clients[gone].id).expect("leave");
+            sim.cores[0].leave(sim.clients[gone].id).expect("leave");
             sim.clients[gone].silent = true;
         }
         sim.run_for(Duration::from_millis(150));
@@ -359,7 +359,7 @@ fn network_switch_with_ice_restart_keeps_everything() {
             .map(str::to_owned)
     };
     let old_ufrag = ufrag(sim.clients[mover].offer_sdps.last().expect("offer"));
-    let restarts_before = sim.core.stats().ice_restarts;
+    let restarts_before = sim.cores[0].stats().ice_restarts;
     let keyframes_before = sim.clients[mover].keyframe_requests;
     let switch_at = sim.now;
     sim.switch_network(mover);
@@ -367,7 +367,7 @@ fn network_switch_with_ice_restart_keeps_everything() {
     let new_offers = &sim.clients[mover].offer_sdps[offers_before..];
     assert_eq!(new_offers.len(), 1, "one restart offer");
     assert_ne!(ufrag(&new_offers[0]), old_ufrag, "new ICE credentials");
-    assert_eq!(sim.core.stats().ice_restarts, restarts_before + 2);
+    assert_eq!(sim.cores[0].stats().ice_restarts, restarts_before + 2);
     // Media flows both ways again: the mover sends and receives; measure the gap.
     let marks: Vec<usize> = sim.clients.iter().map(|c| c.received.len()).collect();
     let sent = sim.stream_all(&everyone, Duration::from_secs(2));

@@ -79,7 +79,7 @@ fn forwards_every_packet_to_every_subscriber() {
     }
     // The publisher receives nothing of its own.
     assert!(sim.clients[a].received.is_empty());
-    let st = sim.core.stats();
+    let st = sim.cores[0].stats();
     assert_eq!(st.rtp_forwarded, 2 * u64::from(nv + na));
 }
 

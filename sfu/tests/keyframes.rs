@@ -34,5 +34,5 @@ fn keyframe_requests_are_forwarded_and_throttled() {
     // 500 ms interval over ~2.6 s: a handful reach the publisher, never hundreds.
     assert!(got >= 3, "keyframe requests reach the publisher ({got})");
     assert!(got <= 7, "keyframe requests are throttled ({got})");
-    assert!(sim.core.stats().keyframe_requests_throttled > 50);
+    assert!(sim.cores[0].stats().keyframe_requests_throttled > 50);
 }

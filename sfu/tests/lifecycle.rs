@@ -25,7 +25,7 @@ fn many_joins_and_leaves_free_everything() {
         }
         sim.connect_all();
         sim.stream(ids[0], Some(0), Some(1), Duration::from_millis(300));
-        let c = sim.core.counts();
+        let c = sim.cores[0].counts();
         assert_eq!(c.participants, 6);
         assert_eq!(c.producers, 6);
         // Publishers consume the 2 other publishers' 2 tracks; the rest all 3 publishers'.
@@ -37,13 +37,13 @@ fn many_joins_and_leaves_free_everything() {
         // Leave in a scrambled order.
         for k in [3usize, 0, 5, 1, 4, 2] {
             let i = ids[k];
-            sim.core.leave(sim.clients[i].id).expect("leave");
+            sim.cores[0].leave(sim.clients[i].id).expect("leave");
             sim.clients[i].silent = true;
             sim.run_for(Duration::from_millis(10));
         }
         sim.run_for(Duration::from_millis(50));
         assert_eq!(
-            sim.core.counts(),
+            sim.cores[0].counts(),
             Counts::default(),
             "round {round}: all state freed"
         );
@@ -66,7 +66,7 @@ fn abrupt_disconnect_is_noticed_by_consent_timeout() {
         sim.removals(),
         vec![(sim.clients[b].id, RemovalReason::ConsentTimeout)]
     );
-    let c = sim.core.counts();
+    let c = sim.cores[0].counts();
     assert_eq!(c.participants, 1);
     assert_eq!(c.consumers, 0);
     assert_eq!(

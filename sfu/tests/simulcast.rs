@@ -132,7 +132,7 @@ fn a_subscriber_switches_simulcast_layers_at_key_frames_with_continuous_sequence
                 && (layer, k) == (at_layer, at_k)
             {
                 let now = sim.now;
-                sim.core
+                sim.cores[0]
                     .set_quality(now, sub_id, pub_id, Source::Camera, quality)
                     .expect("set_quality");
                 let written = written_at_frame + (layer as u64) * 3 + u64::from(k) + 1;

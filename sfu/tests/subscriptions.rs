@@ -21,8 +21,7 @@ fn subscribers_get_only_what_they_negotiated_and_listeners_publish_nothing() {
         subscribe: true,
         proctor: false,
     });
-    let err = sim
-        .core
+    let err = sim.cores[0]
         .publish(sim.now, ParticipantId(listener as u64 + 1), "v=0", &[])
         .unwrap_err();
     assert_eq!(err.code(), "forbidden");
@@ -168,7 +167,7 @@ fn a_subscriber_mline_offers_only_its_producers_codec_even_when_recycled() {
     sim.connect_all();
     // The VP8 publisher leaves; an H264 publisher comes: the free VP8 m-line cannot carry
     // H264, so it gets a new one, offering H264 alone; its media reaches the subscriber.
-    sim.core.leave(sim.clients[vp8].id).expect("leave");
+    sim.cores[0].leave(sim.clients[vp8].id).expect("leave");
     sim.pump_events();
     let h264 = sim.join_h264_only(BOTH);
     let tracks = sim.publish(h264, &cam);

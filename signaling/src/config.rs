@@ -164,6 +164,12 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_BWE")]
     pub bwe: bool,
 
+    /// A room spreads over the media shards once it holds this many participants (a
+    /// lecture's listeners are encrypted for on every core); smaller rooms live on one
+    /// shard. 0: never spread.
+    #[arg(long, env = "STUDYROOM_ROOM_SPAN_AFTER", default_value_t = 50)]
+    pub room_span_after: usize,
+
     /// Socket.IO handshakes per second from one client address (beyond:
     /// `too_many_connections`); 0 turns it off.
     #[arg(long, env = "STUDYROOM_ADDRESS_CONNECT_RATE", default_value_t = 200)]

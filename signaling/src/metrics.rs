@@ -178,6 +178,27 @@ pub fn render(state: &AppState) -> String {
     );
     metric(
         &mut o,
+        "studyroom_relayed_packets_out_total",
+        "counter",
+        "Forwarded packets handed to the other shards of a room spanning shards (one per packet and shard).",
+        s.relayed_out,
+    );
+    metric(
+        &mut o,
+        "studyroom_relayed_packets_in_total",
+        "counter",
+        "Packets from another shard of a spanning room, fanned out here.",
+        s.relayed_in,
+    );
+    metric(
+        &mut o,
+        "studyroom_relayed_packets_dropped_total",
+        "counter",
+        "Relayed packets for a producer the receiving shard no longer mirrors.",
+        s.relayed_dropped,
+    );
+    metric(
+        &mut o,
         "studyroom_subscriber_loss_ratio",
         "gauge",
         "Mean fraction of packets lost as reported by subscribers' receiver reports.",

@@ -102,7 +102,10 @@ test('a simulcast camera reaches the viewer one layer at a time, switched by set
       const l = await sentLayers(a.page);
       const w = l.length ? l[l.length - 1].frameWidth : 0;
       return (await cameraFrom(b, a.id))?.frameWidth === w ? w : null;
-    }, { what: "quality 'high': the viewer decodes the largest layer", timeoutMs: 30000 });
+    }, {
+      what: "quality 'high': the viewer decodes the largest layer", timeoutMs: 30000,
+      progress: async () => ({ viewer: await cameraFrom(b, a.id), sent: await sentLayers(a.page) }),
+    });
     assert.ok(top > widths[0], `high (${top}) is larger than low (${widths[0]})`);
     t.diagnostic(`low ${widths[0]} px, high ${top} px`);
     await settlesAt(b, a, a.id, top, "quality 'high'");

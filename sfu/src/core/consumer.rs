@@ -7,7 +7,7 @@
 //! - **apply** ([`Consumer::write`]): map the payload type to the subscriber's, rewrite
 //!   sequence number and timestamp for continuity, and hand the packet to str0m.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::Rtc;
 use str0m::format::PayloadParams;
@@ -19,6 +19,13 @@ use super::Consumer;
 use super::allocator::Target;
 use super::simulcast::{Decision, Layers};
 use crate::ids::{ParticipantId, TrackId};
+
+/// How long a forwarded packet stays in its stream's retransmission cache.
+pub(super) const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
+/// The cache's packet cap (time bounds it first: 1 s of a 2.5 Mbit/s camera is ~250).
+const RTX_CACHE_PACKETS: usize = 1000;
+/// str0m's default: resends are dropped when they exceed 15 % of what is sent.
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 
 /// What the forwarder knows about one incoming packet, computed once for all consumers.
 pub(super) struct Incoming {
@@ -117,12 +124,19 @@ impl Consumer {
         let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
             return false;
         };
-        // Forwarded media is not paced (a field store; str0m reads it when it queues). The
-        // stream allocator keeps each subscriber under its estimate instead, as LiveKit's
-        // pass-through pacer and mediasoup do. str0m's pacer sends at 1.1 x the estimate:
-        // at a few hundred kbit/s a forwarded key frame waited up to a second in it, the
-        // browser's delay gradient read that as congestion, and the estimate collapsed.
-        tx.set_unpaced(true);
+        if self.tx_configured != Some(tx.ssrc()) {
+            self.tx_configured = Some(tx.ssrc());
+            // Forwarded media is not paced. The stream allocator keeps each subscriber
+            // under its estimate instead, as LiveKit's pass-through pacer and mediasoup do.
+            // str0m's pacer sends at 1.1 x the estimate: at a few hundred kbit/s a
+            // forwarded key frame waited up to a second in it, the browser's delay gradient
+            // read that as congestion, and the estimate collapsed.
+            tx.set_unpaced(true);
+            // The retransmission cache is bounded by time: a NACK for a packet older than
+            // a second comes too late for the receiver's jitter buffer, and str0m's default
+            // (3 s) made this cache the largest part of a participant's memory.
+            tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, RTX_RATIO_CAP);
+        }
         let write = RtpWrite::new(
             out_pt,
             SeqNo::from(rw.seq),

@@ -305,7 +305,10 @@ impl ShardCore {
                                 t.loss = Some(l);
                             }
                         }
-                        Event::EgressBitrateEstimate(kind) => {
+                        // Estimates feed the allocator only when it is on (`--bwe`): a
+                        // browser's REMB arrives without str0m's estimator too, and taken
+                        // as an estimate it paused video nobody asked to adapt.
+                        Event::EgressBitrateEstimate(kind) if self.cfg.bandwidth_estimation => {
                             let estimate = match kind {
                                 str0m::bwe::BweKind::Twcc { estimate, .. } => Some(estimate),
                                 // A browser without transport-cc: its REMB (per m-line,

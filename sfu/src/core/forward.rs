@@ -8,7 +8,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::RtpPacket;
 
 use super::consumer::{Incoming, Verdict};
-use super::speakers::SPEAKING_DBOV;
+use super::span::Relayed;
 use super::*;
 use crate::ids::{TrackId, TransportId};
 
@@ -47,23 +47,9 @@ impl ShardCore {
         let Some(p) = self.producers.get_mut(&track) else {
             return;
         };
-        if let Some(level) = pkt.header.ext_vals.audio_level {
-            // dBov (0 loudest, -127 silence); decided over the whole window, not sampled.
-            let dbov = f32::from(level.min(0));
-            let lin = 10f32.powf(dbov / 20.0);
-            p.peak = p.peak.max(lin);
-            if dbov >= SPEAKING_DBOV {
-                p.last_loud_at = Some(now);
-            }
-        }
         let is_video = p.info.kind == MediaKind::Video;
         let clock_rate = p.clock_rate;
-        // Simulcast: account the layer; whether this packet starts a key frame decides
-        // where consumers may switch layers.
-        if let Some(r) = rid {
-            p.layers.observe(r, pkt.payload.len(), now);
-        }
-        p.rate.add(pkt.payload.len(), now);
+        // Whether this packet starts a key frame decides where consumers may switch layers.
         let keyframe =
             is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload);
         let mut ext = pkt.header.ext_vals.clone();
@@ -80,6 +66,20 @@ impl ShardCore {
             is_video,
             clock_rate,
             ext,
+        };
+        p.observe(&incoming, &pkt, now);
+        let room = p.room.clone();
+        self.fan_out(&incoming, &pkt, now);
+        // A room spanning shards: the others fan it out to their own subscribers.
+        self.relay(&room, Relayed { incoming, pkt });
+    }
+
+    /// Forward one packet of producer `pkt.track` (local or a mirror) to this shard's
+    /// consumers of it.
+    pub(super) fn fan_out(&mut self, incoming: &Incoming, pkt: &RtpPacket, now: Instant) {
+        let track = incoming.track;
+        let Some(p) = self.producers.get(&track) else {
+            return;
         };
         let key = (p.info.participant, p.info.source);
         let mut want_keyframe = false;
@@ -99,7 +99,7 @@ impl ShardCore {
                 continue;
             };
             // Decide: does this consumer get this packet? (The allocator's side.)
-            match c.decide(&incoming, &p.layers) {
+            match c.decide(incoming, &p.layers) {
                 Verdict::Send => {}
                 Verdict::Skip => continue,
                 Verdict::SkipWantKeyframe => {
@@ -108,7 +108,7 @@ impl ShardCore {
                 }
             }
             // Apply: translate (payload type, sequence, timestamp) and write.
-            if c.write(&mut st.rtc, st.participant, &incoming, &pkt, now) {
+            if c.write(&mut st.rtc, st.participant, incoming, pkt, now) {
                 self.stats.rtp_forwarded += 1;
                 if !st.dirty {
                     st.dirty = true;
@@ -117,7 +117,7 @@ impl ShardCore {
             }
         }
         if want_keyframe {
-            match rid {
+            match incoming.rid {
                 Some(r) => self.request_layer_keyframe(track, r, now),
                 None => self.request_keyframe(track, now),
             }
@@ -169,7 +169,13 @@ impl ShardCore {
             }
             return;
         }
-        let (tid, mid) = (p.transport, p.mid);
+        let (tid, mid) = match p.origin {
+            Origin::Local(tid, mid) => (tid, mid),
+            Origin::Remote(shard) => {
+                self.request_remote_keyframe(shard, producer, None);
+                return;
+            }
+        };
         if let Some(t) = self.transports.get_mut(&tid) {
             if let Some(rx) = t.rtc.direct_api().stream_rx_by_mid(mid, None) {
                 rx.request_keyframe(KeyframeRequestKind::Pli);
@@ -193,7 +199,13 @@ impl ShardCore {
             self.stats.keyframe_requests_throttled += 1;
             return;
         }
-        let (tid, mid) = (p.transport, p.mid);
+        let (tid, mid) = match p.origin {
+            Origin::Local(tid, mid) => (tid, mid),
+            Origin::Remote(shard) => {
+                self.request_remote_keyframe(shard, producer, Some(rid));
+                return;
+            }
+        };
         if let Some(t) = self.transports.get_mut(&tid)
             && let Some(rx) = t.rtc.direct_api().stream_rx_by_mid(mid, Some(rid))
         {

@@ -38,6 +38,7 @@ pub mod route;
 mod sdp_text;
 mod session;
 pub mod simulcast;
+mod span;
 mod speakers;
 mod stats;
 pub mod stun;
@@ -65,6 +66,7 @@ pub use api::{
     Grants, OfferedTrack, PublishAnswer, RemovalReason, SfuEvent, TrackInfo, TrackRequest,
     Transmit, may_consume,
 };
+pub use span::PeerMsg;
 pub use stats::{Counts, LATENCY_BUCKETS_US, ShardStats};
 
 /// Largest SDP we accept (an offer with many m-lines is a few KiB).
@@ -90,11 +92,21 @@ struct Participant {
     impair_loss: f32,
 }
 
+/// Where a producer's packets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A publisher transport of this shard, and the m-line in it.
+    Local(TransportId, Mid),
+    /// A mirror: the producer lives on that shard, which relays its packets (`span.rs`).
+    Remote(usize),
+}
+
 struct Producer {
     info: TrackInfo,
     room: Arc<str>,
-    transport: TransportId,
-    mid: Mid,
+    origin: Origin,
+    /// The publisher's grants (who may consume it: [`may_consume`]).
+    owner: Grants,
     clock_rate: u32,
     /// The codec the publisher sends (the first of our answer), as the publisher
     /// transport negotiated it; None when the m-line has no codec we forward.
@@ -114,6 +126,55 @@ struct Producer {
     last_loud_at: Option<Instant>,
     /// Incoming bitrate (all layers), for the allocator.
     rate: RateMeter,
+}
+
+impl Producer {
+    fn new(
+        info: TrackInfo,
+        room: Arc<str>,
+        origin: Origin,
+        owner: Grants,
+        clock_rate: u32,
+        params: Option<PayloadParams>,
+    ) -> Self {
+        Producer {
+            info,
+            room,
+            origin,
+            owner,
+            clock_rate,
+            params,
+            consumers: Vec::new(),
+            last_keyframe_request: None,
+            keyframe_pending: false,
+            layers: Layers::default(),
+            peak: 0.0,
+            level: 0.0,
+            last_loud_at: None,
+            rate: RateMeter::default(),
+        }
+    }
+}
+
+impl Producer {
+    /// Account one incoming packet: audio level for the speakers, simulcast layer and
+    /// rate for layer ranking and the allocator. Run where the packet is fanned out (a
+    /// mirror keeps its own figures from the relayed packets).
+    fn observe(&mut self, pkt: &consumer::Incoming, rtp: &RtpPacket, now: Instant) {
+        if let Some(level) = rtp.header.ext_vals.audio_level {
+            // dBov (0 loudest, -127 silence); decided over the whole window, not sampled.
+            let dbov = f32::from(level.min(0));
+            let lin = 10f32.powf(dbov / 20.0);
+            self.peak = self.peak.max(lin);
+            if dbov >= speakers::SPEAKING_DBOV {
+                self.last_loud_at = Some(now);
+            }
+        }
+        if let Some(r) = pkt.rid {
+            self.layers.observe(r, rtp.payload.len(), now);
+        }
+        self.rate.add(rtp.payload.len(), now);
+    }
 }
 
 /// Bits per second over fixed windows, for the allocator (which needs what a track costs).
@@ -171,6 +232,9 @@ struct Consumer {
     failed_ups: u32,
     /// After a pause (video without simulcast): forward from the next key frame on.
     await_keyframe: bool,
+    /// The outgoing stream (by SSRC) whose retransmission cache and pacing were set up
+    /// (`Consumer::write`); None until the first packet.
+    tx_configured: Option<str0m::rtp::Ssrc>,
 }
 
 enum TransportKind {
@@ -260,6 +324,12 @@ pub struct ShardCore {
     next_speakers: Option<Instant>,
     next_allocation: Option<Instant>,
     stats: ShardStats,
+    /// This shard's index (see `span.rs`).
+    shard_index: usize,
+    /// Rooms that span shards: the other shards hosting each (`span.rs`).
+    spans: HashMap<Arc<str>, Vec<usize>>,
+    /// Messages for other shards, drained by the driver ([`ShardCore::poll_peer`]).
+    peer_out: VecDeque<(usize, PeerMsg)>,
     /// One DTLS certificate for every transport of the shard (as mediasoup has one per
     /// worker): generating an EC key per transport dominated the cost of a join.
     dtls_cert: Option<str0m::config::DtlsCert>,
@@ -291,6 +361,9 @@ impl ShardCore {
             next_speakers: None,
             next_allocation: None,
             stats: ShardStats::default(),
+            shard_index: 0,
+            spans: HashMap::new(),
+            peer_out: VecDeque::new(),
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),

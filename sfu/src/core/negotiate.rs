@@ -77,6 +77,7 @@ impl ShardCore {
             last_up: None,
             failed_ups: 0,
             await_keyframe: false,
+            tx_configured: None,
         });
         c.producer = Some(producer);
         c.codec = p.params;

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, MediaKind, Mid};
+use str0m::rtp::Extension;
 use str0m::{Candidate, Input, Rtc};
 use tracing::{debug, warn};
 
-use super::simulcast::{Layers, Quality};
+use super::simulcast::Quality;
 use super::*;
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, Role, Source, TrackId, TransportId};
@@ -73,17 +74,12 @@ impl ShardCore {
         } else {
             0.0
         };
-        let least_loaded = (0..self.ports.len())
-            .min_by_key(|i| (self.port_load[*i], *i))
-            .expect("at least one port");
-        let port_idx = self.rooms.entry(room.clone()).or_insert_with(|| Room {
-            port_idx: least_loaded,
-            participants: Vec::new(),
-            producers: Vec::new(),
-            speakers: Vec::new(),
-        });
-        port_idx.participants.push(participant);
-        let port_idx = port_idx.port_idx;
+        let port_idx = self.ensure_room(&room);
+        self.rooms
+            .get_mut(&room)
+            .expect("just ensured")
+            .participants
+            .push(participant);
         self.participants.insert(
             participant,
             Participant {
@@ -103,13 +99,10 @@ impl ShardCore {
                 .subscriber = Some(tid);
             let producers = self.rooms[&room].producers.clone();
             for p in producers {
-                let allowed = self.producers.get(&p).is_some_and(|pr| {
-                    let owner = self
-                        .participants
-                        .get(&pr.info.participant)
-                        .map(|x| x.grants);
-                    owner.is_some_and(|o| may_consume(grants, o, pr.info.source))
-                });
+                let allowed = self
+                    .producers
+                    .get(&p)
+                    .is_some_and(|pr| may_consume(grants, pr.owner, pr.info.source));
                 if allowed {
                     self.attach_consumer(p, tid);
                 }
@@ -267,24 +260,17 @@ impl ShardCore {
                 muted,
                 codec,
             };
+            let owner = self.participants[&participant].grants;
             self.producers.insert(
                 id,
-                Producer {
-                    info: info.clone(),
-                    room: room.clone(),
-                    transport: tid,
-                    mid,
+                Producer::new(
+                    info.clone(),
+                    room.clone(),
+                    Origin::Local(tid, mid),
+                    owner,
                     clock_rate,
                     params,
-                    consumers: Vec::new(),
-                    last_keyframe_request: None,
-                    keyframe_pending: false,
-                    layers: Layers::default(),
-                    peak: 0.0,
-                    level: 0.0,
-                    last_loud_at: None,
-                    rate: RateMeter::default(),
-                },
+                ),
             );
             if let Some(r) = self.rooms.get_mut(&room) {
                 r.producers.push(id);
@@ -294,8 +280,8 @@ impl ShardCore {
                 track: info.clone(),
             });
             infos.push(info);
+            self.announce_track(id);
             // Every other subscriber in the room gets a consumer.
-            let owner = self.participants[&participant].grants;
             let subs: Vec<TransportId> = self.rooms[&room]
                 .participants
                 .iter()
@@ -455,6 +441,7 @@ impl ShardCore {
                 track,
                 muted,
             });
+            self.announce_track(track);
         }
         Ok(())
     }
@@ -493,11 +480,21 @@ impl ShardCore {
         for tid in [p.publisher, p.subscriber].into_iter().flatten() {
             self.remove_transport(tid);
         }
+        let peers_told = p.room.clone();
+        self.tell_peers(&peers_told, || span::Msg::Left {
+            room: peers_told.clone(),
+            participant,
+        });
+        let spanning = self.spans.contains_key(&p.room);
         if let Some(room) = self.rooms.get_mut(&p.room) {
             room.participants.retain(|x| *x != participant);
             room.speakers.retain(|x| *x != participant);
             if room.participants.is_empty() {
-                self.rooms.remove(&p.room);
+                // A spanning room stays while it has mirrors or the span lasts: a join
+                // already posted here must find them (see `span.rs`).
+                if !spanning && room.producers.is_empty() {
+                    self.rooms.remove(&p.room);
+                }
             } else {
                 // Everyone else drops their consumers of this participant.
                 let subs: Vec<TransportId> = room
@@ -556,6 +553,22 @@ impl ShardCore {
         Ok(())
     }
 
+    /// The room's entry, created on the least loaded local port if new; its port index.
+    pub(super) fn ensure_room(&mut self, room: &Arc<str>) -> usize {
+        let least_loaded = (0..self.ports.len())
+            .min_by_key(|i| (self.port_load[*i], *i))
+            .expect("at least one port");
+        self.rooms
+            .entry(room.clone())
+            .or_insert_with(|| Room {
+                port_idx: least_loaded,
+                participants: Vec::new(),
+                producers: Vec::new(),
+                speakers: Vec::new(),
+            })
+            .port_idx
+    }
+
     pub(super) fn remove_participant(&mut self, participant: ParticipantId, reason: RemovalReason) {
         let Some(room) = self.participants.get(&participant).map(|p| p.room.clone()) else {
             return;
@@ -588,6 +601,20 @@ impl ShardCore {
             // Send-side bandwidth estimation (transport-cc feedback from the browser,
             // probing with padding) feeds the stream allocator (allocator.rs).
             builder = builder.enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        } else if role == Role::Subscriber {
+            // Without the estimator nothing reads transport-cc feedback, yet with the
+            // extension negotiated str0m stamps every packet sent and keeps 1,000 send
+            // records per transport for it (~90 KiB: heaptrack's largest item for a
+            // listener), and the browser sends feedback every few tens of milliseconds.
+            // The standard map without it (same ids, so nothing else changes).
+            builder = builder
+                .clear_extension_map()
+                .set_extension(1, Extension::AudioLevel)
+                .set_extension(2, Extension::AbsoluteSendTime)
+                .set_extension(4, Extension::RtpMid)
+                .set_extension(10, Extension::RtpStreamId)
+                .set_extension(11, Extension::RepairedRtpStreamId)
+                .set_extension(13, Extension::VideoOrientation);
         }
         let mut rtc = builder
             .set_ice_lite(true)
@@ -673,10 +700,11 @@ impl ShardCore {
         let Some(p) = self.producers.remove(&track) else {
             return;
         };
-        if let Some(t) = self.transports.get_mut(&p.transport)
+        if let Origin::Local(tid, mid) = p.origin
+            && let Some(t) = self.transports.get_mut(&tid)
             && let TransportKind::Publisher { by_mid } = &mut t.kind
         {
-            by_mid.remove(&p.mid);
+            by_mid.remove(&mid);
         }
         for sub in &p.consumers {
             if let Some(t) = self.transports.get_mut(sub)
@@ -690,6 +718,11 @@ impl ShardCore {
         if let Some(r) = self.rooms.get_mut(&p.room) {
             r.producers.retain(|x| *x != track);
         }
+        if matches!(p.origin, Origin::Remote(_)) {
+            // A mirror: its own shard tells signaling.
+            return;
+        }
+        self.tell_peers(&p.room, || span::Msg::TrackGone { track });
         self.events.push_back(SfuEvent::TrackUnpublished {
             room: p.room.clone(),
             participant: p.info.participant,

@@ -44,8 +44,17 @@ impl ShardCore {
             // The set (not its order, which follows momentary loudness) decides whether to tell.
             ids.sort();
             old.sort();
+            // A room spanning shards: every shard tracks its speakers (mirrors carry the
+            // audio levels), the lowest-indexed one tells signaling.
+            let leads = self
+                .spans
+                .get(name)
+                .is_none_or(|o| o.iter().all(|s| *s > self.shard_index));
             if ids != old {
                 room.speakers = speaking.iter().map(|s| s.0).collect();
+                if !leads {
+                    continue;
+                }
                 self.events.push_back(SfuEvent::ActiveSpeakers {
                     room: name.clone(),
                     speakers: speaking,

@@ -32,6 +32,12 @@ pub struct ShardStats {
     pub nacks_received: u64,
     /// Datagrams the socket refused (send buffer full): set by the driver.
     pub send_drops: u64,
+    /// Packets handed to other shards of a spanning room (one per packet and shard).
+    pub relayed_out: u64,
+    /// Packets received from other shards and fanned out here.
+    pub relayed_in: u64,
+    /// Packets from other shards for a producer this shard no longer mirrors.
+    pub relayed_dropped: u64,
     /// Forwarding latency (datagram read to its fan-out handed to the kernel), packets per
     /// bucket of [`LATENCY_BUCKETS_US`] (the last bucket is +Inf): set by the driver.
     pub latency_buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
@@ -59,6 +65,9 @@ impl ShardStats {
         self.bytes_out += x.bytes_out;
         self.nacks_received += x.nacks_received;
         self.send_drops += x.send_drops;
+        self.relayed_out += x.relayed_out;
+        self.relayed_in += x.relayed_in;
+        self.relayed_dropped += x.relayed_dropped;
         for (a, b) in self
             .latency_buckets
             .iter_mut()

@@ -44,10 +44,12 @@ use tracing::{debug, error, info, warn};
 use crate::config::SfuConfig;
 use crate::core::simulcast::Quality;
 use crate::core::{
-    Counts, Grants, PublishAnswer, RemovalReason, SfuEvent, ShardCore, ShardStats, TrackRequest,
+    Counts, Grants, PeerMsg, PublishAnswer, RemovalReason, SfuEvent, ShardCore, ShardStats,
+    TrackRequest,
 };
 use crate::error::SfuError;
 use crate::ids::{ParticipantId, Role, Source, TrackId};
+use crate::placement::{Placement, Span};
 use batch::{RecvBatch, SendBatch};
 
 const WAKER: Token = Token(usize::MAX);
@@ -55,6 +57,8 @@ const WAKER: Token = Token(usize::MAX);
 const READ_BUDGET: usize = 256;
 /// Most commands handled per loop turn.
 const COMMAND_BUDGET: usize = 64;
+/// Most messages from other shards (relayed packets, mostly) handled per loop turn.
+const PEER_BUDGET: usize = 1024;
 
 /// Work for a shard: run on its thread with its core and the current time. Every call
 /// from signaling is one of these (the reply channel is inside), so a new command is its
@@ -101,76 +105,82 @@ struct ShardHandle {
     stats: Arc<Mutex<SharedStats>>,
 }
 
-/// Where rooms and participants live. Shared with the shard threads: a shard that removes
-/// a participant by itself (consent timeout, transport failure) updates it before the
-/// event leaves, so signaling never keeps the driver's counts right by hand.
-#[derive(Default)]
-struct Placement {
-    rooms: HashMap<String, RoomPlacement>,
-    participants: HashMap<ParticipantId, ParticipantPlacement>,
-    /// Rooms per shard (new rooms go to the shard with fewest).
-    rooms_per_shard: Vec<usize>,
+/// Where rooms and participants live ([`Placement`]), and the shards' command paths so
+/// span changes are posted while its lock is held. Shared with the shard threads: a shard
+/// that removes a participant by itself (consent timeout, transport failure) forgets it
+/// before the event leaves, so signaling never keeps the driver's counts right by hand.
+struct Places {
+    placement: Mutex<Placement>,
+    posters: Vec<Poster>,
 }
 
-struct RoomPlacement {
-    shard: usize,
-    /// Participants placed in the room: counted when a join is posted, uncounted once the
-    /// shard has let them go, so never fewer than the shard holds (the room-size check
-    /// in [`Sfu::join`] is never looser than the core's).
-    participants: usize,
+/// One shard's command path.
+struct Poster {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
 }
 
-struct ParticipantPlacement {
-    shard: usize,
-    room: String,
-}
-
-impl Placement {
-    /// Participants placed in `room` (0 for a room not placed).
-    fn room_size(&self, room: &str) -> usize {
-        self.rooms.get(room).map_or(0, |r| r.participants)
+impl Places {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Placement> {
+        self.placement.lock().expect("placement lock")
     }
 
-    /// The shard for a new participant of `room` (placing the room if new).
-    fn place(&mut self, participant: ParticipantId, room: &str) -> usize {
-        let per_shard = &mut self.rooms_per_shard;
-        let entry = self.rooms.entry(room.to_owned()).or_insert_with(|| {
-            let (shard, _) = per_shard
-                .iter()
-                .enumerate()
-                .min_by_key(|(i, n)| (**n, *i))
-                .expect("at least one shard");
-            per_shard[shard] += 1;
-            RoomPlacement {
+    fn post(&self, shard: usize, job: ShardJob) -> Result<(), SfuError> {
+        let p = self.posters.get(shard).ok_or(SfuError::ShardGone)?;
+        p.tx.send(Command::Run(job))
+            .map_err(|_| SfuError::ShardGone)?;
+        let _ = p.waker.wake();
+        Ok(())
+    }
+
+    /// Tell the shards concerned that a room spans one shard more or less. Called with
+    /// the placement lock held, so every shard sees span changes in the placement's order.
+    fn apply(&self, span: Span) {
+        match span {
+            Span::Joined {
+                room,
                 shard,
-                participants: 0,
+                others,
+            } => {
+                let (r, o) = (room.clone(), others.clone());
+                let _ = self.post(shard, Box::new(move |core, _| core.span_set(&r, o)));
+                for other in others {
+                    let r = room.clone();
+                    let _ = self.post(other, Box::new(move |core, _| core.span_add(&r, shard)));
+                }
+                debug!(room = %room, shard, "room spans one more shard");
             }
-        });
-        entry.participants += 1;
-        let shard = entry.shard;
-        self.participants.insert(
-            participant,
-            ParticipantPlacement {
+            Span::Left {
+                room,
                 shard,
-                room: room.to_owned(),
-            },
-        );
-        shard
-    }
-
-    /// The participant is gone; its room too when it was the last.
-    fn forget(&mut self, participant: ParticipantId) {
-        let Some(p) = self.participants.remove(&participant) else {
-            return;
-        };
-        if let Some(r) = self.rooms.get_mut(&p.room) {
-            r.participants -= 1;
-            if r.participants == 0 {
-                self.rooms.remove(&p.room);
-                self.rooms_per_shard[p.shard] -= 1;
+                others,
+            } => {
+                let r = room.clone();
+                let _ = self.post(shard, Box::new(move |core, _| core.span_clear(&r)));
+                for other in others {
+                    let r = room.clone();
+                    let _ = self.post(other, Box::new(move |core, _| core.span_remove(&r, shard)));
+                }
             }
         }
     }
+
+    /// The participant is gone: forget it, and post the span change if any.
+    fn forget(&self, participant: ParticipantId) {
+        let mut pl = self.lock();
+        if let Some(span) = pl.forget(participant) {
+            self.apply(span);
+        }
+    }
+}
+
+/// A shard's path for messages from the other shards of a spanning room (`core::span`):
+/// a channel of its own (media must not queue behind commands, nor the reverse), with
+/// wake-ups coalesced like [`InjectPath`]'s.
+struct PeerPath {
+    tx: mpsc::Sender<(usize, PeerMsg)>,
+    waker: Arc<Waker>,
+    pending: Arc<AtomicBool>,
 }
 
 /// Summed counters of all shards (refreshed by each shard every ~100 ms).
@@ -182,7 +192,7 @@ type SharedStats = (ShardStats, Option<(f32, usize)>);
 /// The running SFU: shard threads plus the routing of commands to them.
 pub struct Sfu {
     shards: Mutex<Vec<ShardHandle>>,
-    placement: Arc<Mutex<Placement>>,
+    places: Arc<Places>,
     /// The room-size limit ([`SfuConfig::max_participants_per_room`]), checked at
     /// admission in [`Sfu::join`].
     max_per_room: usize,
@@ -213,10 +223,6 @@ impl Sfu {
             cfg.shards
         };
         let nshards = want.clamp(1, nports);
-        let placement = Arc::new(Mutex::new(Placement {
-            rooms_per_shard: vec![0; nshards],
-            ..Placement::default()
-        }));
         let (ev_tx, ev_rx) = tmpsc::unbounded_channel();
         let track_ids = Arc::new(AtomicU64::new(0));
         let mut shards = Vec::new();
@@ -240,6 +246,20 @@ impl Sfu {
                 }
             }
         };
+        // First every shard's channels, so each thread can be handed all the others'.
+        struct Parts {
+            ports: Vec<u16>,
+            sockets: Vec<UdpSocket>,
+            poll: Poll,
+            rx: mpsc::Receiver<Command>,
+            inject_rx: mpsc::Receiver<Injected>,
+            peer_rx: mpsc::Receiver<(usize, PeerMsg)>,
+            pending: Arc<AtomicBool>,
+            stats: Arc<Mutex<SharedStats>>,
+        }
+        let mut parts = Vec::new();
+        let mut posters = Vec::new();
+        let mut peer_paths = Vec::new();
         for i in 0..nshards {
             let ports: Vec<u16> = (cfg.port_min..=cfg.port_max)
                 .skip(i)
@@ -253,36 +273,70 @@ impl Sfu {
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = mpsc::channel();
             let stats = Arc::new(Mutex::new((ShardStats::default(), None)));
-            let core = ShardCore::new(cfg.clone(), ports.clone(), track_ids.clone());
             let pending = Arc::new(AtomicBool::new(false));
             let (inject_tx, inject_rx) = mpsc::channel();
+            let (peer_tx, peer_rx) = mpsc::channel();
             inject.push(InjectPath {
                 tx: inject_tx,
                 commands: tx.clone(),
                 waker: waker.clone(),
                 pending: pending.clone(),
             });
+            peer_paths.push(PeerPath {
+                tx: peer_tx,
+                waker: waker.clone(),
+                pending: pending.clone(),
+            });
+            posters.push(Poster {
+                tx: tx.clone(),
+                waker: waker.clone(),
+            });
+            shards.push(ShardHandle {
+                tx,
+                waker,
+                stats: stats.clone(),
+            });
+            parts.push(Parts {
+                ports,
+                sockets,
+                poll,
+                rx,
+                inject_rx,
+                peer_rx,
+                pending,
+                stats,
+            });
+        }
+        let places = Arc::new(Places {
+            placement: Mutex::new(Placement::new(nshards, cfg.room_span_after)),
+            posters,
+        });
+        let peer_paths = Arc::new(peer_paths);
+        for (i, part) in parts.into_iter().enumerate() {
+            let mut core = ShardCore::new(cfg.clone(), part.ports.clone(), track_ids.clone());
+            core.set_shard_index(i);
             let shard = ShardThread {
                 index: i,
                 core,
-                poll,
-                sockets,
-                rx,
-                injected: inject_rx,
+                poll: part.poll,
+                sockets: part.sockets,
+                rx: part.rx,
+                injected: part.inject_rx,
+                peer_rx: part.peer_rx,
+                peers: peer_paths.clone(),
                 events: ev_tx.clone(),
-                placement: placement.clone(),
-                stats: stats.clone(),
+                places: places.clone(),
+                stats: part.stats,
                 advertise_ip: cfg.advertise_ip,
-                ports: ports.clone(),
+                ports: part.ports.clone(),
                 virtuals: HashMap::new(),
-                pending,
+                pending: part.pending,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("sfu-shard-{i}"))
                 .spawn(move || shard.run())?;
             threads.push(handle);
-            all_ports.push(ports);
-            shards.push(ShardHandle { tx, waker, stats });
+            all_ports.push(part.ports);
         }
         info!(
             shards = nshards,
@@ -294,7 +348,7 @@ impl Sfu {
         Ok((
             Arc::new(Sfu {
                 shards: Mutex::new(shards),
-                placement,
+                places,
                 max_per_room: cfg.max_participants_per_room,
                 events: ev_tx,
                 threads: Mutex::new(threads),
@@ -406,23 +460,13 @@ impl Sfu {
         grants: Grants,
         impair_loss: f32,
     ) -> Result<(), SfuError> {
-        let shard = {
-            let mut placement = self.placement();
-            if placement.room_size(room) >= self.max_per_room {
-                return Err(SfuError::RoomFull);
-            }
-            placement.place(participant, room)
-        };
         let room_name: Arc<str> = Arc::from(room);
-        let placement = self.placement.clone();
+        let places = self.places.clone();
         let events = self.events.clone();
         let job: ShardJob = Box::new(move |core, now| {
             if let Err(e) = core.join(now, participant, &room_name, grants, impair_loss) {
                 error!(%participant, room = %room_name, "shard refused an admitted join: {e}");
-                placement
-                    .lock()
-                    .expect("placement lock")
-                    .forget(participant);
+                places.forget(participant);
                 let _ = events.send(SfuEvent::ParticipantRemoved {
                     room: room_name,
                     participant,
@@ -430,9 +474,21 @@ impl Sfu {
                 });
             }
         });
-        let r = self.post(shard, job);
-        if r.is_err() {
-            self.placement().forget(participant);
+        // Decided and posted under the placement lock: a span change reaches the shards
+        // before this join, and before any later placement's changes.
+        let mut placement = self.places.lock();
+        if placement.room_size(room) >= self.max_per_room {
+            return Err(SfuError::RoomFull);
+        }
+        let placed = placement.place(participant, room);
+        if let Some(span) = placed.span {
+            self.places.apply(span);
+        }
+        let r = self.places.post(placed.shard, job);
+        if r.is_err()
+            && let Some(span) = placement.forget(participant)
+        {
+            self.places.apply(span);
         }
         r
     }
@@ -523,7 +579,7 @@ impl Sfu {
         let r = self
             .on_participant(participant, move |core, _| core.leave(participant))
             .await;
-        self.placement().forget(participant);
+        self.places.forget(participant);
         r
     }
 
@@ -542,10 +598,6 @@ impl Sfu {
         }
     }
 
-    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
-        self.placement.lock().expect("placement lock")
-    }
-
     /// Run `job` on the shard hosting `participant` and wait for its result.
     async fn on_participant<T: Send + 'static>(
         &self,
@@ -553,10 +605,9 @@ impl Sfu {
         job: impl FnOnce(&mut ShardCore, Instant) -> Result<T, SfuError> + Send + 'static,
     ) -> Result<T, SfuError> {
         let shard = self
-            .placement()
-            .participants
-            .get(&participant)
-            .map(|p| p.shard)
+            .places
+            .lock()
+            .shard_of(participant)
             .ok_or(SfuError::NotJoined)?;
         self.on_shard(shard, job).await
     }
@@ -604,8 +655,12 @@ struct ShardThread {
     sockets: Vec<UdpSocket>,
     rx: mpsc::Receiver<Command>,
     injected: mpsc::Receiver<Injected>,
+    /// Messages from the other shards of spanning rooms.
+    peer_rx: mpsc::Receiver<(usize, PeerMsg)>,
+    /// Every shard's peer path (this one's included, unused).
+    peers: Arc<Vec<PeerPath>>,
     events: tmpsc::UnboundedSender<SfuEvent>,
-    placement: Arc<Mutex<Placement>>,
+    places: Arc<Places>,
     stats: Arc<Mutex<SharedStats>>,
     advertise_ip: IpAddr,
     ports: Vec<u16>,
@@ -640,9 +695,11 @@ impl ShardThread {
         let mut commands_left = false;
         // Injected datagrams left over from the last turn.
         let mut injected_left = false;
+        // Messages from other shards left over from the last turn.
+        let mut peer_left = false;
         loop {
             let now = Instant::now();
-            let busy = commands_left || injected_left || readable.iter().any(|r| *r);
+            let busy = commands_left || injected_left || peer_left || readable.iter().any(|r| *r);
             let timeout = if busy {
                 Duration::ZERO
             } else {
@@ -675,6 +732,7 @@ impl ShardThread {
                     Err(()) => return,
                 }
                 injected_left = self.drain_injected(now, READ_BUDGET);
+                peer_left = self.drain_peers(now, PEER_BUDGET);
             }
             #[allow(clippy::needless_range_loop)] // `i` indexes sockets, flags and the core's ports
             for i in 0..self.sockets.len() {
@@ -724,6 +782,7 @@ impl ShardThread {
                 }
             }
             self.core.flush(Instant::now());
+            self.send_to_peers();
             while let Some(tx) = self.core.poll_transmit() {
                 if !self.virtuals.is_empty()
                     && let Some(v) = self.virtuals.get(&tx.destination)
@@ -766,10 +825,7 @@ impl ShardThread {
             }
             while let Some(ev) = self.core.poll_event() {
                 if let SfuEvent::ParticipantRemoved { participant, .. } = &ev {
-                    self.placement
-                        .lock()
-                        .expect("placement lock")
-                        .forget(*participant);
+                    self.places.forget(*participant);
                 }
                 let _ = self.events.send(ev);
             }
@@ -806,6 +862,30 @@ impl ShardThread {
                 }
             },
             Command::Shutdown => {}
+        }
+    }
+
+    /// Feed up to `budget` messages from other shards to the core; true when some are left.
+    fn drain_peers(&mut self, now: Instant, budget: usize) -> bool {
+        for _ in 0..budget {
+            match self.peer_rx.try_recv() {
+                Ok((from, msg)) => self.core.handle_peer(now, from, msg),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Hand what the core has for other shards to their peer paths (one wake-up per
+    /// burst per shard).
+    fn send_to_peers(&mut self) {
+        while let Some((to, msg)) = self.core.poll_peer() {
+            let Some(p) = self.peers.get(to) else {
+                continue;
+            };
+            if p.tx.send((self.index, msg)).is_ok() && !p.pending.swap(true, Ordering::AcqRel) {
+                let _ = p.waker.wake();
+            }
         }
     }
 

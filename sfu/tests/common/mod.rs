@@ -16,6 +16,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use sfu::core::{Grants, RemovalReason, SfuEvent, ShardCore, TrackRequest};
+use sfu::placement::{Placement, Span};
 use sfu::{ParticipantId, SfuConfig, Source};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -35,6 +36,18 @@ pub const BOTH: Grants = Grants {
 
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const PORTS: [u16; 2] = [40000, 40001];
+
+/// The media ports of shard `i` (shard 0 owns [`PORTS`]).
+pub fn shard_ports(i: usize) -> Vec<u16> {
+    PORTS.iter().map(|p| p + 2 * i as u16).collect()
+}
+
+/// Which shard, and which of its ports, owns media port `port`.
+fn port_owner(port: u16, shards: usize) -> Option<(usize, usize)> {
+    let off = usize::from(port.checked_sub(PORTS[0])?);
+    let (shard, idx) = (off / 2, off % 2);
+    (shard < shards).then_some((shard, idx))
+}
 
 /// Impairment of one direction of one client's link.
 #[derive(Debug, Clone, Copy, Default)]
@@ -133,7 +146,11 @@ struct InFlight {
 pub struct Sim {
     pub now: Instant,
     pub start: Instant,
-    pub core: ShardCore,
+    /// The shards' cores (one unless built with [`Sim::with_shards`]); shard `i` owns
+    /// media ports [`shard_ports`]`(i)`.
+    pub cores: Vec<ShardCore>,
+    /// Where participants live (the driver's rules: `sfu::placement`).
+    pub placement: Placement,
     pub clients: Vec<Client>,
     pub events: Vec<SfuEvent>,
     rng: fastrand::Rng,
@@ -194,12 +211,26 @@ impl Sim {
     }
 
     pub fn with_config(seed: u64, cfg: SfuConfig) -> Sim {
+        Self::with_shards(seed, cfg, 1)
+    }
+
+    /// A simulation of `n` shards, placed and spanning by the driver's rules.
+    pub fn with_shards(seed: u64, cfg: SfuConfig, n: usize) -> Sim {
         let now = Instant::now();
-        let core = ShardCore::new(cfg, PORTS.to_vec(), Arc::new(AtomicU64::new(0)));
+        let ids = Arc::new(AtomicU64::new(0));
+        let span_after = cfg.room_span_after;
+        let cores = (0..n)
+            .map(|i| {
+                let mut c = ShardCore::new(cfg.clone(), shard_ports(i), ids.clone());
+                c.set_shard_index(i);
+                c
+            })
+            .collect();
         Sim {
             now,
             start: now,
-            core,
+            cores,
+            placement: Placement::new(n, span_after),
             clients: Vec::new(),
             events: Vec::new(),
             rng: fastrand::Rng::with_seed(seed),
@@ -231,8 +262,13 @@ impl Sim {
             )),
             5000,
         );
-        self.core
-            .join(self.now, id, &self.room.clone(), grants, 0.0)
+        let room = self.room.clone();
+        let placed = self.placement.place(id, &room);
+        if let Some(span) = placed.span {
+            self.apply_span(span);
+        }
+        self.cores[placed.shard]
+            .join(self.now, id, &room, grants, 0.0)
             .expect("join");
         self.clients.push(Client {
             id,
@@ -313,7 +349,7 @@ impl Sim {
         let reqs = c.track_requests();
         let id = c.id;
         let answer = self
-            .core
+            .core_of(id)
             .publish(now, id, &offer.to_sdp_string(), &reqs)
             .expect("publish");
         self.accept_publish_answer(idx, pending, &answer.sdp);
@@ -359,7 +395,9 @@ impl Sim {
             })
             .collect();
         let id = c.id;
-        let r = self.core.publish(now, id, &offer.to_sdp_string(), &reqs);
+        let r = self
+            .core_of(id)
+            .publish(now, id, &offer.to_sdp_string(), &reqs);
         if let Ok(a) = &r {
             self.accept_publish_answer(idx, pending, &a.sdp);
         }
@@ -367,9 +405,86 @@ impl Sim {
         r
     }
 
+    /// The core of the shard hosting participant `id`.
+    pub fn core_of(&mut self, id: ParticipantId) -> &mut ShardCore {
+        let shard = self.placement.shard_of(id).expect("placed participant");
+        &mut self.cores[shard]
+    }
+
+    /// Which shard hosts client `idx`.
+    pub fn shard_of(&self, idx: usize) -> usize {
+        self.placement
+            .shard_of(self.clients[idx].id)
+            .expect("placed participant")
+    }
+
+    /// What the driver does with a span change: tell the shards concerned.
+    fn apply_span(&mut self, span: Span) {
+        match span {
+            Span::Joined {
+                room,
+                shard,
+                others,
+            } => {
+                self.cores[shard].span_set(&room, others.clone());
+                for o in others {
+                    self.cores[o].span_add(&room, shard);
+                }
+            }
+            Span::Left {
+                room,
+                shard,
+                others,
+            } => {
+                self.cores[shard].span_clear(&room);
+                for o in others {
+                    self.cores[o].span_remove(&room, shard);
+                }
+            }
+        }
+    }
+
+    /// Client `idx` leaves (as the driver's `leave`: the core, then the placement).
+    pub fn leave(&mut self, idx: usize) {
+        let id = self.clients[idx].id;
+        self.core_of(id).leave(id).expect("leave");
+        if let Some(span) = self.placement.forget(id) {
+            self.apply_span(span);
+        }
+        self.pump_events();
+    }
+
+    /// Deliver messages between shards (in order, at once: the driver's channels).
+    fn pump_peers(&mut self) {
+        loop {
+            let mut moved = false;
+            for from in 0..self.cores.len() {
+                while let Some((to, msg)) = self.cores[from].poll_peer() {
+                    moved = true;
+                    let now = self.now;
+                    self.cores[to].handle_peer(now, from, msg);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
     /// Hand core events to clients (offers get answered at once).
     pub fn pump_events(&mut self) {
-        while let Some(ev) = self.core.poll_event() {
+        // One event at a time, as before: answering an offer can make the core emit the
+        // next one, which must be seen in order.
+        loop {
+            self.pump_peers();
+            let Some(ev) = self.cores.iter_mut().find_map(|c| c.poll_event()) else {
+                return;
+            };
+            if let SfuEvent::ParticipantRemoved { participant, .. } = &ev
+                && let Some(span) = self.placement.forget(*participant)
+            {
+                self.apply_span(span);
+            }
             if let SfuEvent::SubscriberOffer {
                 participant,
                 sdp,
@@ -509,17 +624,21 @@ impl Sim {
                     }
                 }
             }
-            while let Some(t) = self.core.poll_transmit() {
-                progressed = true;
-                let Some(i) = self
-                    .clients
-                    .iter()
-                    .position(|c| c.addr.ip() == t.destination.ip())
-                else {
-                    continue;
-                };
-                let from = SocketAddr::new(IpAddr::V4(SERVER_IP), PORTS[t.port_idx]);
-                self.schedule(false, i, from, t.destination, t.data);
+            self.pump_peers();
+            for shard in 0..self.cores.len() {
+                while let Some(t) = self.cores[shard].poll_transmit() {
+                    progressed = true;
+                    let Some(i) = self
+                        .clients
+                        .iter()
+                        .position(|c| c.addr.ip() == t.destination.ip())
+                    else {
+                        continue;
+                    };
+                    let from =
+                        SocketAddr::new(IpAddr::V4(SERVER_IP), shard_ports(shard)[t.port_idx]);
+                    self.schedule(false, i, from, t.destination, t.data);
+                }
             }
             self.pump_events();
             if !progressed {
@@ -530,8 +649,10 @@ impl Sim {
 
     fn next_time(&mut self) -> Instant {
         let mut t = self
-            .core
-            .poll_timeout()
+            .cores
+            .iter()
+            .filter_map(|c| c.poll_timeout())
+            .min()
             .unwrap_or(self.now + Duration::from_millis(100));
         if let Some(Reverse((at, _))) = self.flight.peek() {
             t = t.min(*at);
@@ -562,11 +683,10 @@ impl Sim {
                 self.flight.pop();
                 let p = self.packets.remove(&id).expect("packet");
                 if p.to_server {
-                    let Some(port_idx) = PORTS.iter().position(|x| *x == p.to.port()) else {
+                    let Some((shard, port_idx)) = port_owner(p.to.port(), self.cores.len()) else {
                         continue;
                     };
-                    self.core
-                        .handle_datagram(self.now, port_idx, p.from, &p.data);
+                    self.cores[shard].handle_datagram(self.now, port_idx, p.from, &p.data);
                 } else {
                     let c = &mut self.clients[p.client];
                     if c.silent || c.dead_ports.contains(&p.to.port()) {
@@ -587,8 +707,10 @@ impl Sim {
                     self.drain();
                 }
             }
-            self.core.flush(self.now);
-            self.core.handle_timeout(self.now);
+            for core in &mut self.cores {
+                core.flush(self.now);
+                core.handle_timeout(self.now);
+            }
             let now = self.now;
             for rtc in live_rtcs(&mut self.clients) {
                 rtc.handle_input(Input::Timeout(now))
@@ -842,7 +964,7 @@ impl Sim {
             .expect("accept offer");
         rtc.handle_input(Input::Timeout(now)).expect("timeout");
         let id = c.id;
-        self.core
+        self.core_of(id)
             .subscriber_answer(now, id, &answer.to_sdp_string())
             .expect("answer accepted");
     }
@@ -871,7 +993,7 @@ impl Sim {
             let (offer, pending) = api.apply().expect("restart offer");
             let reqs = c.track_requests();
             let answer = self
-                .core
+                .core_of(id)
                 .publish(now, id, &offer.to_sdp_string(), &reqs)
                 .expect("publish with ICE restart");
             self.accept_publish_answer(idx, pending, &answer.sdp);
@@ -882,7 +1004,7 @@ impl Sim {
             );
             rtc.handle_input(Input::Timeout(now)).expect("timeout");
         }
-        self.core.restart_ice(now, id).expect("restart_ice");
+        self.core_of(id).restart_ice(now, id).expect("restart_ice");
         self.pump_events();
     }
 }
