@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what scripts/test.sh needs on a fresh Debian 12 machine (run as root): Debian
 # packages (Chromium for the browser tests, redis/nats/coturn for the services, iproute2
-# for the network namespace, headers for -sys crates), rustfmt and clippy, the Node packages
-# of tests/e2e and the Python packages of tests/interop.
+# for the network namespace, headers for -sys crates), rustfmt, clippy and cargo-fuzz, the
+# Node packages of tests/e2e and the Python packages of tests/interop.
 # Idempotent and quick when everything is there: every step checks before it installs, and
 # `apt-get update` runs only when a Debian package is missing.
 set -euo pipefail
@@ -46,11 +46,12 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 cargo fmt --version >/dev/null
 cargo clippy --version >/dev/null
-# cargo-fuzz (for scripts/fuzz-smoke.sh, not part of the test command yet): opt in with
-# INSTALL_CARGO_FUZZ=1.
-if [ "${INSTALL_CARGO_FUZZ:-0}" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
+# cargo-fuzz for the suite's fuzz step (scripts/fuzz-smoke.sh). Installed once into
+# ~/.cargo/bin, which stays between CI runs on a machine. Built in a temporary folder that
+# cargo removes, not in CARGO_TARGET_DIR (the suite's build cache).
+if ! cargo fuzz --version >/dev/null 2>&1; then
   say "cargo install cargo-fuzz"
-  cargo install cargo-fuzz --locked >/dev/null
+  env -u CARGO_TARGET_DIR cargo install cargo-fuzz --version 0.13.2 --locked --quiet
 fi
 
 # --- Node packages for tests/e2e -------------------------------------------------------
@@ -60,11 +61,11 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1   # tests use Debian's /usr/bin/chromi
 npm_ci_in() (
   cd "$1"
   stamp=node_modules/.studyroom-lock.sha256
-  want=$(sha256sum package.json package-lock.json)
-  if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
+  sums=$(sha256sum package.json package-lock.json)
+  if [[ ! -f $stamp || "$(cat "$stamp")" != "$sums" ]]; then
     say "npm ci in $1"
     npm ci --no-audit --no-fund --loglevel=error
-    echo "$want" >"$stamp"
+    echo "$sums" >"$stamp"
   fi
 )
 npm_ci_in tests/e2e

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need on a fresh Debian machine (root),
 # then runs: formatting and lints, the Rust tests (deterministic media-core tests among
-# them), and the end-to-end tests (headless Chromium, socket.io-client, aiortc) inside a
-# loopback-only network namespace against a real `studyroom` binary.
+# them), a few seconds of every fuzz target, and the end-to-end tests (headless Chromium,
+# socket.io-client, aiortc) inside a loopback-only network namespace against a real
+# `studyroom` binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -12,6 +13,7 @@ bash scripts/install-deps.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 echo "== cargo fmt / clippy"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check   # the fuzz crate is its own workspace
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== client SDK types: studyroom.d.ts against the typed and React examples (tsc --noEmit)"
@@ -20,9 +22,11 @@ echo "== client SDK types: studyroom.d.ts against the typed and React examples (
 echo "== cargo test"
 cargo test --workspace
 
-# The fuzz targets are not run here yet: their first build (the whole dependency tree with
-# sanitizer flags) took 37 min on a shared VM, beyond this suite's budget. On demand:
-# `bash scripts/fuzz-smoke.sh` (FUZZING.md).
+# Every cargo-fuzz target (found by `cargo fuzz list`) for a few seconds from its seeds,
+# built without a sanitizer into $CARGO_TARGET_DIR/fuzz; a crash prints its input and fails.
+# Build times and why no sanitizer here: FUZZING.md.
+echo "== fuzz smoke: every fuzz target for 6 s (scripts/fuzz-smoke.sh)"
+FUZZ_SECONDS=6 bash scripts/fuzz-smoke.sh
 
 echo "== build the server for end-to-end tests"
 cargo build --release -p studyroom-signaling -p studyroom-loadtest

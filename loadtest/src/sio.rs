@@ -20,7 +20,7 @@
 //!
 //! Binary attachments (`45`/`46`) are not part of our protocol and are refused.
 //! [`parse_packet`] is pure (`sio/frame.rs`, no dependency on the rest of the crate) so it
-//! is unit-tested on its own and fuzzed (`loadtest/fuzz`, target `sio_frame`).
+//! is unit-tested on its own and fuzzed (`fuzz/`, target `sio_frame`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

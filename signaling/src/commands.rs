@@ -208,7 +208,7 @@ fn check_room(room: &str) -> Result<(), CmdError> {
 }
 
 /// A command's subject suffix and body, parsed and checked as [`handle`] does before it
-/// touches any state (pure; fuzzed by `signaling/fuzz`).
+/// touches any state (pure; fuzzed by `fuzz/`).
 pub(crate) fn parse_checked(command: &str, body: &[u8]) -> Result<(), CmdError> {
     let room = match Command::parse(command, body)? {
         Command::ListRooms => return Ok(()),

@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets (`signaling/fuzz`): the pure first step of every
+//! Entry points for the fuzz targets (`fuzz/`): the pure first step of every
 //! request a client or the platform can send, callable without a server.
 //!
 //! Why a public module: cargo-fuzz builds a separate crate against this library, and the

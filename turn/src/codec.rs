@@ -5,7 +5,7 @@
 //! parser here validates the framing once ([`Message::parse`]) and then looks attributes
 //! up by scanning the borrowed bytes; the writer ([`Writer`]) appends to a reused buffer.
 //! MESSAGE-INTEGRITY (HMAC-SHA1) and FINGERPRINT (CRC-32) are computed over the bytes
-//! as the RFC defines them. Nothing here panics on any input (see `turn/fuzz`).
+//! as the RFC defines them. Nothing here panics on any input (fuzz target `turn_message`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -1,7 +1,7 @@
 //! Engine.IO 4 / Socket.IO 5 text frames, decoded: the part of the client that reads
 //! what the server (or anything on the wire) sends. Why a file of its own: it depends on
 //! nothing else in the crate (serde_json, thiserror), so the fuzz target
-//! (`loadtest/fuzz/fuzz_targets/sio_frame.rs`) compiles it as it is.
+//! (`fuzz/fuzz_targets/sio_frame.rs`) compiles it as it is.
 
 use serde_json::Value;
 

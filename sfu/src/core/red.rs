@@ -7,7 +7,7 @@
 //! packet as is (only the block payload types are mapped to its own); one that did not gets
 //! the primary block alone as a plain Opus packet ([`primary`]). The header layout read
 //! here comes from the network, so every length is checked: bad input is an error, never a
-//! panic or an out-of-bounds read (fuzzed: `sfu/fuzz/fuzz_targets/red.rs`).
+//! panic or an out-of-bounds read (fuzzed: `fuzz/fuzz_targets/red.rs`).
 //!
 //! Block header (RFC 2198 §3): `F(1) PT(7)` then, when F is set (more blocks follow),
 //! `timestamp offset(14) block length(10)`; the last header is one byte (F clear) and its

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Every field comes from the network: lengths are checked and a short or inconsistent
-//! descriptor is an error (fuzzed: `sfu/fuzz/fuzz_targets/vp9_descriptor.rs`); the core
+//! descriptor is an error (fuzzed: `fuzz/fuzz_targets/vp9_descriptor.rs`); the core
 //! then forwards the packet as it came, outside the SVC path.
 
 /// Why a VP9 payload descriptor could not be read.

@@ -40,7 +40,7 @@ pub(super) fn check_sdp(sdp: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `publish`'s payload, checked: the SDP and the tracks (pure; fuzzed by `signaling/fuzz`).
+/// `publish`'s payload, checked: the SDP and the tracks (pure; fuzzed by `fuzz/`).
 pub(crate) fn parse_publish(d: Option<Value>) -> Result<(String, Vec<TrackRequest>), ApiError> {
     let req: PublishReq = parse(d)?;
     check_sdp(&req.sdp)?;

@@ -42,9 +42,19 @@ fuzz_target!(|data: &[u8]| {
     let mut srv = TurnServer::new(cfg, now, 1_800_000_000);
     let addr: SocketAddr = "203.0.113.1:1000".parse().unwrap();
     for proto in [Proto::Udp, Proto::Tcp] {
-        let c = Client { proto, conn: 1, addr };
+        let c = Client {
+            proto,
+            conn: 1,
+            addr,
+        };
         srv.handle_client(now, c, data, &mut Sink);
     }
-    srv.handle_peer(now, "192.0.2.1:50000".parse().unwrap(), addr, data, &mut Sink);
+    srv.handle_peer(
+        now,
+        "192.0.2.1:50000".parse().unwrap(),
+        addr,
+        data,
+        &mut Sink,
+    );
     srv.handle_timeout(now, &mut Sink);
 });

@@ -6,7 +6,12 @@
 use libfuzzer_sys::fuzz_target;
 use signaling::fuzzing::nats_command;
 
-const KNOWN: [&str; 4] = ["rooms.list", "room.close", "participant.remove", "track.mute"];
+const KNOWN: [&str; 4] = [
+    "rooms.list",
+    "room.close",
+    "participant.remove",
+    "track.mute",
+];
 
 fuzz_target!(|data: &[u8]| {
     let (name, body) = match data.iter().position(|&b| b == 0) {

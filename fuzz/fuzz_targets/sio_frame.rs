@@ -5,11 +5,13 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../src/sio/frame.rs"]
+#[path = "../../loadtest/src/sio/frame.rs"]
 mod frame;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = frame::parse_packet("/study", text);
     let _ = frame::parse_packet("/", text);
 });

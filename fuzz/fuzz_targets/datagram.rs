@@ -12,8 +12,16 @@ use sfu::{ParticipantId, SfuConfig};
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
-    let mut core = ShardCore::new(SfuConfig::default(), vec![40000], Arc::new(AtomicU64::new(0)));
-    let g = Grants { publish: true, subscribe: true, proctor: false };
+    let mut core = ShardCore::new(
+        SfuConfig::default(),
+        vec![40000],
+        Arc::new(AtomicU64::new(0)),
+    );
+    let g = Grants {
+        publish: true,
+        subscribe: true,
+        proctor: false,
+    };
     core.join(now, ParticipantId(1), "r", g, 0.0).unwrap();
     let from: SocketAddr = "10.0.0.1:5000".parse().unwrap();
     core.handle_datagram(now, 0, from, data);

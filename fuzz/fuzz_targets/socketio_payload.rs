@@ -9,7 +9,9 @@ use signaling::fuzzing::{EVENTS, socketio_event};
 
 /// A JSON value from bytes: each byte decides the next node's type.
 fn build(b: &mut &[u8], depth: usize) -> Value {
-    let Some((&t, rest)) = b.split_first() else { return Value::Null };
+    let Some((&t, rest)) = b.split_first() else {
+        return Value::Null;
+    };
     *b = rest;
     let take = |b: &mut &[u8], n: usize| -> Vec<u8> {
         let n = n.min(b.len());
@@ -40,8 +42,21 @@ fn build(b: &mut &[u8], depth: usize) -> Value {
         7 if depth < 64 => Value::Array((0..t % 5).map(|_| build(b, depth + 1)).collect()),
         _ if depth < 64 => {
             let keys = [
-                "sdp", "tracks", "mid", "source", "muted", "target", "candidate", "trackId",
-                "participantId", "quality", "state", "reason", "at", "resumeToken", "",
+                "sdp",
+                "tracks",
+                "mid",
+                "source",
+                "muted",
+                "target",
+                "candidate",
+                "trackId",
+                "participantId",
+                "quality",
+                "state",
+                "reason",
+                "at",
+                "resumeToken",
+                "",
             ];
             let mut m = Map::new();
             for _ in 0..t % 6 {
@@ -56,8 +71,13 @@ fn build(b: &mut &[u8], depth: usize) -> Value {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&e, mut rest)) = data.split_first() else { return };
-    let event = EVENTS.get(e as usize % (EVENTS.len() + 1)).copied().unwrap_or("no-such-event");
+    let Some((&e, mut rest)) = data.split_first() else {
+        return;
+    };
+    let event = EVENTS
+        .get(e as usize % (EVENTS.len() + 1))
+        .copied()
+        .unwrap_or("no-such-event");
     let payload = match serde_json::from_slice::<Value>(rest) {
         Ok(v) => Some(v),
         Err(_) if rest.is_empty() => None,
