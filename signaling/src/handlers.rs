@@ -837,18 +837,20 @@ fn send_message(socket: &SocketRef, state: &AppState, d: Option<Value>) -> Resul
         "role": claims.role.as_str(),
     });
     let at = now_ms();
-    // Numbered and stored under the store lock: history order is id order.
+    // Numbered, stored and stamped for NATS under the store lock: history order and the
+    // event stream's order are both id order (stamped after the lock, two concurrent
+    // messages reached JetStream swapped: the chat e2e test caught it).
     let (msg, stored) = {
         let mut store = state.store();
         let msg = state.chat().message(&room, from, text, at);
         let stored = msg.to_string();
         store.push_chat(&room, stored.clone(), room_state::CHAT_HISTORY_MAX);
+        state
+            .lifecycle()
+            .emit(&room, Kind::Message, at, json!({ "message": msg }));
         (msg, stored)
     };
     delivery::to_room(state, Audience::Chat(&room), "message", &msg, Some(socket));
-    state
-        .lifecycle()
-        .emit(&room, Kind::Message, at, json!({ "message": msg }));
     if let Some(cluster) = state.cluster().cloned() {
         let room = room.clone();
         tokio::spawn(async move {

@@ -99,9 +99,16 @@ test('chat: pushed escaped with sender and time, bad input refused, history on j
     assert.deepEqual(pushes(cy), [], 'a chat-off participant hears no message');
 
     // 4. History: a late joiner gets every accepted message, oldest first; `history` agrees.
-    const accepted = [m1, long.message, fromProctor.message, ...passed.map((a) => a.message), after.message];
+    // Oldest first means in the server's order, which its ids number: the history must be
+    // exactly the accepted messages, each id above the one before.
+    const idNum = (m) => BigInt(`0x${m.id.slice(1)}`);
+    const accepted = [m1, long.message, fromProctor.message, ...passed.map((a) => a.message), after.message]
+      .sort((a, b) => (idNum(a) < idNum(b) ? -1 : 1));
     const dan = await join('Dan');
-    assert.deepEqual(dan.ack.chatHistory, accepted, 'join ack history');
+    const hist = dan.ack.chatHistory;
+    const ids = (list) => list.map((m) => `${m.id}:${m.text}`).join(' ');
+    assert.ok(hist.every((m, i) => i === 0 || idNum(hist[i - 1]) < idNum(m)), `join ack history in id order: ${ids(hist)}`);
+    assert.deepEqual(hist, accepted, `join ack history ${ids(hist)} vs accepted ${ids(accepted)}`);
     assert.deepEqual((await ok(dan.socket, 'history', {})).messages, accepted, '`history` request');
 
     // 5. NATS: every message on studyroom.room.<room>.message, in order.

@@ -246,7 +246,9 @@ test('5. each subscriber m-line offers only the codec its publisher sends, also 
   const [offerA, videoA] = await offerFor(a.id, 'video');
   assert.deepEqual(codecsOf(offerA.sdp, videoA), ['vp8', 'rtx'], `A's video m-line:\n${mline(offerA.sdp, videoA).join('\n')}`);
   const audioA = offerA.tracks.find((x) => x.participantId === a.id && x.kind === 'audio').mid;
-  assert.deepEqual(codecsOf(offerA.sdp, audioA), ['opus']);
+  // Audio m-lines offer RED beside Opus (docs/protocol.md, "Audio options"): the producer sends
+  // Opus, and RED is how a subscriber may take it with redundancy.
+  assert.deepEqual(codecsOf(offerA.sdp, audioA), ['red', 'opus']);
 
   // A leaves: its m-lines go inactive (answered, so free). B publishes H264.
   await request(a.socket, 'leave', {});
