@@ -281,19 +281,7 @@ impl ShardCore {
             });
             infos.push(info);
             self.announce_track(id);
-            // Every other subscriber in the room gets a consumer.
-            let subs: Vec<TransportId> = self.rooms[&room]
-                .participants
-                .iter()
-                .filter(|p| **p != participant)
-                .filter_map(|p| self.participants.get(p))
-                .filter(|p| may_consume(p.grants, owner, source))
-                .filter_map(|p| p.subscriber)
-                .collect();
-            for s in subs {
-                self.attach_consumer(id, s);
-                self.negotiate(s);
-            }
+            self.subscribe_room_to(id);
         }
         self.kick(tid, now);
         // str0m 0.25 writes the feedback of our codec configuration, not the intersection
@@ -561,6 +549,30 @@ impl ShardCore {
             self.request_layer_keyframe(track, layer, now);
         }
         Ok(())
+    }
+
+    /// Every other participant of the producer's room on this shard that may receive it
+    /// gets a consumer of it (and a new offer): a new local producer or a new mirror.
+    pub(super) fn subscribe_room_to(&mut self, track: TrackId) {
+        let Some(p) = self.producers.get(&track) else {
+            return;
+        };
+        let (publisher, owner, source) = (p.info.participant, p.owner, p.info.source);
+        let Some(room) = self.rooms.get(&p.room) else {
+            return;
+        };
+        let subs: Vec<TransportId> = room
+            .participants
+            .iter()
+            .filter(|x| **x != publisher)
+            .filter_map(|x| self.participants.get(x))
+            .filter(|x| may_consume(x.grants, owner, source))
+            .filter_map(|x| x.subscriber)
+            .collect();
+        for s in subs {
+            self.attach_consumer(track, s);
+            self.negotiate(s);
+        }
     }
 
     /// The room's entry, created on the least loaded local port if new; its port index.

@@ -282,9 +282,7 @@ impl ShardCore {
             return;
         }
         let room = self.room_key(&m.room);
-        let source = m.info.source;
         let owner = m.owner;
-        let publisher = m.info.participant;
         self.ensure_room(&room);
         self.producers.insert(
             id,
@@ -301,18 +299,7 @@ impl ShardCore {
             return;
         };
         r.producers.push(id);
-        let subs: Vec<TransportId> = r
-            .participants
-            .iter()
-            .filter(|p| **p != publisher)
-            .filter_map(|p| self.participants.get(p))
-            .filter(|p| may_consume(p.grants, owner, source))
-            .filter_map(|p| p.subscriber)
-            .collect();
-        for s in subs {
-            self.attach_consumer(id, s);
-            self.negotiate(s);
-        }
+        self.subscribe_room_to(id);
     }
 
     fn fan_out_relayed(&mut self, r: &Relayed, now: Instant) {
