@@ -483,28 +483,19 @@ impl ShardCore {
             room: peers_told.clone(),
             participant,
         });
-        let spanning = self.spans.contains_key(&p.room);
         if let Some(room) = self.rooms.get_mut(&p.room) {
             room.participants.retain(|x| *x != participant);
-            room.speakers.retain(|x| *x != participant);
-            if room.participants.is_empty() {
-                // A spanning room stays while it has mirrors or the span lasts: a join
-                // already posted here must find them (see `span.rs`).
-                if !spanning && room.producers.is_empty() {
-                    self.rooms.remove(&p.room);
-                }
-            } else {
-                // Everyone else drops their consumers of this participant.
-                let subs: Vec<TransportId> = room
-                    .participants
-                    .iter()
-                    .filter_map(|x| self.participants.get(x).and_then(|x| x.subscriber))
-                    .collect();
-                for s in subs {
-                    self.stop_consumers_of(s, participant);
-                    self.negotiate(s);
-                }
-            }
+        }
+        self.forget_in_room(&p.room, participant);
+        // A spanning room stays while it has mirrors or the span lasts: a join already
+        // posted here must find them (see `span.rs`).
+        if !self.spans.contains_key(&p.room)
+            && self
+                .rooms
+                .get(&p.room)
+                .is_some_and(|r| r.participants.is_empty() && r.producers.is_empty())
+        {
+            self.rooms.remove(&p.room);
         }
         debug!(%participant, "left");
         Ok(())
@@ -549,6 +540,25 @@ impl ShardCore {
             self.request_layer_keyframe(track, layer, now);
         }
         Ok(())
+    }
+
+    /// `participant` (of this shard or another) left `room`: it is no longer a speaker, and
+    /// this shard's subscribers in the room drop their consumers of it (their m-lines go
+    /// `inactive` at the next offer).
+    pub(super) fn forget_in_room(&mut self, room: &str, participant: ParticipantId) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.speakers.retain(|x| *x != participant);
+        let subs: Vec<TransportId> = r
+            .participants
+            .iter()
+            .filter_map(|x| self.participants.get(x).and_then(|x| x.subscriber))
+            .collect();
+        for s in subs {
+            self.stop_consumers_of(s, participant);
+            self.negotiate(s);
+        }
     }
 
     /// Every other participant of the producer's room on this shard that may receive it

@@ -170,21 +170,7 @@ impl ShardCore {
                     self.remove_producer(track);
                 }
             }
-            Msg::Left { room, participant } => {
-                let Some(r) = self.rooms.get_mut(&room) else {
-                    return;
-                };
-                r.speakers.retain(|x| *x != participant);
-                let subs: Vec<TransportId> = r
-                    .participants
-                    .iter()
-                    .filter_map(|x| self.participants.get(x).and_then(|x| x.subscriber))
-                    .collect();
-                for s in subs {
-                    self.stop_consumers_of(s, participant);
-                    self.negotiate(s);
-                }
-            }
+            Msg::Left { room, participant } => self.forget_in_room(&room, participant),
             Msg::Keyframe { track, rid } => {
                 if self
                     .producers
