@@ -33,8 +33,14 @@ pub struct SfuConfig {
     pub allow_impairment: bool,
     /// Send-side bandwidth estimation on subscriber transports and the stream allocator
     /// that spends it (layers, pause/resume). Off (the default for now, see
-    /// ARCHITECTURE.md "Bandwidth"): every subscriber gets what it asked for.
+    /// ARCHITECTURE.md "Bandwidth"): the loss-based estimate below stands in.
     pub bandwidth_estimation: bool,
+    /// Without `bandwidth_estimation`: adapt each subscriber to its downlink from the loss
+    /// its receiver reports show (`core::loss_estimate`): no cap until a subscriber shows
+    /// sustained heavy loss, then the stream allocator moves its videos down (or pauses
+    /// them) to what its link carried, and back up when the loss is gone. On by default;
+    /// off: every subscriber gets what it asked for whatever its link.
+    pub loss_adaptation: bool,
     /// A room spreads over the shards once it holds this many participants (0: never):
     /// below it, a room lives on one shard; above, new participants go to the shard with
     /// the fewest of the room's, and packets are relayed between shards (`core::span`).
@@ -55,6 +61,7 @@ impl Default for SfuConfig {
             max_participants_per_room: 500,
             allow_impairment: false,
             bandwidth_estimation: false,
+            loss_adaptation: true,
             room_span_after: 50,
         }
     }

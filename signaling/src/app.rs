@@ -43,6 +43,7 @@ pub async fn run(
         max_participants_per_room: cfg.max_room_size.max(1),
         allow_impairment: cfg.allow_impairment,
         bandwidth_estimation: cfg.bwe,
+        loss_adaptation: !cfg.no_adaptation,
         room_span_after: cfg.room_span_after,
         ..SfuConfig::default()
     };

@@ -158,11 +158,19 @@ pub struct Config {
     #[arg(long, env = "STUDYROOM_REQUEST_BURST", default_value_t = 200)]
     pub request_burst: u32,
 
-    /// Per-subscriber bandwidth estimation and the stream allocator (layers by downlink,
-    /// videoPaused/videoResumed). Off by default for now: on a loaded machine the estimate
-    /// of an open loopback link was seen swinging enough to flap layers (BENCHMARKS.md).
+    /// Per-subscriber send-side bandwidth estimation (str0m's, from transport-cc feedback,
+    /// with probing) instead of the default loss-based adaptation. Off by default: it costs
+    /// a pacer pass per forwarded packet, and on a loaded machine its estimate of an open
+    /// loopback link was seen swinging enough to flap layers (BENCHMARKS.md §10).
     #[arg(long, env = "STUDYROOM_BWE")]
     pub bwe: bool,
+
+    /// No per-subscriber adaptation at all: every subscriber gets the layers it asked for
+    /// whatever its downlink. By default a subscriber whose receiver reports show sustained
+    /// heavy loss is moved down (or its video paused, `videoPaused` reason `bandwidth`)
+    /// and back up when the loss is gone (ARCHITECTURE.md "Bandwidth").
+    #[arg(long, env = "STUDYROOM_NO_ADAPTATION", conflicts_with = "bwe")]
+    pub no_adaptation: bool,
 
     /// A room spreads over the media shards once it holds this many participants (a
     /// lecture's listeners are encrypted for on every core); smaller rooms live on one

@@ -3,6 +3,14 @@
 //! ([`allocator::allocate`]), pauses and resumes announced ([`SfuEvent::VideoPaused`] /
 //! [`SfuEvent::VideoResumed`]), and str0m's estimator told what to probe for.
 //!
+//! The estimate is str0m's send-side one with `--bwe`; by default it is the loss-based
+//! one (`loss_estimate.rs`), which exists only once a subscriber showed congestion (until
+//! then the transport is not allocated at all) and cannot probe: a step up is a guess
+//! the next receiver reports confirm or undo (one lossy report undoes it), so with it a
+//! move down holds [`UPGRADE_HOLD_LOSS`], steps up are spaced [`RAMP_HOLD_LOSS`] apart,
+//! and a step undone within [`FAILED_UP_WINDOW_LOSS`] counts as failed (doubling the
+//! next hold, up to 8 x).
+//!
 //! Where it sits in the packet path: the allocator only writes each consumer's `target`;
 //! `Consumer::decide` reads it per packet (decide), `Consumer::write` is untouched (apply).
 
@@ -18,6 +26,17 @@ use crate::ids::{ParticipantId, Source, TrackId, TransportId};
 
 /// A move down this soon after a move up means the step up failed (see `failed_ups`).
 const FAILED_UP_WINDOW: Duration = Duration::from_secs(2);
+/// The same for the loss-based estimate, which needs longer to see a step fail: the
+/// receiver reports the loss within about a second, str0m's stats round passes it on
+/// within another, and the estimate wants two lossy reports in a row.
+const FAILED_UP_WINDOW_LOSS: Duration = Duration::from_secs(6);
+/// With the loss-based estimate, the shortest wait between two steps up: long enough for
+/// a step that does not fit to show as loss before the next one is taken.
+const RAMP_HOLD_LOSS: Duration = Duration::from_secs(4);
+/// With the loss-based estimate, the wait after a move down before the next step up (each
+/// failed step up doubles it, up to 8 x): a step up is a guess that costs the subscriber
+/// a second or two of loss when wrong, so guesses are rarer than with probing.
+const UPGRADE_HOLD_LOSS: Duration = Duration::from_secs(8);
 
 /// How often allocations are recomputed.
 pub(super) const ALLOCATION_PERIOD: Duration = Duration::from_millis(200);
@@ -115,12 +134,24 @@ impl ShardCore {
             keys.push(*key);
             wants.push(want);
         }
-        let alloc = allocator::allocate(estimate, &wants, now);
         let subscriber = t.participant;
+        let loss_based = !self.cfg.bandwidth_estimation;
         let mut resumed: Vec<TrackId> = Vec::new();
         let Some(t) = self.transports.get_mut(&tid) else {
             return;
         };
+        let estimate = if loss_based {
+            // A cap well above what every consumer's top layer needs is dropped: this
+            // link has shown it carries all of it.
+            let need = wants.iter().filter_map(|w| w.layers.last()).sum::<u64>() as f64
+                / allocator::HEADROOM;
+            t.loss_estimate.release_above(need as u64);
+            t.estimate = t.loss_estimate.estimate();
+            t.estimate.unwrap_or(estimate)
+        } else {
+            estimate
+        };
+        let alloc = allocator::allocate(estimate, &wants, now);
         if let TransportKind::Subscriber { consumers, .. } = &mut t.kind {
             for (((key, want), target), short) in keys
                 .iter()
@@ -154,23 +185,41 @@ impl ShardCore {
                     *target
                 };
                 let up = allocator::is_up(want.current, *target);
-                let hold = if first {
+                // (With the loss-based estimate a first allocation is the first sign of
+                // congestion: a move down like any other.)
+                let hold = if first && !loss_based {
                     allocator::RAMP_HOLD
                 } else if up {
                     c.last_up = Some(now);
-                    allocator::hold_after(want.current, *target)
+                    let hold = allocator::hold_after(want.current, *target);
+                    if loss_based {
+                        t.loss_estimate.probing(now + FAILED_UP_WINDOW_LOSS);
+                        hold.max(RAMP_HOLD_LOSS)
+                    } else {
+                        hold
+                    }
                 } else {
                     // Down soon after going up: that step did not fit after all (a probe
                     // overestimated). Back off: each such failure doubles the hold.
                     // (Counted once per move up: the steps down that follow are one event.)
+                    let window = if loss_based {
+                        FAILED_UP_WINDOW_LOSS
+                    } else {
+                        FAILED_UP_WINDOW
+                    };
                     match c.last_up.take() {
-                        Some(at) if now.saturating_duration_since(at) < FAILED_UP_WINDOW => {
+                        Some(at) if now.saturating_duration_since(at) < window => {
                             c.failed_ups = (c.failed_ups + 1).min(3);
                         }
                         Some(_) => c.failed_ups = 0,
                         None => {}
                     }
-                    allocator::hold_after(want.current, *target) * (1 << c.failed_ups)
+                    let hold = if loss_based {
+                        UPGRADE_HOLD_LOSS
+                    } else {
+                        allocator::hold_after(want.current, *target)
+                    };
+                    hold * (1 << c.failed_ups)
                 };
                 debug!(
                     %subscriber,
@@ -209,10 +258,12 @@ impl ShardCore {
         }
         // Probe towards what the consumers would take next; keep sending at least what
         // they get now (padding fills in when media falls short).
-        t.rtc.bwe().set_bitrate(
-            Bitrate::bps(alloc.allocated_bps),
-            Bitrate::bps(alloc.desired_bps.max(alloc.allocated_bps)),
-        );
+        if !loss_based {
+            t.rtc.bwe().set_bitrate(
+                Bitrate::bps(alloc.allocated_bps),
+                Bitrate::bps(alloc.desired_bps.max(alloc.allocated_bps)),
+            );
+        }
         for track in resumed {
             self.request_keyframe(track, now);
         }
@@ -220,8 +271,10 @@ impl ShardCore {
 }
 
 impl ShardCore {
-    /// The send-side bandwidth estimate of `participant`'s subscriber transport (bits per
-    /// second), once str0m has one.
+    /// The downlink estimate the allocator spends on `participant`'s subscriber transport
+    /// (bits per second): str0m's with `--bwe` once it has one, else the loss-based one once
+    /// the subscriber showed congestion (`loss_estimate::UNCAPPED_BPS` after its cap was
+    /// dropped again).
     pub fn subscriber_estimate(&self, participant: ParticipantId) -> Option<u64> {
         self.transports
             .values()

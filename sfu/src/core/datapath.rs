@@ -36,6 +36,34 @@ fn bwe_timer_floor(at: Instant, reason: str0m::Reason, now: Instant) -> Instant 
     }
 }
 
+/// One stats round of a subscriber transport, summed over its m-lines for the
+/// loss-based estimate: loss weighted by the packets each m-line sent, less its producer's
+/// upstream loss.
+#[derive(Debug, Default)]
+struct LossReport {
+    seen: bool,
+    sent_bytes: u64,
+    loss_weighted: f64,
+    loss_packets: u64,
+}
+
+impl LossReport {
+    fn observe(&mut self, loss: Option<f32>, upstream: f32, sent_bytes: u64, packets: u64) {
+        self.seen = true;
+        self.sent_bytes += sent_bytes;
+        if let Some(l) = loss {
+            let weight = packets.max(1);
+            self.loss_weighted += f64::from((l - upstream).max(0.0)) * weight as f64;
+            self.loss_packets += weight;
+        }
+    }
+
+    /// Mean loss over the m-lines that had a receiver report (None: none had).
+    fn loss(&self) -> Option<f32> {
+        (self.loss_packets > 0).then(|| (self.loss_weighted / self.loss_packets as f64) as f32)
+    }
+}
+
 impl ShardCore {
     /// One datagram arrived on local port index `port_idx` from `remote`.
     pub fn handle_datagram(
@@ -224,6 +252,9 @@ impl ShardCore {
         let mut failed = false;
         let mut reconnected = false;
         let mut first_estimate = false;
+        let mut congested = false;
+        let loss_based = self.cfg.loss_adaptation && !self.cfg.bandwidth_estimation;
+        let mut report = LossReport::default();
         {
             let Some(t) = self.transports.get_mut(&tid) else {
                 self.forward_buf = forward;
@@ -298,11 +329,39 @@ impl ShardCore {
                             failed = true;
                         }
                         Event::MediaEgressStats(st) => {
-                            let last = t.egress.entry(st.mid).or_insert(0);
-                            self.stats.nacks_received += st.nacks.saturating_sub(*last);
-                            *last = st.nacks;
+                            let seen = t.egress.entry(st.mid).or_default();
+                            self.stats.nacks_received += st.nacks.saturating_sub(seen.nacks);
+                            let sent = st.bytes.saturating_sub(seen.bytes);
+                            let packets = st.packets.saturating_sub(seen.packets);
+                            *seen = EgressSeen {
+                                nacks: st.nacks,
+                                bytes: st.bytes,
+                                packets: st.packets,
+                            };
                             if let Some(l) = st.loss {
                                 t.loss = Some(l);
+                            }
+                            if loss_based
+                                && let TransportKind::Subscriber {
+                                    consumers, by_mid, ..
+                                } = &t.kind
+                            {
+                                let upstream = by_mid
+                                    .get(&st.mid)
+                                    .and_then(|k| consumers.get(k))
+                                    .and_then(|c| c.producer)
+                                    .and_then(|p| self.producers.get(&p))
+                                    .map_or(0.0, |p| p.upstream_loss.loss);
+                                report.observe(st.loss, upstream, sent, packets);
+                            }
+                        }
+                        Event::MediaIngressStats(st) => {
+                            if let TransportKind::Publisher { by_mid } = &t.kind
+                                && let Some(l) = st.loss
+                                && let Some(p) =
+                                    by_mid.get(&st.mid).and_then(|p| self.producers.get_mut(p))
+                            {
+                                p.upstream_loss.observe(st.timestamp, l);
                             }
                         }
                         // Estimates feed the allocator only when it is on (`--bwe`): a
@@ -332,6 +391,22 @@ impl ShardCore {
                     }
                 }
             }
+            // A stats round (once a second): the loss-based estimate takes its report.
+            if report.seen {
+                let loss = report.loss();
+                congested = t.loss_estimate.on_report(now, loss, report.sent_bytes)
+                    == loss_estimate::Change::Decreased;
+                t.estimate = t.loss_estimate.estimate();
+                if congested {
+                    debug!(
+                        transport = tid.0,
+                        participant = %t.participant,
+                        loss = ?loss,
+                        estimate_kbps = ?t.estimate.map(|e| e / 1000),
+                        "loss-based estimate down"
+                    );
+                }
+            }
         }
         if !forward.is_empty() {
             self.stats.rtp_in += forward.len() as u64;
@@ -346,7 +421,7 @@ impl ShardCore {
         if reconnected {
             self.after_reconnect(tid, now);
         }
-        if first_estimate {
+        if first_estimate || congested {
             self.allocate(tid, now);
         }
         if failed && let Some(p) = self.transports.get(&tid).map(|t| t.participant) {

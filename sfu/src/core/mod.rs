@@ -34,6 +34,7 @@ mod consumer;
 mod datapath;
 mod dynacast;
 mod forward;
+mod loss_estimate;
 mod negotiate;
 pub mod red;
 pub mod rewrite;
@@ -136,6 +137,29 @@ struct Producer {
     rate: RateMeter,
     /// Which of its layers the publisher was told to encode (`dynacast.rs`).
     dynacast: dynacast::Dynacast,
+    /// The loss its publisher's link had (our receiver reports; the highest of its layers
+    /// in the last stats round): subtracted from what its subscribers report, so a gap
+    /// the publisher left does not read as a subscriber's congestion (`loss_estimate.rs`).
+    upstream_loss: UpstreamLoss,
+}
+
+/// A producer's upstream loss, per stats round (all of a transport's layers report at
+/// the same instant).
+#[derive(Debug, Default, Clone, Copy)]
+struct UpstreamLoss {
+    round: Option<Instant>,
+    loss: f32,
+}
+
+impl UpstreamLoss {
+    fn observe(&mut self, round: Instant, loss: f32) {
+        if self.round == Some(round) {
+            self.loss = self.loss.max(loss);
+        } else {
+            self.round = Some(round);
+            self.loss = loss;
+        }
+    }
 }
 
 impl Producer {
@@ -164,6 +188,7 @@ impl Producer {
             last_loud_at: None,
             rate: RateMeter::default(),
             dynacast: Default::default(),
+            upstream_loss: UpstreamLoss::default(),
         }
     }
 }
@@ -342,14 +367,27 @@ struct Transport {
     kind: TransportKind,
     rng: fastrand::Rng,
     impair_loss: f32,
-    /// Last cumulative NACK count per sent mid (str0m's egress stats).
-    egress: HashMap<Mid, u64>,
+    /// Last cumulative counts per sent mid (str0m's egress stats).
+    egress: HashMap<Mid, EgressSeen>,
+    /// The default, loss-based downlink estimate (subscriber transports, without `--bwe`;
+    /// `loss_estimate.rs`); feeds `estimate` once it caps.
+    loss_estimate: loss_estimate::LossEstimate,
     /// Latest fraction lost reported by this subscriber's receiver reports.
     loss: Option<f32>,
-    /// Send-side bandwidth estimate (subscriber transports), bits per second.
+    /// Downlink estimate the allocator spends (subscriber transports), bits per second:
+    /// str0m's send-side estimate with `--bwe`, else the loss-based one once a subscriber
+    /// showed congestion. None: not allocated (consumers get what was asked for).
     estimate: Option<u64>,
     /// The media path broke (ICE disconnected or restarted) and has not come back yet.
     ice_interrupted: bool,
+}
+
+/// What str0m's egress stats said last for one sent mid (its counters are cumulative).
+#[derive(Debug, Default, Clone, Copy)]
+struct EgressSeen {
+    nacks: u64,
+    bytes: u64,
+    packets: u64,
 }
 
 /// The sans-IO core of one shard.

@@ -704,6 +704,7 @@ impl ShardCore {
                     0.0
                 },
                 egress: HashMap::new(),
+                loss_estimate: Default::default(),
                 loss: None,
                 estimate: None,
                 ice_interrupted: false,

@@ -1,0 +1,347 @@
+//! The default downlink estimate of a subscriber transport: loss-based, from the
+//! receiver reports the browser sends anyway, for when str0m's send-side estimator is off
+//! (`--bwe` not given).
+//!
+//! Why not the send-side estimator: with it str0m's pacer costs a full `handle_timeout`
+//! per forwarded packet, and on a loaded machine its delay-based estimate of an open
+//! loopback link swung enough to move unconstrained listeners down (BENCHMARKS.md §10).
+//! Why not REMB: a browser that sends REMB also sends transport-cc, and Chromium's REMB
+//! comes from the same delay model; taken alone it paused video on open links. Loss, on the
+//! other hand, is what a learner behind a slow downlink actually suffers from: a drop-tail
+//! bottleneck loses whatever does not fit.
+//!
+//! The model is libwebrtc's classic loss-based controller, adapted to a forwarder that has
+//! no estimate to start from:
+//!
+//! - **no cap at first**: until a report shows sustained heavy loss the transport is not
+//!   adapted at all (every consumer gets what its subscriber asked for), exactly as with
+//!   adaptation off;
+//! - **loss above [`HIGH_LOSS`] in two reports in a row** (one lossy second is a burst,
+//!   two are a link that does not carry what is sent): the cap becomes what was actually
+//!   sent in the last interval times `1 - loss / 2`, never more than the cap it had; the
+//!   reports of the next [`DECREASE_GRACE`] still describe what was sent before and are
+//!   not counted;
+//! - **loss below [`LOW_LOSS`]**: the cap grows [`GROWTH_PER_SEC`] a second (the caller
+//!   drops it altogether, [`LossEstimate::release_above`], once it is well above what the
+//!   subscriber's top layers need);
+//! - in between: hold.
+//!
+//! Loss that does not come from our sending rate must not read as congestion:
+//!
+//! - **upstream loss**: a gap the publisher's link left (and the SFU could not repair)
+//!   reaches the subscriber as a gap too; the caller subtracts each m-line's producer's
+//!   own reported loss before it hands the loss in (`datapath.rs`);
+//! - **inherent loss** (a lossy Wi-Fi that drops 5-10 % whatever the rate): the lowest loss
+//!   of the last [`INHERENT_WINDOW`] reports, at most [`INHERENT_MAX`], is taken as the
+//!   link's own and subtracted. Congestion loss falls once the allocator moves down, so it
+//!   never stays the minimum; random loss does not fall, so moving down for it would
+//!   ratchet a listener into a pause.
+//!
+//! Moving back up is the allocator's business (`allocator.rs`, `bandwidth.rs`): a step up
+//! is a guess (nothing probes), so for a few seconds after one ([`LossEstimate::probing`])
+//! a single lossy report undoes it, and a step up undone soon after counts as failed and
+//! doubles the wait before the next.
+//!
+//! Sans-IO: reports and time come in as arguments.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Loss (after the inherent share) above which a link is congested.
+pub const HIGH_LOSS: f32 = 0.10;
+/// Loss below which the cap may grow.
+pub const LOW_LOSS: f32 = 0.02;
+/// Reports in a row above [`HIGH_LOSS`] before the cap moves down.
+pub const HIGH_REPORTS: u32 = 2;
+/// Growth of the cap per second while the loss stays below [`LOW_LOSS`].
+pub const GROWTH_PER_SEC: f64 = 1.08;
+/// Reports the inherent loss is the minimum of.
+pub const INHERENT_WINDOW: usize = 10;
+/// At most this much loss is ever taken as the link's own.
+pub const INHERENT_MAX: f32 = 0.08;
+/// The cap never goes below this (audio and RTCP still need a channel).
+pub const MIN_CAP_BPS: u64 = 50_000;
+/// What the allocator is given once the cap was dropped: more than any layer needs.
+pub const UNCAPPED_BPS: u64 = 1_000_000_000_000;
+/// After a decrease, lossy reports this long count for nothing: they cover packets sent
+/// before the allocator acted (a simulcast switch waits for a key frame, the receiver
+/// reports about a second later, str0m's stats round passes it on within another), and
+/// taken as fresh evidence they cut the cap a second time, below what the link carries.
+pub const DECREASE_GRACE: Duration = Duration::from_millis(2500);
+/// A report interval longer than this (no packets, a stalled peer) grows the cap only
+/// this much.
+const MAX_GROWTH_STEP: Duration = Duration::from_secs(2);
+
+/// The loss-based estimate of one subscriber transport (see the module docs).
+#[derive(Debug, Default)]
+pub struct LossEstimate {
+    /// The cap in bits per second; None: not capped.
+    cap: Option<u64>,
+    /// A cap was set at least once: from then on the allocator manages the transport.
+    adapted: bool,
+    /// Reports in a row above [`HIGH_LOSS`] since the last decrease.
+    high_in_row: u32,
+    /// The last reports' loss (for the inherent share).
+    recent: VecDeque<f32>,
+    /// When the previous report came.
+    last_report: Option<Instant>,
+    /// The last decrease.
+    last_decrease: Option<Instant>,
+    /// A consumer just stepped up (a guess, there is no probing): until then one lossy
+    /// report is enough to undo it.
+    probe_until: Option<Instant>,
+}
+
+/// What one report changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing the allocator must act on now.
+    None,
+    /// The cap went down: allocate now (congestion must be relieved at once).
+    Decreased,
+}
+
+impl LossEstimate {
+    /// One receiver-report interval: `loss` is the fraction the subscriber reported lost
+    /// in it (None: no report came), with upstream gaps already subtracted; `sent_bytes`
+    /// what the transport sent since the previous call.
+    pub fn on_report(&mut self, now: Instant, loss: Option<f32>, sent_bytes: u64) -> Change {
+        let since = self
+            .last_report
+            .replace(now)
+            .map(|t| now.saturating_duration_since(t))
+            .filter(|d| !d.is_zero());
+        let Some(loss) = loss.filter(|l| l.is_finite()) else {
+            return Change::None;
+        };
+        let loss = loss.clamp(0.0, 1.0);
+        if self.recent.len() == INHERENT_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(loss);
+        let inherent = self.recent.iter().copied().fold(INHERENT_MAX, f32::min);
+        let congested = (loss - inherent).max(0.0);
+        if congested > HIGH_LOSS {
+            if self
+                .last_decrease
+                .is_some_and(|at| now.saturating_duration_since(at) < DECREASE_GRACE)
+            {
+                return Change::None;
+            }
+            self.high_in_row += 1;
+            let probing = self.probe_until.is_some_and(|until| now < until);
+            let needed = if probing { 1 } else { HIGH_REPORTS };
+            // The first interval's start is unknown, so is the rate sent in it.
+            let Some(since) = since.filter(|_| self.high_in_row >= needed) else {
+                return Change::None;
+            };
+            // Counted afresh after a decrease, once its grace has passed.
+            self.high_in_row = 0;
+            self.probe_until = None;
+            self.last_decrease = Some(now);
+            let sent_bps = sent_bytes as f64 * 8.0 / since.as_secs_f64();
+            let target = ((sent_bps * (1.0 - 0.5 * f64::from(congested))) as u64).max(MIN_CAP_BPS);
+            self.cap = Some(self.cap.map_or(target, |c| c.min(target)));
+            self.adapted = true;
+            return Change::Decreased;
+        }
+        self.high_in_row = 0;
+        if congested < LOW_LOSS
+            && let Some(c) = self.cap
+            && let Some(since) = since
+        {
+            let secs = since.min(MAX_GROWTH_STEP).as_secs_f64();
+            self.cap = Some((c as f64 * GROWTH_PER_SEC.powf(secs)) as u64 + 1);
+        }
+        Change::None
+    }
+
+    /// A consumer of this transport stepped up: until `until`, a single lossy report
+    /// means the step did not fit (the link was full already), and the cap goes down at
+    /// once instead of after a second lossy second.
+    pub fn probing(&mut self, until: Instant) {
+        self.probe_until = Some(until);
+    }
+
+    /// Drop the cap once it exceeds `twice_need` (about twice what every consumer's top
+    /// layer adds up to): the link has shown it carries all of it.
+    pub fn release_above(&mut self, need_bps: u64) {
+        if self.cap.is_some_and(|c| c > need_bps.saturating_mul(2)) {
+            self.cap = None;
+        }
+    }
+
+    /// What the allocator spends: None while the transport was never congested (it is
+    /// not allocated: consumers get what was asked), then the cap, [`UNCAPPED_BPS`] once
+    /// the cap was dropped again.
+    pub fn estimate(&self) -> Option<u64> {
+        self.adapted.then(|| self.cap.unwrap_or(UNCAPPED_BPS))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_near(got: Option<u64>, want: u64) {
+        let got = got.expect("capped");
+        assert!(got.abs_diff(want) <= want / 1000, "{got} is not ~{want}");
+    }
+
+    /// One report a second at `kbps` sent with `loss`.
+    fn report(e: &mut LossEstimate, t0: Instant, s: u64, loss: Option<f32>, kbps: u64) -> Change {
+        e.on_report(t0 + Duration::from_secs(s), loss, kbps * 1000 / 8)
+    }
+
+    #[test]
+    fn a_clean_link_is_never_capped() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        for s in 0..60 {
+            report(
+                &mut e,
+                t0,
+                s,
+                Some(if s % 7 == 0 { 0.05 } else { 0.0 }),
+                1500,
+            );
+        }
+        assert_eq!(e.estimate(), None);
+    }
+
+    #[test]
+    fn one_lossy_report_is_a_burst_two_are_congestion() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        report(&mut e, t0, 0, Some(0.0), 1000);
+        report(&mut e, t0, 1, Some(0.0), 1000);
+        assert_eq!(report(&mut e, t0, 2, Some(0.4), 1000), Change::None);
+        assert_eq!(report(&mut e, t0, 3, Some(0.0), 1000), Change::None);
+        assert_eq!(
+            e.estimate(),
+            None,
+            "a single lossy second is not congestion"
+        );
+        report(&mut e, t0, 4, Some(0.4), 1000);
+        // No report in between (None) neither confirms nor clears.
+        report(&mut e, t0, 5, None, 1000);
+        assert_eq!(report(&mut e, t0, 6, Some(0.4), 1000), Change::Decreased);
+        // 1000 kbit/s sent, 40 % lost: 1000 x (1 - 0.2).
+        assert_near(e.estimate(), 800_000);
+    }
+
+    #[test]
+    fn a_decrease_needs_fresh_evidence_and_never_raises_the_cap() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        report(&mut e, t0, 0, Some(0.0), 1300);
+        report(&mut e, t0, 1, Some(0.7), 1300);
+        report(&mut e, t0, 2, Some(0.7), 1300);
+        assert_near(e.estimate(), 845_000);
+        // The next reports still cover what was sent before the move down.
+        assert_eq!(report(&mut e, t0, 3, Some(0.9), 100), Change::None);
+        assert_eq!(report(&mut e, t0, 4, Some(0.9), 100), Change::None);
+        assert_near(e.estimate(), 845_000);
+        assert_eq!(report(&mut e, t0, 5, Some(0.5), 500), Change::None);
+        assert_eq!(report(&mut e, t0, 6, Some(0.4), 500), Change::Decreased);
+        assert_near(e.estimate(), 400_000);
+        // Heavy loss at a higher sent rate (a step up that failed) cannot raise it.
+        report(&mut e, t0, 9, Some(0.2), 2000);
+        report(&mut e, t0, 10, Some(0.2), 2000);
+        assert_near(e.estimate(), 400_000);
+    }
+
+    #[test]
+    fn the_cap_grows_eight_percent_a_second_without_loss_and_holds_in_between() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        report(&mut e, t0, 0, Some(0.0), 500);
+        report(&mut e, t0, 1, Some(0.5), 500);
+        report(&mut e, t0, 2, Some(0.5), 500);
+        let capped = e.estimate().unwrap();
+        assert_near(Some(capped), 375_000);
+        report(&mut e, t0, 3, Some(0.05), 300);
+        assert_eq!(e.estimate(), Some(capped), "5 % loss: hold");
+        for s in 4..14 {
+            report(&mut e, t0, s, Some(0.0), 300);
+        }
+        let grown = e.estimate().unwrap() as f64 / capped as f64;
+        assert!((2.1..2.2).contains(&grown), "1.08^10 = 2.16, got {grown}");
+        // Released once well above what the top layers need; allocated without a cap then.
+        let before = e.estimate();
+        e.release_above(500_000);
+        assert_eq!(e.estimate(), before, "810 kbit/s is not twice 500");
+        e.release_above(300_000);
+        assert_eq!(e.estimate(), Some(UNCAPPED_BPS));
+    }
+
+    #[test]
+    fn steady_random_loss_is_the_links_own_and_does_not_ratchet_down() {
+        // 10 % random loss (a bad Wi-Fi): reports scatter around it.
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        let scatter = [
+            0.10, 0.13, 0.08, 0.11, 0.15, 0.07, 0.12, 0.09, 0.14, 0.10, 0.16, 0.12,
+        ];
+        for s in 0..120 {
+            report(
+                &mut e,
+                t0,
+                s,
+                Some(scatter[s as usize % scatter.len()]),
+                600,
+            );
+        }
+        assert_eq!(e.estimate(), None, "never taken for congestion");
+    }
+
+    #[test]
+    fn congestion_on_a_lossy_link_still_counts() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        for s in 0..10 {
+            report(&mut e, t0, s, Some(0.06), 600);
+        }
+        // The inherent 6 % is subtracted: 36 % - 6 % = 30 %.
+        report(&mut e, t0, 10, Some(0.36), 1000);
+        assert_eq!(report(&mut e, t0, 11, Some(0.36), 1000), Change::Decreased);
+        assert_near(e.estimate(), 850_000);
+    }
+
+    #[test]
+    fn after_a_step_up_one_lossy_report_undoes_it() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        report(&mut e, t0, 0, Some(0.0), 1000);
+        report(&mut e, t0, 1, Some(0.3), 1000);
+        report(&mut e, t0, 2, Some(0.3), 1000);
+        assert_near(e.estimate(), 850_000);
+        report(&mut e, t0, 3, Some(0.0), 800);
+        report(&mut e, t0, 4, Some(0.0), 800);
+        let grown = e.estimate().unwrap();
+        e.probing(t0 + Duration::from_secs(8));
+        assert_eq!(report(&mut e, t0, 5, Some(0.3), 800), Change::Decreased);
+        assert_near(e.estimate(), 680_000.min(grown));
+        // Answered: the next decrease needs two reports again.
+        assert_eq!(report(&mut e, t0, 8, Some(0.3), 800), Change::None);
+        e.probing(t0 + Duration::from_secs(8));
+        // A window that has passed does not count.
+        assert_eq!(report(&mut e, t0, 9, Some(0.0), 300), Change::None);
+        assert_eq!(report(&mut e, t0, 10, Some(0.3), 300), Change::None);
+    }
+
+    #[test]
+    fn a_subscriber_congested_from_its_first_report_is_capped() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        assert_eq!(report(&mut e, t0, 0, Some(0.7), 1000), Change::None);
+        assert_eq!(report(&mut e, t0, 1, Some(0.7), 1000), Change::Decreased);
+        // 70 % less the inherent maximum (8 %): 1000 x (1 - 0.31).
+        assert_near(e.estimate(), 690_000);
+        // Audio alone still needs a channel.
+        for s in 3..30 {
+            report(&mut e, t0, s, Some(0.9), 10);
+        }
+        assert_eq!(e.estimate(), Some(MIN_CAP_BPS));
+    }
+}
