@@ -1,7 +1,9 @@
 //! Bandwidth estimation and the stream allocator in the media core (issue 12), on the
 //! simulated network of `common/mod.rs` with a real bottleneck: a subscriber's downlink is
-//! a token bucket with a short drop-tail queue, str0m's send-side estimator reads the
-//! subscriber's transport-cc feedback, and the allocator picks each consumer's layer.
+//! a token bucket with a short drop-tail queue, and the allocator picks each consumer's
+//! layer from an estimate: by default the loss-based one (the subscriber's receiver
+//! reports, `core/loss_estimate.rs`), with `--bwe` str0m's send-side estimator reading the
+//! subscriber's transport-cc feedback.
 //!
 //! What is judged is what the subscriber receives (the layer tag in each payload, audio
 //! packets, `VideoPaused`/`VideoResumed` events), on a virtual clock: deterministic, and
@@ -193,15 +195,21 @@ fn paused_events(sim: &Sim, who: usize) -> (usize, usize) {
     (paused, resumed)
 }
 
-/// Publisher `a` (simulcast camera + microphone), a capped listener `b`, an open one `c`.
+/// Publisher `a` (simulcast camera + microphone), a capped listener `b`, an open one `c`,
+/// with str0m's send-side estimator (`--bwe`).
 fn room(seed: u64) -> (Sim, Publisher, usize, usize) {
-    let mut sim = Sim::with_config(
+    room_with(
         seed,
         SfuConfig {
             bandwidth_estimation: true,
             ..common::config()
         },
-    );
+    )
+}
+
+/// The same room with `cfg` (the default one: the loss-based estimate).
+fn room_with(seed: u64, cfg: SfuConfig) -> (Sim, Publisher, usize, usize) {
+    let mut sim = Sim::with_config(seed, cfg);
     let a = sim.join(BOTH);
     let b = sim.join(BOTH);
     let c = sim.join(BOTH);
@@ -348,4 +356,165 @@ fn below_the_lowest_layer_video_pauses_audio_keeps_flowing_and_video_resumes() {
         .iter()
         .find(|g| g.payload.first() != Some(&0xFF));
     assert!(first.is_some());
+}
+
+/// Whether subscriber `idx`'s transport is allocated (it showed congestion once).
+fn adapted(sim: &Sim, idx: usize) -> bool {
+    sim.cores[0]
+        .subscriber_estimate(sim.clients[idx].id)
+        .is_some()
+}
+
+/// Packets dropped at subscriber `idx`'s bottleneck and delivered to it while `p` runs `d`.
+fn dropped_and_delivered(
+    sim: &mut Sim,
+    p: &mut Publisher,
+    idx: usize,
+    d: Duration,
+) -> (usize, usize) {
+    let dropped_before = sim.clients[idx].down_queue.dropped;
+    let from = sim.clients[idx].received.len();
+    p.run(sim, d);
+    let delivered =
+        layers_since(sim, idx, from).iter().sum::<usize>() + audio_since(sim, idx, from);
+    (
+        sim.clients[idx].down_queue.dropped - dropped_before,
+        delivered,
+    )
+}
+
+#[test]
+fn by_default_loss_moves_a_capped_listener_down_and_back_up_and_leaves_the_open_one_alone() {
+    let (mut sim, mut p, b, c) = room_with(21, common::config());
+    // Open links: nothing adapts, both listeners get the top layer they asked for.
+    run_until_cond(&mut sim, &mut p, Duration::from_secs(10), |s| {
+        [b, c].iter().all(|i| current_layer(s, *i) == Some(2))
+    })
+    .expect("both listeners on the top layer");
+    p.run(&mut sim, Duration::from_secs(5));
+    assert!(
+        !adapted(&sim, b) && !adapted(&sim, c),
+        "no cap on an open link"
+    );
+
+    // b's downlink drops to 800 kbit/s: the top layer (~1.2 Mbit/s) no longer fits, the
+    // middle one (~0.5) does.
+    sim.clients[b].down = capped(800);
+    let down = run_until_cond(&mut sim, &mut p, Duration::from_secs(15), |s| {
+        current_layer(s, b).is_some_and(|l| l < 2)
+    })
+    .expect("the capped listener moves down");
+    assert!(
+        down <= Duration::from_secs(6),
+        "moved down within 6 virtual seconds, took {down:?}"
+    );
+    // Once adapted, the loss stops.
+    p.run(&mut sim, Duration::from_secs(2));
+    let (dropped, delivered) = dropped_and_delivered(&mut sim, &mut p, b, Duration::from_secs(4));
+    assert!(
+        dropped * 100 <= delivered,
+        "at most 1 % dropped at the bottleneck once adapted: {dropped} of {delivered}"
+    );
+    assert_ne!(current_layer(&sim, b), Some(2), "still below the top layer");
+    // The open listener was never touched.
+    assert_eq!(current_layer(&sim, c), Some(2));
+    assert!(!adapted(&sim, c), "the open listener is not capped");
+
+    // The cap lifts: the estimate grows back without loss and b climbs to the top again.
+    sim.clients[b].down = open();
+    let back = run_until_cond(&mut sim, &mut p, Duration::from_secs(40), |s| {
+        current_layer(s, b) == Some(2)
+    })
+    .expect("back on the top layer after the cap lifts");
+    // And stays there: no step down once the link carries it all.
+    p.run(&mut sim, Duration::from_secs(2));
+    let (dropped, _) = dropped_and_delivered(&mut sim, &mut p, b, Duration::from_secs(10));
+    assert_eq!(dropped, 0);
+    assert_eq!(current_layer(&sim, b), Some(2), "stays on top");
+    eprintln!(
+        "figures (loss-based): down {down:?} after the 800 kbit/s cap; back on top {back:?} after it lifted"
+    );
+}
+
+#[test]
+fn by_default_below_the_lowest_layer_video_pauses_audio_keeps_flowing_and_resumes() {
+    let (mut sim, mut p, b, c) = room_with(23, common::config());
+    run_until_cond(&mut sim, &mut p, Duration::from_secs(10), |s| {
+        current_layer(s, b) == Some(2)
+    })
+    .expect("top layer on an open link");
+    p.run(&mut sim, Duration::from_secs(2));
+
+    // 100 kbit/s: not even the 150 kbit/s layer fits; audio (~50 kbit/s) does.
+    sim.clients[b].down = capped(100);
+    let paused = run_until_cond(&mut sim, &mut p, Duration::from_secs(20), |s| {
+        paused_events(s, b).0 == 1
+    })
+    .expect("the video is paused for bandwidth");
+    p.run(&mut sim, Duration::from_secs(2));
+    let from = sim.clients[b].received.len();
+    let (dropped, _) = dropped_and_delivered(&mut sim, &mut p, b, Duration::from_secs(4));
+    let last_before = sim.clients[b].received[..from]
+        .iter()
+        .filter(|g| g.payload.first() != Some(&0xFF))
+        .map(|g| g.ts)
+        .max()
+        .expect("video before the pause");
+    let new_frames = sim.clients[b].received[from..]
+        .iter()
+        .filter(|g| g.payload.first() != Some(&0xFF) && g.ts > last_before)
+        .count();
+    assert_eq!(new_frames, 0, "no new video frame while paused");
+    let audio = audio_since(&sim, b, from);
+    assert!(
+        audio >= 190,
+        "audio keeps flowing while video is paused: {audio}"
+    );
+    assert!(
+        dropped <= 2,
+        "nothing lost at the bottleneck while paused: {dropped}"
+    );
+    assert_eq!(
+        current_layer(&sim, c),
+        Some(2),
+        "the open listener is unaffected"
+    );
+    assert_eq!(paused_events(&sim, c), (0, 0));
+
+    sim.clients[b].down = open();
+    let resumed = run_until_cond(&mut sim, &mut p, Duration::from_secs(40), |s| {
+        paused_events(s, b).1 >= 1
+    })
+    .expect("the video resumes when the link allows");
+    let from = sim.clients[b].received.len();
+    p.run(&mut sim, Duration::from_secs(2));
+    assert!(
+        layers_since(&sim, b, from).iter().sum::<usize>() > 0,
+        "video flows again"
+    );
+    eprintln!(
+        "figures (loss-based): paused {paused:?} after the 100 kbit/s cap; resumed {resumed:?} after it lifted"
+    );
+}
+
+#[test]
+fn with_adaptation_off_a_capped_listener_keeps_what_it_asked_for() {
+    let (mut sim, mut p, b, _c) = room_with(
+        25,
+        SfuConfig {
+            loss_adaptation: false,
+            ..common::config()
+        },
+    );
+    run_until_cond(&mut sim, &mut p, Duration::from_secs(10), |s| {
+        current_layer(s, b) == Some(2)
+    })
+    .expect("top layer on an open link");
+    sim.clients[b].down = capped(800);
+    p.run(&mut sim, Duration::from_secs(10));
+    assert!(!adapted(&sim, b));
+    let from = sim.clients[b].received.len();
+    p.run(&mut sim, Duration::from_secs(2));
+    let got = layers_since(&sim, b, from);
+    assert!(got[2] > 0 && got[1] == 0, "still the top layer: {got:?}");
 }
