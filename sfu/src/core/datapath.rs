@@ -315,7 +315,10 @@ impl ShardCore {
                                 }
                                 IceConnectionState::Connected | IceConnectionState::Completed => {
                                     t.disconnected_since = None;
-                                    reconnected |= std::mem::take(&mut t.ice_interrupted);
+                                    if std::mem::take(&mut t.ice_interrupted) {
+                                        reconnected = true;
+                                        t.loss_estimate.path_restored(now);
+                                    }
                                 }
                                 _ => {}
                             }
@@ -391,8 +394,9 @@ impl ShardCore {
                     }
                 }
             }
-            // A stats round (once a second): the loss-based estimate takes its report.
-            if report.seen {
+            // A stats round (once a second): the loss-based estimate takes its report
+            // (not while the path is down: that loss is an outage).
+            if report.seen && !t.ice_interrupted && t.disconnected_since.is_none() {
                 let loss = report.loss();
                 congested = t.loss_estimate.on_report(now, loss, report.sent_bytes)
                     == loss_estimate::Change::Decreased;

@@ -31,6 +31,9 @@
 //! - **upstream loss**: a gap the publisher's link left (and the SFU could not repair)
 //!   reaches the subscriber as a gap too; the caller subtracts each m-line's producer's
 //!   own reported loss before it hands the loss in (`datapath.rs`);
+//! - **an outage**: packets sent into a path that broke (ICE disconnected, a network
+//!   switch) show as loss in the first reports after it came back; those are not counted
+//!   ([`LossEstimate::path_restored`]);
 //! - **inherent loss** (a lossy Wi-Fi that drops 5-10 % whatever the rate): the lowest loss
 //!   of the last [`INHERENT_WINDOW`] reports, at most [`INHERENT_MAX`], is taken as the
 //!   link's own and subtracted. Congestion loss falls once the allocator moves down, so it
@@ -68,6 +71,10 @@ pub const UNCAPPED_BPS: u64 = 1_000_000_000_000;
 /// reports about a second later, str0m's stats round passes it on within another), and
 /// taken as fresh evidence they cut the cap a second time, below what the link carries.
 pub const DECREASE_GRACE: Duration = Duration::from_millis(2500);
+/// After the transport's path came back (ICE reconnected, restarted, a network switch):
+/// reports this long count for nothing. They cover the packets sent into the dead path,
+/// which is an outage, not a link that is too slow.
+pub const PATH_GRACE: Duration = Duration::from_secs(3);
 /// A report interval longer than this (no packets, a stalled peer) grows the cap only
 /// this much.
 const MAX_GROWTH_STEP: Duration = Duration::from_secs(2);
@@ -87,6 +94,8 @@ pub struct LossEstimate {
     last_report: Option<Instant>,
     /// The last decrease.
     last_decrease: Option<Instant>,
+    /// Reports before this are not counted (the path was interrupted).
+    ignore_until: Option<Instant>,
     /// A consumer just stepped up (a guess, there is no probing): until then one lossy
     /// report is enough to undo it.
     probe_until: Option<Instant>,
@@ -114,6 +123,9 @@ impl LossEstimate {
         let Some(loss) = loss.filter(|l| l.is_finite()) else {
             return Change::None;
         };
+        if self.ignore_until.is_some_and(|until| now < until) {
+            return Change::None;
+        }
         let loss = loss.clamp(0.0, 1.0);
         if self.recent.len() == INHERENT_WINDOW {
             self.recent.pop_front();
@@ -154,6 +166,13 @@ impl LossEstimate {
             self.cap = Some((c as f64 * GROWTH_PER_SEC.powf(secs)) as u64 + 1);
         }
         Change::None
+    }
+
+    /// The transport's path was interrupted and is back (see [`PATH_GRACE`]); the caller
+    /// does not hand in reports while it is down.
+    pub fn path_restored(&mut self, now: Instant) {
+        self.ignore_until = Some(now + PATH_GRACE);
+        self.high_in_row = 0;
     }
 
     /// A consumer of this transport stepped up: until `until`, a single lossy report
@@ -328,6 +347,24 @@ mod tests {
         // A window that has passed does not count.
         assert_eq!(report(&mut e, t0, 9, Some(0.0), 300), Change::None);
         assert_eq!(report(&mut e, t0, 10, Some(0.3), 300), Change::None);
+    }
+
+    #[test]
+    fn the_loss_of_an_outage_is_not_congestion() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        report(&mut e, t0, 0, Some(0.0), 1000);
+        // Back after 10 s without a path: the next reports cover what went into it.
+        e.path_restored(t0 + Duration::from_secs(10));
+        report(&mut e, t0, 11, Some(0.9), 1000);
+        report(&mut e, t0, 12, Some(0.5), 1000);
+        assert_eq!(e.estimate(), None);
+        report(&mut e, t0, 13, Some(0.3), 1000);
+        assert_eq!(
+            report(&mut e, t0, 14, Some(0.3), 1000),
+            Change::Decreased,
+            "then it counts"
+        );
     }
 
     #[test]
