@@ -1,6 +1,10 @@
 // Bandwidth benchmark (issue 12; not part of the CI suite: run it on demand,
 //   STUDYROOM_BIN=... bash scripts/netns_run.sh node --test tests/e2e/bench-bandwidth.mjs
-// and read the figures it prints; BENCHMARKS.md §10 has them). The server runs with --bwe.
+// and read the figures it prints; BENCHMARKS.md §10 has them; one part alone:
+// --test-name-pattern=loss-based, =before or =--bwe). Three parts: the default server
+// (loss-based adaptation) under downlink caps of 150, 300, 600 and 1200 kbit/s (BENCH_CAPS)
+// each applied mid-call and lifted; the same 300 kbit/s cap with --no-adaptation (the
+// "before" row); and the server with --bwe (below).
 // A publisher sends its camera as simulcast (Chromium's fake camera:
 // a 160x120 and a 320x240 layer here), two listeners watch, and one listener's downlink is
 // capped with a real bottleneck (tc htb + short pfifo on its UDP port, lib/bottleneck.js).
@@ -43,7 +47,7 @@ async function watch(page, id, ms) {
   };
 }
 
-test('a capped listener moves to the small layer, then pauses below it and resumes; the other is unaffected', { timeout: 240000 }, async (t) => {
+test('--bwe: a capped listener moves to the small layer, then pauses below it and resumes; the other is unaffected', { timeout: 240000 }, async (t) => {
   const h = await startHarness(t, { serverArgs: ['--bwe'] });
   let cap = null;
   try {
@@ -121,6 +125,127 @@ test('a capped listener moves to the small layer, then pauses below it and resum
       assert.ok(after.fps > 5, `decoding again after the resume (${after.fps.toFixed(1)} frames/s)`);
       const tileAfter = await b.page.evaluate((id) => document.querySelector(`.tile[data-participant-id="${id}"]`)?.dataset.videoPaused, a.id);
       assert.equal(tileAfter, undefined, 'the tile no longer shows the pause');
+    });
+  } finally {
+    if (cap) cap.lift();
+  }
+});
+
+// ---- default (loss-based) adaptation and the "before" row ----
+
+const CAPS = (process.env.BENCH_CAPS || '150,300,600,1200').split(',').map(Number);
+const MEASURE_MS = Number(process.env.BENCH_MEASURE_MS || 20000);
+
+function pausedNow(page) {
+  return page.evaluate(() => {
+    let paused = false;
+    for (const e of window.__bw) paused = e.ev === 'videoPaused';
+    return paused;
+  });
+}
+
+// One measured stretch of the capped listener (and, beside it, the open one).
+async function measure(b, c, id) {
+  const [b0, c0] = [await camera(b.page, id), await camera(c.page, id)];
+  const widths = [];
+  const openWidths = [];
+  const start = Date.now();
+  while (Date.now() - start < MEASURE_MS) {
+    await new Promise((r) => setTimeout(r, 500));
+    widths.push((await camera(b.page, id))?.frameWidth);
+    openWidths.push((await camera(c.page, id))?.frameWidth);
+  }
+  const [b1, c1] = [await camera(b.page, id), await camera(c.page, id)];
+  const min = (Date.now() - start) / 60000;
+  const lost = b1.packetsLost - b0.packetsLost;
+  const got = b1.packetsReceived - b0.packetsReceived;
+  return {
+    widths: [...new Set(widths)],
+    fps: +((b1.framesDecoded - b0.framesDecoded) / (min * 60)).toFixed(1),
+    freezesPerMin: +((b1.freezeCount - b0.freezeCount) / min).toFixed(1),
+    lossPct: +((100 * lost) / Math.max(1, lost + got)).toFixed(1),
+    paused: await pausedNow(b.page),
+    open: {
+      widths: [...new Set(openWidths)],
+      fps: +((c1.framesDecoded - c0.framesDecoded) / (min * 60)).toFixed(1),
+      freezes: c1.freezeCount - c0.freezeCount,
+    },
+  };
+}
+
+async function room(h) {
+  const a = await h.join({ room: ROOM, name: 'Camera', query: { simulcast: 1 } });
+  const b = await h.join({ room: ROOM, name: 'Capped', publish: false });
+  const c = await h.join({ room: ROOM, name: 'Open', publish: false });
+  for (const v of [b, c]) {
+    await v.page.evaluate(() => {
+      window.__bw = [];
+      for (const ev of ['videoPaused', 'videoResumed']) {
+        window.studyroom.on(ev, (m) => window.__bw.push({ ev, ...m, at: Date.now() }));
+      }
+    });
+  }
+  await waitForVideoFrom(b, a.id);
+  await waitForVideoFrom(c, a.id);
+  return { a, b, c };
+}
+
+// On the top layer and not paused, decoding.
+async function onTop(b, id, top) {
+  return !(await pausedNow(b.page)) && (await camera(b.page, id))?.frameWidth === top;
+}
+
+test('default (loss-based) adaptation: caps applied mid-call and lifted', { timeout: 1200000 }, async (t) => {
+  const h = await startHarness(t);
+  let cap = null;
+  const rows = [];
+  try {
+    await h.run(async () => {
+      const { a, b, c } = await room(h);
+      const top = await waitFor(async () => {
+        const [wb, wc] = [(await camera(b.page, a.id))?.frameWidth, (await camera(c.page, a.id))?.frameWidth];
+        return wb && wb === wc && wb >= 320 ? wb : null;
+      }, { what: 'both listeners decode the top layer', timeoutMs: 40000 });
+      const ports = (await udpPortsOf(b.page)).all;
+      for (const kbps of CAPS) {
+        await waitFor(() => onTop(b, a.id, top), { what: 'the capped listener back on top', timeoutMs: 120000 });
+        await new Promise((r) => setTimeout(r, 3000));
+        cap = downlinkCap(ports, kbps);
+        const t0 = Date.now();
+        // Adapted: it left the top layer, or its video paused (none within 20 s: not needed).
+        const adapted = await waitFor(async () => !(await onTop(b, a.id, top)), { timeoutMs: 20000, intervalMs: 200 })
+          .then(() => Date.now() - t0, () => null);
+        await new Promise((r) => setTimeout(r, 3000));
+        const after = await measure(b, c, a.id);
+        const tc = cap.lift();
+        cap = null;
+        const t1 = Date.now();
+        const backMs = adapted === null ? 0 : await waitFor(() => onTop(b, a.id, top), { timeoutMs: 120000, intervalMs: 200 })
+          .then(() => Date.now() - t1, () => null);
+        const row = { kbps, adaptMs: adapted, ...after, backMs, tc };
+        rows.push(row);
+        t.diagnostic(`loss-based ${JSON.stringify(row)}`);
+      }
+    });
+  } finally {
+    if (cap) cap.lift();
+  }
+  console.log('loss-based figures:');
+  for (const r of rows) console.log(JSON.stringify(r));
+});
+
+test('before: the same 300 kbit/s cap with --no-adaptation', { timeout: 300000 }, async (t) => {
+  const h = await startHarness(t, { serverArgs: ['--no-adaptation'] });
+  let cap = null;
+  try {
+    await h.run(async () => {
+      const { a, b, c } = await room(h);
+      await waitFor(async () => (await camera(b.page, a.id))?.frameWidth >= 320 || null,
+        { what: 'the listener decodes the top layer', timeoutMs: 40000 });
+      cap = downlinkCap((await udpPortsOf(b.page)).all, 300);
+      await new Promise((r) => setTimeout(r, 3000));
+      const after = await measure(b, c, a.id);
+      console.log(`before (--no-adaptation, 300 kbit/s): ${JSON.stringify({ ...after, tc: cap.counters() })}`);
     });
   } finally {
     if (cap) cap.lift();
