@@ -398,8 +398,10 @@ impl ShardCore {
             // (not while the path is down: that loss is an outage).
             if report.seen && !t.ice_interrupted && t.disconnected_since.is_none() {
                 let loss = report.loss();
-                congested = t.loss_estimate.on_report(now, loss, report.sent_bytes)
-                    == loss_estimate::Change::Decreased;
+                congested =
+                    t.loss_estimate
+                        .on_report(now, loss, report.loss_packets, report.sent_bytes)
+                        == loss_estimate::Change::Decreased;
                 t.estimate = t.loss_estimate.estimate();
                 if congested {
                     debug!(

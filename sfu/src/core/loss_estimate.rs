@@ -52,6 +52,10 @@ use std::time::{Duration, Instant};
 
 /// Loss (after the inherent share) above which a link is congested.
 pub const HIGH_LOSS: f32 = 0.10;
+/// A report is congested only when its loss also stands for this many packets: at a low
+/// rate (a 160 px layer sends ~15 packets a second) two packets of a key frame's burst
+/// are already 13 %, which is noise, not a link that is too slow.
+pub const MIN_LOST_PACKETS: f32 = 5.0;
 /// Loss below which the cap may grow.
 pub const LOW_LOSS: f32 = 0.02;
 /// Reports in a row above [`HIGH_LOSS`] before the cap moves down.
@@ -112,9 +116,15 @@ pub enum Change {
 
 impl LossEstimate {
     /// One receiver-report interval: `loss` is the fraction the subscriber reported lost
-    /// in it (None: no report came), with upstream gaps already subtracted; `sent_bytes`
-    /// what the transport sent since the previous call.
-    pub fn on_report(&mut self, now: Instant, loss: Option<f32>, sent_bytes: u64) -> Change {
+    /// in it (None: no report came), with upstream gaps already subtracted, over `packets`
+    /// sent; `sent_bytes` what the transport sent since the previous call.
+    pub fn on_report(
+        &mut self,
+        now: Instant,
+        loss: Option<f32>,
+        packets: u64,
+        sent_bytes: u64,
+    ) -> Change {
         let since = self
             .last_report
             .replace(now)
@@ -133,7 +143,7 @@ impl LossEstimate {
         self.recent.push_back(loss);
         let inherent = self.recent.iter().copied().fold(INHERENT_MAX, f32::min);
         let congested = (loss - inherent).max(0.0);
-        if congested > HIGH_LOSS {
+        if congested > HIGH_LOSS && congested * packets as f32 >= MIN_LOST_PACKETS {
             if self
                 .last_decrease
                 .is_some_and(|at| now.saturating_duration_since(at) < DECREASE_GRACE)
@@ -209,7 +219,8 @@ mod tests {
 
     /// One report a second at `kbps` sent with `loss`.
     fn report(e: &mut LossEstimate, t0: Instant, s: u64, loss: Option<f32>, kbps: u64) -> Change {
-        e.on_report(t0 + Duration::from_secs(s), loss, kbps * 1000 / 8)
+        // About a packet per 8 kbit.
+        e.on_report(t0 + Duration::from_secs(s), loss, kbps / 8, kbps * 1000 / 8)
     }
 
     #[test]
@@ -350,6 +361,21 @@ mod tests {
     }
 
     #[test]
+    fn a_few_packets_lost_at_a_low_rate_are_noise() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        // 15 packets a second, 2 of them lost (13 %), again and again.
+        for s in 0..20 {
+            e.on_report(t0 + Duration::from_secs(s), Some(0.13), 15, 20_000);
+        }
+        assert_eq!(e.estimate(), None);
+        // 7 of 15 lost (47 %; 39 % above the inherent 8 %) is a link that does not carry it.
+        e.on_report(t0 + Duration::from_secs(20), Some(0.47), 15, 20_000);
+        e.on_report(t0 + Duration::from_secs(21), Some(0.47), 15, 20_000);
+        assert!(e.estimate().is_some());
+    }
+
+    #[test]
     fn the_loss_of_an_outage_is_not_congestion() {
         let t0 = Instant::now();
         let mut e = LossEstimate::default();
@@ -377,7 +403,7 @@ mod tests {
         assert_near(e.estimate(), 690_000);
         // Audio alone still needs a channel.
         for s in 3..30 {
-            report(&mut e, t0, s, Some(0.9), 10);
+            report(&mut e, t0, s, Some(0.9), 60);
         }
         assert_eq!(e.estimate(), Some(MIN_CAP_BPS));
     }
