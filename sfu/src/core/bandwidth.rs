@@ -141,11 +141,17 @@ impl ShardCore {
             return;
         };
         let estimate = if loss_based {
-            // A cap well above what every consumer's top layer needs is dropped: this
-            // link has shown it carries all of it.
+            // A cap well above what every consumer's top layer needs is dropped once they
+            // all are on it: this link has shown it carries all of it. (Not before: the
+            // cap grows while a consumer is held down, which shows nothing.)
             let need = wants.iter().filter_map(|w| w.layers.last()).sum::<u64>() as f64
                 / allocator::HEADROOM;
-            t.loss_estimate.release_above(need as u64);
+            let all_on_top = wants
+                .iter()
+                .all(|w| w.current == Target::Layer(w.layers.len().saturating_sub(1)));
+            if all_on_top {
+                t.loss_estimate.release_above(need as u64);
+            }
             t.estimate = t.loss_estimate.estimate();
             t.estimate.unwrap_or(estimate)
         } else {

@@ -22,8 +22,8 @@
 //!   reports of the next [`DECREASE_GRACE`] still describe what was sent before and are
 //!   not counted;
 //! - **loss below [`LOW_LOSS`]**: the cap grows [`GROWTH_PER_SEC`] a second (the caller
-//!   drops it altogether, [`LossEstimate::release_above`], once it is well above what the
-//!   subscriber's top layers need);
+//!   drops it altogether, [`LossEstimate::release_above`], once every consumer is on its
+//!   top layer and the cap is well above what those need);
 //! - in between: hold.
 //!
 //! Loss that does not come from our sending rate must not read as congestion:
