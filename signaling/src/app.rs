@@ -44,6 +44,7 @@ pub async fn run(
         allow_impairment: cfg.allow_impairment,
         bandwidth_estimation: cfg.bwe,
         room_span_after: cfg.room_span_after,
+        on_thread_idle: Some(crate::heap::on_thread_idle),
         ..SfuConfig::default()
     };
     let (sfu, events) = Sfu::start(sfu_cfg).context("starting the media core")?;

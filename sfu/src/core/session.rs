@@ -686,7 +686,7 @@ impl ShardCore {
             tid,
             Transport {
                 participant,
-                rtc,
+                rtc: Box::new(rtc),
                 port_idx,
                 ufrag,
                 next_ufrag: None,
