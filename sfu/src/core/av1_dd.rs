@@ -397,7 +397,7 @@ impl BitWriter {
     /// Append the low `n` bits of `v`, most significant first.
     pub fn put(&mut self, n: usize, v: u32) -> &mut Self {
         for i in (0..n).rev() {
-            if self.bits % 8 == 0 {
+            if self.bits.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             if (v >> i) & 1 == 1 {
