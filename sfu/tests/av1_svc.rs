@@ -6,7 +6,9 @@
 //! layer 0 alone, with the marker bit on its last packet of each picture and the
 //! descriptors as sent; one that asked for `high` gets everything; both see sequence
 //! numbers without a gap. Moving `low` -> `high` waits for a key frame (which the core asks
-//! the publisher for). Frame numbers start near the 16-bit wrap and cross it.
+//! the publisher for). Frame numbers start near the 16-bit wrap and cross it. Packets whose
+//! descriptor cannot be read are forwarded whole; a VP9 stream's descriptor is not
+//! forwarded at all.
 
 mod common;
 
@@ -303,4 +305,31 @@ fn av1_packets_whose_descriptor_cannot_be_read_are_forwarded_whole() {
     assert!(got.iter().all(|g| tag(g).1 == 0));
     let all: Vec<&Got> = sim.clients[low].received.iter().collect();
     assert!(contiguous(&all));
+}
+
+#[test]
+fn a_vp9_streams_dependency_descriptor_is_not_forwarded() {
+    // Chromium sends the descriptor with every codec once it is negotiated. For VP9 the
+    // payload descriptor does the work, and a receiver handed both would build its frame
+    // references from the other one: the server passes it on with AV1 only.
+    let mut sim = Sim::new(53);
+    let publisher = sim.join_vp9(BOTH);
+    let viewer = sim.join_vp9(BOTH);
+    let tracks = sim.publish(publisher, &[(MediaKind::Video, Source::Camera)]);
+    assert_eq!(tracks[0].codec, "vp9");
+    sim.connect_all();
+    for pic in 0..10u16 {
+        let mut ext = ExtensionValues::default();
+        ext.user_values
+            .set(DdBytes(descriptor(pic, 0, 0, 0, pic == 0)));
+        // VP9 descriptor: B and E, a key frame first (P = 0), then P = 1.
+        let b0 = if pic == 0 { 0x0C } else { 0x4C };
+        let ts = u32::from(pic) * 3000;
+        sim.send_rtp_ext(publisher, 0, ts, true, vec![b0, 0xAB, 0xCD], ext);
+        sim.run_for(Duration::from_millis(33));
+    }
+    sim.run_for(Duration::from_millis(200));
+    let got = &sim.clients[viewer].received;
+    assert_eq!(got.len(), 10, "every packet arrives");
+    assert!(got.iter().all(|g| g.dd.is_none()), "without the descriptor");
 }

@@ -115,7 +115,8 @@ pub struct Client {
     pub h264_only: bool,
     /// Both PCs offer RED for Opus (`red/48000/2`), as Chrome does.
     pub red: bool,
-    /// The PCs know only VP9 video (and Opus): it publishes VP9.
+    /// The PCs know only VP9 video (and Opus), and the dependency descriptor extension: it
+    /// publishes VP9.
     pub vp9: bool,
     /// The PCs know only AV1 video (and Opus), with the dependency descriptor extension
     /// (as Chromium offers it): it publishes AV1.
@@ -231,11 +232,13 @@ fn peer_rtc(kind: PeerKind, now: Instant, addr: SocketAddr) -> Rtc {
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         rtc
     } else if vp9 {
+        // With the dependency descriptor, as Chromium offers it on every video m-line.
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp9(true)
+            .set_extension(13, sfu::core::av1_svc::extension())
             .build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         rtc
