@@ -5,7 +5,8 @@
 // A viewer that asked for `low` must decode a picture half as wide or less than the one a
 // `high` viewer decodes, and keep decoding it: Chromium's receiver accepts the descriptor
 // forwarded as is while the frames of the dropped layer never arrive (their references
-// stay in the layers it gets; sequence numbers have no gap).
+// stay in the layers it gets; sequence numbers have no gap). Moved back to `high`, it
+// decodes the full picture again from the next key picture.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHarness } from './lib/harness.js';
@@ -82,5 +83,17 @@ test('AV1 L3T3_KEY: a low viewer decodes the lower spatial layer, the dependency
     // And keeps decoding it (frames rise on the small layer).
     const again = await waitForVideoFrom(low, pub.id, { minFrames: 20, timeoutMs: 10000 });
     assert.equal(again.frameWidth, lowNow.frameWidth, 'still the small layer');
+
+    // Back to `high`: the upper layer joins at the key picture the server asks for, and
+    // the decoder takes it (the full width again).
+    await low.page.evaluate((id) => window.studyroom.setQuality(id, 'camera', 'high'), pub.id);
+    const up = await waitFor(async () => {
+      const s = (await inboundStats(low.page)).find((x) => x.participantId === pub.id && x.source === 'camera');
+      return s && s.frameWidth === highNow.frameWidth ? s : null;
+    }, { what: `the low viewer, now on high, to decode the full width ${highNow.frameWidth}`, timeoutMs: 15000,
+      progress: async () => (await inboundStats(low.page)).map((x) => x.frameWidth) });
+    const after = await waitForVideoFrom(low, pub.id, { minFrames: 20, timeoutMs: 10000 });
+    console.log(`AV1 SVC: low viewer back on high ${up.frameWidth}x${up.frameHeight}; ${after.framesDecoded} frames, ${after.freezeCount} freezes`);
+    assert.equal(after.frameWidth, highNow.frameWidth, 'and keeps decoding it');
   });
 });
