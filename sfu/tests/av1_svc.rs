@@ -309,7 +309,7 @@ fn av1_packets_whose_descriptor_cannot_be_read_are_forwarded_whole() {
 
 #[test]
 fn a_vp9_streams_dependency_descriptor_is_not_forwarded() {
-    // Chromium sends the descriptor with every codec once it is negotiated. For VP9 the
+    // libwebrtc may send the descriptor with other codecs once it is negotiated. For VP9 the
     // payload descriptor does the work, and a receiver handed both would build its frame
     // references from the other one: the server passes it on with AV1 only.
     let mut sim = Sim::new(53);
