@@ -29,6 +29,8 @@
 mod adaptive;
 mod allocator;
 mod api;
+pub mod av1_dd;
+pub mod av1_svc;
 mod bandwidth;
 mod consumer;
 mod datapath;
@@ -123,8 +125,11 @@ struct Producer {
     keyframe_pending: bool,
     /// Simulcast layers seen (empty: not simulcast).
     layers: Layers,
-    /// SVC layers seen in a VP9 stream (`svc.rs`; not scalable until two layers were seen).
+    /// SVC layers seen in a VP9 or AV1 stream (`svc.rs`; not scalable until two layers
+    /// were seen).
     svc: svc::SvcLayers,
+    /// An AV1 stream's dependency descriptor state (`av1_svc.rs`).
+    av1: av1_svc::Av1Stream,
     /// Loudest audio level (linear 0..1) since the last active-speaker evaluation.
     peak: f32,
     /// Level reported with the speaker (decaying peak).
@@ -159,6 +164,7 @@ impl Producer {
             keyframe_pending: false,
             layers: Layers::default(),
             svc: Default::default(),
+            av1: Default::default(),
             peak: 0.0,
             level: 0.0,
             last_loud_at: None,
@@ -191,15 +197,13 @@ impl Producer {
                 self.layers.observe_size(r, size);
             }
         }
-        // VP9 SVC (one stream, no RID): the layer indices and the key pictures' declared
+        // VP9 or AV1 SVC (one stream, no RID): the layers and the key pictures' declared
         // spatial layers feed the SVC ladder.
-        if let Some(d) = pkt.vp9.as_ref().filter(|_| pkt.rid.is_none()) {
-            if let Some(n) = d.spatial_layers {
+        if let Some(f) = pkt.svc.filter(|_| pkt.rid.is_none()) {
+            if let Some(n) = f.declares_spatial {
                 self.svc.declare_spatial(n, now);
             }
-            if d.layer.is_some() {
-                self.svc.observe(d.sid(), d.tid(), rtp.payload.len(), now);
-            }
+            self.svc.observe(f.sid, f.tid, rtp.payload.len(), now);
         }
         self.rate.add(rtp.payload.len(), now);
     }
