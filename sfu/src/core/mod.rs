@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use str0m::Rtc;
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::RtpPacket;
 
 use crate::config::SfuConfig;
@@ -136,6 +136,14 @@ struct Producer {
     rate: RateMeter,
     /// Which of its layers the publisher was told to encode (`dynacast.rs`).
     dynacast: dynacast::Dynacast,
+    /// A local producer of a spanning room: what each other shard's subscribers want of
+    /// it, as that shard last reported (`span.rs`; no entry: nothing).
+    shard_wants: Vec<(usize, dynacast::LayerWant)>,
+    /// A local producer of a spanning room: the layers last declared to its mirrors.
+    declared: Vec<(Rid, Option<(u32, u32)>)>,
+    /// A mirror: what this shard's subscribers want of it, as last reported to the
+    /// producer's shard (None: not yet).
+    reported_want: Option<dynacast::LayerWant>,
 }
 
 impl Producer {
@@ -164,6 +172,9 @@ impl Producer {
             last_loud_at: None,
             rate: RateMeter::default(),
             dynacast: Default::default(),
+            shard_wants: Vec::new(),
+            declared: Vec::new(),
+            reported_want: None,
         }
     }
 }

@@ -75,7 +75,8 @@ struct Layer {
     window_start: Instant,
     /// Bits per second over the last closed window (0 before one closed).
     bitrate: u64,
-    last_packet: Instant,
+    /// None: declared by the publisher's shard (`Layers::declare`), no packet seen here.
+    last_packet: Option<Instant>,
     last_keyframe_request: Option<Instant>,
     /// Picture size read from its last key frame (VP8 only; see [`frame_size`]).
     size: Option<(u32, u32)>,
@@ -131,7 +132,7 @@ impl Layers {
                     window_bytes: 0,
                     window_start: now,
                     bitrate: 0,
-                    last_packet: now,
+                    last_packet: Some(now),
                     last_keyframe_request: None,
                     size: None,
                 });
@@ -139,7 +140,7 @@ impl Layers {
                 self.layers.last_mut().expect("just pushed")
             }
         };
-        l.last_packet = now;
+        l.last_packet = Some(now);
         let elapsed = now.saturating_duration_since(l.window_start);
         if elapsed >= WINDOW {
             l.bitrate = l.window_bytes * 8 * 1_000_000 / (elapsed.as_micros() as u64).max(1);
@@ -158,7 +159,10 @@ impl Layers {
         let mut active: Vec<(u64, u8, Rid)> = self
             .layers
             .iter()
-            .filter(|l| now.saturating_duration_since(l.last_packet) < LAYER_TIMEOUT)
+            .filter(|l| {
+                l.last_packet
+                    .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+            })
             .map(|l| (l.bitrate, name_rank(l.rid.as_ref(), &names), l.rid))
             .collect();
         // Names tell the order when every layer has a known, distinct rank.
@@ -201,6 +205,50 @@ impl Layers {
                 sizes.get(i).copied().unwrap_or(DEFAULT_TOP_SIZE)
             })
             .collect();
+    }
+
+    /// Layers the publisher's shard knows (lowest first, with the sizes it read), for a
+    /// mirror (`span.rs`): a layer that was off before this shard mirrored the producer
+    /// never reaches it, yet a subscriber here may want it (dynacast turns it on). A
+    /// declared layer is known but not active until a packet of it arrives; a size read
+    /// here wins over a declared one.
+    pub fn declare(&mut self, layers: &[(Rid, Option<(u32, u32)>)], now: Instant) {
+        for (rid, size) in layers {
+            match self.layers.iter_mut().find(|l| l.rid == *rid) {
+                Some(l) => {
+                    if l.size.is_none() {
+                        l.size = *size;
+                    }
+                }
+                None => self.layers.push(Layer {
+                    rid: *rid,
+                    window_bytes: 0,
+                    window_start: now,
+                    bitrate: 0,
+                    last_packet: None,
+                    last_keyframe_request: None,
+                    size: *size,
+                }),
+            }
+        }
+        self.rank(now);
+    }
+
+    /// Every known layer (lowest first) with the size read from its key frames, if any:
+    /// what a mirror is told ([`Layers::declare`]).
+    pub fn declared(&self) -> Vec<(Rid, Option<(u32, u32)>)> {
+        self.known
+            .iter()
+            .map(|r| {
+                (
+                    *r,
+                    self.layers
+                        .iter()
+                        .find(|l| l.rid == *r)
+                        .and_then(|l| l.size),
+                )
+            })
+            .collect()
     }
 
     /// Record the picture size a key frame of `rid` announced.
