@@ -10,7 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::layered::{
-    LAYERS, OFF_AFTER, Publisher, actives, layer_events, layers_since, picture_id, tag, view,
+    LAYERS, OFF_AFTER, Publisher, actives, h264_tag, layer_events, layers_since, picture_id, tag,
+    view,
 };
 use common::{BOTH, Sim};
 use sfu::{MediaKind, SfuEvent, Source, TrackId};
@@ -65,6 +66,36 @@ fn a_small_view_gets_the_low_layer_and_a_larger_one_the_layer_that_fills_it() {
             "picture ID {a} then {b} at {:?} -> {:?}",
             tag(&w[0].payload),
             tag(&w[1].payload)
+        );
+    }
+}
+
+#[test]
+fn an_h264_simulcast_view_gets_the_layer_its_sps_sizes_say_fills_it() {
+    // H.264 layers of 160x90, 320x180 and 640x480 (their SPS, as Chromium sends them at
+    // each key frame). Guessed from 1280x720 down, the layers would be 320x180, 640x360
+    // and 1280x720: a 300x170 element would get the lowest and a 600x400 one the middle.
+    let mut sim = Sim::new(75);
+    let a = sim.join_h264_only(BOTH);
+    let _b = sim.join(BOTH);
+    let track = sim.publish_simulcast(a, &LAYERS)[0].id;
+    sim.connect_all();
+    let mut publisher = Publisher::h264(a);
+    publisher.send_for(&mut sim, Duration::from_secs(1));
+    for (w, h, want) in [(150, 80, 0), (300, 170, 1), (600, 400, 2), (150, 80, 0)] {
+        view(&mut sim, 1, track, true, w, h);
+        publisher.send_for(&mut sim, Duration::from_millis(300));
+        let n = sim.clients[1].received.len();
+        publisher.send_for(&mut sim, Duration::from_millis(700));
+        let got: Vec<usize> = sim.clients[1].received[n..]
+            .iter()
+            .map(|g| h264_tag(&g.payload).0)
+            .collect();
+        assert!(got.len() > 50, "video flows at {w}x{h}");
+        assert!(
+            got.iter().all(|l| *l == want),
+            "a {w}x{h} view gets layer {want}, got {:?}",
+            got.iter().collect::<std::collections::BTreeSet<_>>()
         );
     }
 }

@@ -34,6 +34,7 @@ mod consumer;
 mod datapath;
 mod dynacast;
 mod forward;
+pub mod frame_size;
 mod negotiate;
 pub mod red;
 pub mod rewrite;
@@ -61,6 +62,8 @@ use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::RtpPacket;
+
+use tracing::debug;
 
 use crate::config::SfuConfig;
 use crate::ids::{ParticipantId, Source, TrackId, TransportId};
@@ -195,11 +198,15 @@ impl Producer {
         }
         if let Some(r) = pkt.rid {
             self.layers.observe(r, rtp.payload.len(), now);
-            if pkt.keyframe
-                && let Some(size) = simulcast::frame_size(pkt.in_params.spec().codec, &rtp.payload)
-            {
+            if pkt.keyframe {
                 // Layer sizes for adaptive stream (a key frame's first packet says it).
-                self.layers.observe_size(r, size);
+                match frame_size::frame_size(pkt.in_params.spec().codec, &rtp.payload) {
+                    Ok(Some(size)) => self.layers.observe_size(r, size),
+                    Ok(None) => {}
+                    Err(e) => {
+                        debug!(track = %self.info.id, rid = %r, "layer size unreadable: {e}")
+                    }
+                }
             }
         }
         // VP9 SVC (one stream, no RID): the layer indices and the key pictures' declared

@@ -78,7 +78,7 @@ struct Layer {
     /// None: declared by the publisher's shard (`Layers::declare`), no packet seen here.
     last_packet: Option<Instant>,
     last_keyframe_request: Option<Instant>,
-    /// Picture size read from its last key frame (VP8 only; see [`frame_size`]).
+    /// Picture size read from its last key frame (VP8, VP9, H.264: `frame_size.rs`).
     size: Option<(u32, u32)>,
 }
 
@@ -262,7 +262,8 @@ impl Layers {
     }
 
     /// The picture size of each known layer (lowest first). RTP does not carry sizes,
-    /// so: a layer's size is what its last key frame said (VP8 key frames carry it);
+    /// so: a layer's size is what its last key frame said (VP8 and VP9 key frames and
+    /// H.264's SPS carry it, `frame_size.rs`);
     /// else derived from the nearest layer whose size is known, assuming each layer is
     /// twice the size of the one below (the usual `scaleResolutionDownBy` 4, 2, 1);
     /// else the top layer is taken as [`DEFAULT_TOP_SIZE`] and the others halve below it.
@@ -413,9 +414,9 @@ pub fn fills(layer: (u32, u32), view: (u32, u32)) -> bool {
 
 /// The picture size (width, height) a VP8 key frame's first packet carries (RFC 6386
 /// §9.1: after the 3-byte frame tag, the start code 9d 01 2a and two 14-bit sizes), or
-/// None when `payload` is not one.
-pub fn frame_size(codec: Codec, payload: &[u8]) -> Option<(u32, u32)> {
-    if codec != Codec::Vp8 || !vp8_keyframe(payload) {
+/// None when `payload` is not one. Other codecs: `frame_size.rs`.
+pub(super) fn vp8_frame_size(payload: &[u8]) -> Option<(u32, u32)> {
+    if !vp8_keyframe(payload) {
         return None;
     }
     let i = vp8_header_at(payload)?;
@@ -599,12 +600,11 @@ mod tests {
         let key = [
             0x90, 0x80, 0x81, 0x23, 0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x40, 0x41, 0xf0, 0x80,
         ];
-        assert_eq!(frame_size(Codec::Vp8, &key), Some((320, 240)));
-        assert_eq!(frame_size(Codec::Vp9, &key), None);
+        assert_eq!(vp8_frame_size(&key), Some((320, 240)));
         let mut delta = key;
         delta[4] = 0x11;
-        assert_eq!(frame_size(Codec::Vp8, &delta), None);
-        assert_eq!(frame_size(Codec::Vp8, &key[..12]), None, "truncated");
+        assert_eq!(vp8_frame_size(&delta), None);
+        assert_eq!(vp8_frame_size(&key[..12]), None, "truncated");
 
         let t0 = Instant::now();
         let mut l = Layers::default();

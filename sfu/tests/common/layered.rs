@@ -1,8 +1,9 @@
-//! A VP8 simulcast publisher for the harness (layers `q`, `h`, `f` whose key frames carry
-//! their picture sizes, answering key-frame requests a little later as an encoder does,
-//! optionally obeying `publisherLayers` as `studyroom.js` does), and the helpers that look
-//! at adaptive stream and dynacast: views, received layers, `PublisherLayers` events.
-//! Shared by `adaptive.rs` and `spanning.rs`.
+//! A simulcast publisher for the harness (layers `q`, `h`, `f` whose key frames carry
+//! their picture sizes: VP8 key frame headers, or H.264 SPS captured from Chromium;
+//! answering key-frame requests a little later as an encoder does, optionally obeying
+//! `publisherLayers` as `studyroom.js` does), and the helpers that look at adaptive stream
+//! and dynacast: views, received layers, `PublisherLayers` events. Shared by `adaptive.rs`
+//! and `spanning.rs`.
 
 use std::time::Duration;
 
@@ -57,10 +58,64 @@ pub fn picture_id(p: &[u8]) -> u16 {
     u16::from_be_bytes([p[2] & 0x7f, p[3]])
 }
 
+/// H.264 layers' sequence parameter sets, captured from Chromium 156's OpenH264 encoder
+/// (constrained baseline; `sfu/src/core/frame_size.rs` has them too): 160x90, 320x180
+/// and 640x480. Not the halving ladder from 1280x720 the core assumes without sizes.
+pub const H264_SPS: [&[u8]; 3] = [
+    &[
+        0x67, 0x42, 0xc0, 0x0c, 0x8c, 0x8d, 0x41, 0x46, 0xbc, 0x93, 0x70, 0x10, 0xd0, 0x10, 0x78,
+        0x44, 0x23, 0x50,
+    ],
+    &[
+        0x67, 0x42, 0xc0, 0x15, 0x8c, 0x8d, 0x40, 0xa0, 0xcb, 0xcf, 0x37, 0x01, 0x0d, 0x01, 0x07,
+        0x84, 0x42, 0x35,
+    ],
+    &[
+        0x67, 0x42, 0xc0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x1e, 0xd3, 0x70, 0x10, 0xd0, 0x10, 0x78,
+        0x44, 0x23, 0x50,
+    ],
+];
+const H264_PPS: [u8; 4] = [0x68, 0xce, 0x3c, 0x80];
+
+/// One H.264 packet as Chromium packetizes a frame: a key frame starts with a STAP-A of
+/// the layer's SPS and the PPS, then the IDR slice in FU-A fragments; a delta frame is a
+/// non-IDR slice in FU-A fragments. The tag the test reads is at the end (see [`h264_tag`]).
+pub fn h264_payload(layer: usize, frame: u32, k: u8, key: bool) -> Vec<u8> {
+    let mut p = if key && k == 0 {
+        let mut stap = vec![0x78];
+        for unit in [H264_SPS[layer], &H264_PPS] {
+            stap.extend_from_slice(&(unit.len() as u16).to_be_bytes());
+            stap.extend_from_slice(unit);
+        }
+        stap
+    } else {
+        // FU-A (NRI 3); S on the first fragment, E on the last; IDR (5) or non-IDR (1).
+        let start = if k == u8::from(key) { 0x80 } else { 0 };
+        let end = if k == 2 { 0x40 } else { 0 };
+        vec![0x7c, start | end | if key { 5 } else { 1 }]
+    };
+    p.resize(300 * (layer + 1), 0xAB);
+    p.push(layer as u8);
+    p.extend_from_slice(&frame.to_be_bytes());
+    p.push(k);
+    p
+}
+
+/// (layer, frame) of a received packet written by [`h264_payload`].
+pub fn h264_tag(p: &[u8]) -> (usize, u32) {
+    let t = &p[p.len() - 6..];
+    (
+        usize::from(t[0]),
+        u32::from_be_bytes([t[1], t[2], t[3], t[4]]),
+    )
+}
+
 /// A simulcast publisher (its first published track, on m-line 0) answering key-frame
 /// requests, as `simulcast.rs`'s.
 pub struct Publisher {
     idx: usize,
+    /// Writes H.264 ([`h264_payload`]) instead of VP8 ([`payload`]).
+    h264: bool,
     frame: u32,
     owed: OwedKeyframes,
     /// Which layers it encodes; `Some`: as the `PublisherLayers` events told it, the
@@ -76,11 +131,20 @@ impl Publisher {
     pub fn new(idx: usize) -> Self {
         Publisher {
             idx,
+            h264: false,
             frame: 0,
             owed: OwedKeyframes::new(&LAYERS, KEYFRAME_DELAY),
             on: [true; 3],
             obey: None,
             restart: [false; 3],
+        }
+    }
+
+    /// Client `idx` (joined with `join_h264_only`), sending H.264.
+    pub fn h264(idx: usize) -> Self {
+        Publisher {
+            h264: true,
+            ..Publisher::new(idx)
         }
     }
 
@@ -130,13 +194,14 @@ impl Publisher {
             let key = self.owed.is_key(layer, self.frame, sim.now)
                 || std::mem::take(&mut self.restart[layer]);
             for k in 0..3u8 {
+                let write = if self.h264 { h264_payload } else { payload };
                 sim.send_rtp_layer(
                     self.idx,
                     0,
                     rid,
                     ts,
                     k == 2,
-                    payload(layer, self.frame, k, key),
+                    write(layer, self.frame, k, key),
                 );
                 sim.run_for(Duration::ZERO);
             }
