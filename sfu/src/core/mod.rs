@@ -36,6 +36,7 @@ mod consumer;
 mod datapath;
 mod dynacast;
 mod forward;
+pub mod frame_size;
 mod negotiate;
 pub mod red;
 pub mod rewrite;
@@ -61,8 +62,10 @@ use std::time::{Duration, Instant};
 use str0m::Rtc;
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::RtpPacket;
+
+use tracing::debug;
 
 use crate::config::SfuConfig;
 use crate::ids::{ParticipantId, Source, TrackId, TransportId};
@@ -141,6 +144,14 @@ struct Producer {
     rate: RateMeter,
     /// Which of its layers the publisher was told to encode (`dynacast.rs`).
     dynacast: dynacast::Dynacast,
+    /// A local producer of a spanning room: what each other shard's subscribers want of
+    /// it, as that shard last reported (`span.rs`; no entry: nothing).
+    shard_wants: Vec<(usize, dynacast::LayerWant)>,
+    /// A local producer of a spanning room: the layers last declared to its mirrors.
+    declared: Vec<(Rid, Option<(u32, u32)>)>,
+    /// A mirror: what this shard's subscribers want of it, as last reported to the
+    /// producer's shard (None: not yet).
+    reported_want: Option<dynacast::LayerWant>,
 }
 
 impl Producer {
@@ -170,6 +181,9 @@ impl Producer {
             last_loud_at: None,
             rate: RateMeter::default(),
             dynacast: Default::default(),
+            shard_wants: Vec::new(),
+            declared: Vec::new(),
+            reported_want: None,
         }
     }
 }
@@ -190,11 +204,15 @@ impl Producer {
         }
         if let Some(r) = pkt.rid {
             self.layers.observe(r, rtp.payload.len(), now);
-            if pkt.keyframe
-                && let Some(size) = simulcast::frame_size(pkt.in_params.spec().codec, &rtp.payload)
-            {
+            if pkt.keyframe {
                 // Layer sizes for adaptive stream (a key frame's first packet says it).
-                self.layers.observe_size(r, size);
+                match frame_size::frame_size(pkt.in_params.spec().codec, &rtp.payload) {
+                    Ok(Some(size)) => self.layers.observe_size(r, size),
+                    Ok(None) => {}
+                    Err(e) => {
+                        debug!(track = %self.info.id, rid = %r, "layer size unreadable: {e}")
+                    }
+                }
             }
         }
         // VP9 or AV1 SVC (one stream, no RID): the layers and the key pictures' declared

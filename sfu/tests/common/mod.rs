@@ -3,10 +3,13 @@
 //! with seeded loss, jitter and reordering, on a virtual clock that jumps to the next
 //! event. No sockets, no threads, no sleeping: a failing seed replays exactly.
 //!
-//! One file on purpose (~850 lines): every test file includes it as `mod common`, and the
-//! simulated network, the clients and their media writers share one `Sim` state machine.
+//! One file on purpose: every test file includes it as `mod common`, and the simulated
+//! network, the clients and their media writers share one `Sim` state machine. Media
+//! sources that several test files drive live beside it (`layered.rs`).
 
 #![allow(dead_code, missing_docs)]
+
+pub mod layered;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
