@@ -39,7 +39,7 @@ import urllib.request
 COLUMNS = [
     "t_s", "phase", "rss_mib", "fds", "threads", "tokio_tasks", "participants",
     "socketio_connections", "rooms", "transports", "producers", "consumers", "routes",
-    "timers", "signaling_entries", "redis_keys",
+    "timers", "signaling_entries", "redis_keys", "heap_allocated_mib", "heap_resident_mib",
 ]
 METRICS = {
     "studyroom_tokio_alive_tasks": "tokio_tasks",
@@ -84,6 +84,9 @@ def metrics_sample(url):
         name, value = line.rsplit(" ", 1)
         if name in METRICS:
             out[METRICS[name]] = int(float(value))
+        elif name in ("studyroom_heap_allocated_bytes", "studyroom_heap_resident_bytes"):
+            key = "heap_allocated_mib" if "allocated" in name else "heap_resident_mib"
+            out[key] = round(float(value) / 1048576.0, 2)
         elif name.startswith("studyroom_signaling_entries{"):
             m = name.split('"')[1]
             out["maps"][m] = int(float(value))
@@ -162,7 +165,7 @@ def main():
             m = metrics_sample(metrics_url)
             row = {"t_s": round(time.monotonic() - t0, 1), "phase": phase, "rss_mib": round(rss, 2),
                    "fds": fds, "threads": threads, "redis_keys": redis_keys(redis_url)}
-            for k in list(METRICS.values()) + ["signaling_entries"]:
+            for k in list(METRICS.values()) + ["signaling_entries", "heap_allocated_mib", "heap_resident_mib"]:
                 row[k] = m.get(k, "")
             row["maps"] = m["maps"]
             rows.append(row)
@@ -252,6 +255,10 @@ def main():
     ok = growth <= args.max_idle_rss_growth
     print(f"{'ok ' if ok else 'FAIL'} RSS idle before {a['rss_mib']:.1f} MiB, peak under load {peak_rss:.1f} MiB, "
           f"idle after {b['rss_mib']:.1f} MiB: {growth:+.1f} MiB (bound <= {args.max_idle_rss_growth})")
+    if b.get("heap_allocated_mib") not in (None, ""):
+        print(f"heap after: {b['heap_allocated_mib']} MiB held by the application, "
+              f"{b['heap_resident_mib']} MiB resident in the allocator (idle before: "
+              f"{a.get('heap_allocated_mib')} / {a.get('heap_resident_mib')})")
     if not ok:
         problems.append(f"idle RSS grew {growth:+.1f} MiB")
     if redis_url and a["redis_keys"] != "" and b["redis_keys"] != "" and b["redis_keys"] > a["redis_keys"] + 2:

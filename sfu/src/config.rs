@@ -45,6 +45,11 @@ pub struct SfuConfig {
     /// below it, a room lives on one shard; above, new participants go to the shard with
     /// the fewest of the room's, and packets are relayed between shards (`core::span`).
     pub room_span_after: usize,
+    /// Called by each media shard thread every 100 ms while its shard is empty (so a
+    /// thread-local resource, such as the allocator's per-thread cache, can be given back
+    /// once the node is idle). `None`: nothing is called. The binary passes
+    /// `signaling::heap::on_thread_idle`.
+    pub on_thread_idle: Option<fn()>,
 }
 
 impl Default for SfuConfig {
@@ -63,6 +68,7 @@ impl Default for SfuConfig {
             bandwidth_estimation: false,
             loss_adaptation: true,
             room_span_after: 50,
+            on_thread_idle: None,
         }
     }
 }

@@ -9,100 +9,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BOTH, OwedKeyframes, Sim};
-use sfu::{LayerActive, MediaKind, SfuEvent, Source, TrackId, TrackView};
-
-const LAYERS: [&str; 3] = ["q", "h", "f"];
-/// Picture sizes the layers' key frames announce.
-const SIZES: [(u16, u16); 3] = [(160, 120), (320, 240), (640, 480)];
-const FRAME_INTERVAL: Duration = Duration::from_millis(33);
-const KEYFRAME_DELAY: Duration = Duration::from_millis(60);
-/// Dynacast's debounce (`core/dynacast.rs`), as the protocol documents it.
-const OFF_AFTER: Duration = Duration::from_millis(2500);
-
-/// One packet: a VP8 payload descriptor (S bit on a frame's first packet; a 15-bit
-/// picture ID, numbered per layer from far apart bases as a publisher whose layers were
-/// stopped and restarted numbers them), a VP8 frame header (key frames: P bit clear, start
-/// code and picture size, RFC 6386 §9.1), then the tag the test reads: layer, frame number,
-/// packet index.
-fn payload(layer: usize, frame: u32, k: u8, key: bool) -> Vec<u8> {
-    let descriptor = if k == 0 { 0x90 } else { 0x80 };
-    let pid = (frame as u16).wrapping_add(PID_BASE[layer]) & 0x7fff;
-    let [hi, lo] = pid.to_be_bytes();
-    let (w, h) = SIZES[layer];
-    let mut p = vec![descriptor, 0x80, 0x80 | hi, lo];
-    p.extend_from_slice(&[if key { 0x00 } else { 0x01 }, 0, 0]);
-    p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-    p.extend_from_slice(&w.to_le_bytes());
-    p.extend_from_slice(&h.to_le_bytes());
-    p.push(layer as u8);
-    p.extend_from_slice(&frame.to_be_bytes());
-    p.push(k);
-    p.resize(300 * (layer + 1), 0xAB);
-    p
-}
-
-/// Each layer's first picture ID.
-const PID_BASE: [u16; 3] = [100, 9_000, 20_000];
-
-/// (layer, frame, starts a key frame) of a received packet.
-fn tag(p: &[u8]) -> (usize, u32, bool) {
-    (
-        usize::from(p[14]),
-        u32::from_be_bytes([p[15], p[16], p[17], p[18]]),
-        p[0] & 0x10 != 0 && p[4] & 0x01 == 0,
-    )
-}
-
-/// The picture ID of a received packet.
-fn picture_id(p: &[u8]) -> u16 {
-    u16::from_be_bytes([p[2] & 0x7f, p[3]])
-}
-
-/// A simulcast publisher answering key-frame requests, as `simulcast.rs`'s.
-struct Publisher {
-    idx: usize,
-    frame: u32,
-    owed: OwedKeyframes,
-}
-
-impl Publisher {
-    fn new(idx: usize) -> Self {
-        Publisher {
-            idx,
-            frame: 0,
-            owed: OwedKeyframes::new(&LAYERS, KEYFRAME_DELAY),
-        }
-    }
-
-    fn send_frame(&mut self, sim: &mut Sim) {
-        self.owed.note_requests(sim, self.idx);
-        let ts = self.frame * 3000;
-        for (layer, rid) in LAYERS.iter().enumerate() {
-            let key = self.owed.is_key(layer, self.frame, sim.now);
-            for k in 0..3u8 {
-                sim.send_rtp_layer(
-                    self.idx,
-                    0,
-                    rid,
-                    ts,
-                    k == 2,
-                    payload(layer, self.frame, k, key),
-                );
-                sim.run_for(Duration::ZERO);
-            }
-        }
-        self.frame += 1;
-        sim.run_for(FRAME_INTERVAL);
-    }
-
-    fn send_for(&mut self, sim: &mut Sim, d: Duration) {
-        let until = sim.now + d;
-        while sim.now < until {
-            self.send_frame(sim);
-        }
-    }
-}
+use common::layered::{
+    LAYERS, OFF_AFTER, Publisher, actives, h264_tag, layer_events, layers_since, picture_id, tag,
+    view,
+};
+use common::{BOTH, Sim};
+use sfu::{MediaKind, SfuEvent, Source, TrackId};
 
 /// Publisher 0 (simulcast camera) and subscriber 1, connected, media flowing for a second.
 fn setup(seed: u64) -> (Sim, Publisher, TrackId) {
@@ -114,57 +26,6 @@ fn setup(seed: u64) -> (Sim, Publisher, TrackId) {
     let mut publisher = Publisher::new(a);
     publisher.send_for(&mut sim, Duration::from_secs(1));
     (sim, publisher, tracks[0].id)
-}
-
-fn view(sim: &mut Sim, sub: usize, track: TrackId, visible: bool, width: u32, height: u32) {
-    let now = sim.now;
-    let id = sim.clients[sub].id;
-    let unknown = sim
-        .core_of(id)
-        .set_views(
-            now,
-            id,
-            &[(
-                track,
-                TrackView {
-                    visible,
-                    width,
-                    height,
-                },
-            )],
-        )
-        .expect("set_views");
-    assert!(unknown.is_empty(), "the subscriber receives {track}");
-    sim.pump_events();
-}
-
-/// The layers of the packets subscriber `sub` received from index `from` on.
-fn layers_since(sim: &Sim, sub: usize, from: usize) -> Vec<usize> {
-    sim.clients[sub].received[from..]
-        .iter()
-        .map(|g| tag(&g.payload).0)
-        .collect()
-}
-
-/// The `PublisherLayers` events for `track` from index `from` of `sim.events` on, as
-/// (time since start, active flags).
-fn layer_events(sim: &Sim, track: TrackId, from: usize) -> Vec<Vec<LayerActive>> {
-    sim.events[from..]
-        .iter()
-        .filter_map(|e| match e {
-            SfuEvent::PublisherLayers {
-                track: t, layers, ..
-            } if *t == track => Some(layers.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn actives(layers: &[LayerActive]) -> Vec<(Option<&str>, bool)> {
-    layers
-        .iter()
-        .map(|l| (l.rid.as_deref(), l.active))
-        .collect()
 }
 
 #[test]
@@ -205,6 +66,36 @@ fn a_small_view_gets_the_low_layer_and_a_larger_one_the_layer_that_fills_it() {
             "picture ID {a} then {b} at {:?} -> {:?}",
             tag(&w[0].payload),
             tag(&w[1].payload)
+        );
+    }
+}
+
+#[test]
+fn an_h264_simulcast_view_gets_the_layer_its_sps_sizes_say_fills_it() {
+    // H.264 layers of 160x90, 320x180 and 640x480 (their SPS, as Chromium sends them at
+    // each key frame). Guessed from 1280x720 down, the layers would be 320x180, 640x360
+    // and 1280x720: a 300x170 element would get the lowest and a 600x400 one the middle.
+    let mut sim = Sim::new(75);
+    let a = sim.join_h264_only(BOTH);
+    let _b = sim.join(BOTH);
+    let track = sim.publish_simulcast(a, &LAYERS)[0].id;
+    sim.connect_all();
+    let mut publisher = Publisher::h264(a);
+    publisher.send_for(&mut sim, Duration::from_secs(1));
+    for (w, h, want) in [(150, 80, 0), (300, 170, 1), (600, 400, 2), (150, 80, 0)] {
+        view(&mut sim, 1, track, true, w, h);
+        publisher.send_for(&mut sim, Duration::from_millis(300));
+        let n = sim.clients[1].received.len();
+        publisher.send_for(&mut sim, Duration::from_millis(700));
+        let got: Vec<usize> = sim.clients[1].received[n..]
+            .iter()
+            .map(|g| h264_tag(&g.payload).0)
+            .collect();
+        assert!(got.len() > 50, "video flows at {w}x{h}");
+        assert!(
+            got.iter().all(|l| *l == want),
+            "a {w}x{h} view gets layer {want}, got {:?}",
+            got.iter().collect::<std::collections::BTreeSet<_>>()
         );
     }
 }

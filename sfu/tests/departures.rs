@@ -429,3 +429,44 @@ fn ssrcs_from(sim: &Sim, to: usize, from: usize) -> Vec<u32> {
     v.dedup();
     v
 }
+
+/// After a crowd has come and gone, the shard gives back the room its maps and queues
+/// grew for: capacities fall to the floor instead of staying at the crowd's size (the
+/// idle node kept 20 MiB of such capacity after the 1-hour soak). A shrink that never
+/// happened, or one that fired while the crowd was still there, fails this.
+#[test]
+fn capacity_is_given_back_after_everyone_leaves() {
+    let mut sim = Sim::new(33);
+    let crowd: Vec<usize> = (0..16).map(|_| sim.join(LEARNER)).collect();
+    for &i in &crowd {
+        sim.publish(i, &AV);
+    }
+    sim.connect_all();
+    sim.run_for(Duration::from_millis(300));
+    sim.stream_all(&crowd, Duration::from_millis(300));
+    let (transports, producers, participants, _) = sim.cores[0].capacities();
+    assert!(
+        transports >= 48 && producers >= 48 && participants >= 24,
+        "the crowd is in: capacities {transports}/{producers}/{participants}"
+    );
+    // Half leave: the maps still hold the other half, and shrink only by hysteresis.
+    for &i in &crowd[..8] {
+        sim.leave(i);
+    }
+    sim.run_for(Duration::from_millis(300));
+    let (t_half, _, _, _) = sim.cores[0].capacities();
+    assert!(
+        t_half >= 16,
+        "8 participants keep their 16 transports: {t_half}"
+    );
+    for &i in &crowd[8..] {
+        sim.leave(i);
+    }
+    sim.run_for(Duration::from_millis(300));
+    assert_eq!(sim.cores[0].counts().transports, 0);
+    let (t, p, pa, tx) = sim.cores[0].capacities();
+    assert!(
+        t <= 28 && p <= 28 && pa <= 28 && tx <= 32,
+        "capacity given back after everyone left: transports {t}, producers {p}, participants {pa}, transmits {tx}"
+    );
+}

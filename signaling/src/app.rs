@@ -45,6 +45,7 @@ pub async fn run(
         bandwidth_estimation: cfg.bwe,
         loss_adaptation: !cfg.no_adaptation,
         room_span_after: cfg.room_span_after,
+        on_thread_idle: Some(crate::heap::on_thread_idle),
         ..SfuConfig::default()
     };
     let (sfu, events) = Sfu::start(sfu_cfg).context("starting the media core")?;

@@ -15,7 +15,7 @@
 //! found some (a transition busy -> idle), so an idle node trims once, and a busy node never
 //! pays for a trim (it walks every arena under its lock).
 //!
-//! Only glibc has `malloc_trim`; elsewhere (musl, other allocators) this is a no-op.
+//! What is released and why jemalloc is the allocator: [`crate::heap`].
 
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ use crate::state::AppState;
 
 /// How often the watcher looks at the node's occupancy.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// How long threads get to flush their allocator caches before the purge.
+const FLUSH_WAIT: Duration = Duration::from_secs(1);
 
 /// Decides when to trim: on the busy -> idle transition, once. Sans-IO: fed occupancy.
 #[derive(Debug, Default)]
@@ -48,13 +51,20 @@ pub async fn run(state: AppState) {
         let busy = !state.store().rooms().is_empty() || state.sfu().counts().await.transports > 0;
         if decide.observe(busy) {
             let before = rss_kib();
-            let released = trim();
+            crate::heap::flush_caches();
+            tokio::time::sleep(FLUSH_WAIT).await;
+            let released = crate::heap::purge();
             tracing::info!(
                 rss_kib_before = before,
                 rss_kib_after = rss_kib(),
                 released,
-                "node idle: returned freed heap memory to the OS (malloc_trim)"
+                "node idle: returned freed heap memory to the OS (jemalloc purge, malloc_trim)"
             );
+            if tracing::enabled!(target: "studyroom::heap", tracing::Level::DEBUG)
+                && let Some(r) = crate::heap::report()
+            {
+                tracing::debug!(target: "studyroom::heap", "allocator statistics at idle:\n{r}");
+            }
         }
     }
 }
@@ -69,19 +79,6 @@ fn rss_kib() -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn trim() -> bool {
-    // SAFETY: malloc_trim only walks glibc's own arenas under their locks; it takes no
-    // pointer from us and is safe to call from any thread at any time.
-    unsafe { libc::malloc_trim(0) == 1 }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() -> bool {
-    false
 }
 
 #[cfg(test)]

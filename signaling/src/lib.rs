@@ -20,6 +20,7 @@ mod focus;
 pub mod fuzzing;
 mod handlers;
 mod health;
+pub mod heap;
 mod http;
 mod idle_trim;
 mod limits;

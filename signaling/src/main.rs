@@ -7,6 +7,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// jemalloc returns what a churning node freed; glibc's malloc kept it (see `signaling::heap`).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     // One rustls crypto provider for every HTTP client of the process (the OTLP exporter's
     // and the audit webhook's reqwest are built with `rustls-no-provider`): ring, as the
@@ -61,6 +66,9 @@ fn main() -> std::process::ExitCode {
 
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A worker about to sleep gives back its allocator cache once per idle period
+        // of the node (signaling::heap).
+        .on_thread_park(signaling::heap::on_thread_idle)
         .build()
     {
         Ok(rt) => rt,

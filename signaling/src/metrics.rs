@@ -561,6 +561,36 @@ async fn render_core_counts(state: &AppState, o: &mut String) {
             .metrics()
             .num_alive_tasks(),
     );
+    if let Some(h) = crate::heap::stats() {
+        metric(
+            o,
+            "studyroom_heap_allocated_bytes",
+            "gauge",
+            "Bytes of heap the process holds (jemalloc stats.allocated): live data only.",
+            h.allocated,
+        );
+        metric(
+            o,
+            "studyroom_heap_resident_bytes",
+            "gauge",
+            "Bytes of heap pages resident (jemalloc stats.resident): live data, allocator metadata, pages not yet returned.",
+            h.resident,
+        );
+        metric(
+            o,
+            "studyroom_heap_active_bytes",
+            "gauge",
+            "Bytes in pages holding live allocations (jemalloc stats.active); minus allocated: fragmentation.",
+            h.active,
+        );
+        metric(
+            o,
+            "studyroom_heap_metadata_bytes",
+            "gauge",
+            "Bytes of the allocator's own metadata (jemalloc stats.metadata).",
+            h.metadata,
+        );
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

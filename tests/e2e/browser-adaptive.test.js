@@ -7,7 +7,9 @@
 // tile — and that viewer decodes it on (a restarted VP8 layer's picture IDs lag the other
 // layer's: the server re-bases them, else the viewer stalled after the key frame). Judged
 // from getStats: the viewer's inbound-rtp bytesReceived and framesDecoded per track, the
-// publisher's outbound-rtp per rid (`active`, bytesSent, framesSent).
+// publisher's outbound-rtp per rid (`active`, bytesSent, framesSent). The dynacast case runs
+// twice: on one media shard, and in a room spread over two (the viewer who enlarges its
+// tile on the shard that does not host the publisher).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHarness } from './lib/harness.js';
@@ -90,12 +92,14 @@ test('a hidden tile receives no video while its audio goes on, and video again w
   });
 });
 
-test('a simulcast layer no viewer needs is no longer encoded, and again when a viewer enlarges its tile', { timeout: 90000 }, async (t) => {
-  const h = await startHarness(t);
+// The dynacast scenario: publisher a, viewers b and c in small tiles; then `enlarger`
+// ('b' or 'c') enlarges its tile. `serverArgs` may spread the room over the media shards.
+async function dynacast(t, { room, serverArgs = [], enlarger = 'c' }) {
+  const h = await startHarness(t, { serverArgs });
   await h.run(async () => {
-    const a = await h.join({ room: 'e2e-dynacast', name: 'Layers', query: { simulcast: 1, codec: 'VP8' } });
-    const b = await h.join({ room: 'e2e-dynacast', name: 'Small1', publish: false });
-    const c = await h.join({ room: 'e2e-dynacast', name: 'Small2', publish: false });
+    const a = await h.join({ room, name: 'Layers', query: { simulcast: 1, codec: 'VP8' } });
+    const b = await h.join({ room, name: 'Small1', publish: false });
+    const c = await h.join({ room, name: 'Small2', publish: false });
     // Both viewers show the camera in a small tile (120x68 CSS px: the 160x120 layer fills it).
     for (const v of [b, c]) await styleTile(v, a.id, 'width: 120px');
     await waitForVideoFrom(b, a.id);
@@ -119,7 +123,8 @@ test('a simulcast layer no viewer needs is no longer encoded, and again when a v
       `publisherLayers told the publisher: ${JSON.stringify(told)}`);
 
     // A viewer enlarges its tile (1000 px wide: more than any layer): h is back at once.
-    await styleTile(c, a.id, 'width: 1000px');
+    const big = enlarger === 'b' ? b : c;
+    await styleTile(big, a.id, 'width: 1000px');
     const onAt = Date.now();
     await waitFor(async () => {
       const x = await layers(a);
@@ -129,14 +134,56 @@ test('a simulcast layer no viewer needs is no longer encoded, and again when a v
     // And that viewer gets it, and keeps getting it.
     const camera = async (v) => (await inboundStats(v.page)).find((x) => x.participantId === a.id && x.kind === 'video');
     const first = await waitFor(async () => {
-      const s = await camera(c);
+      const s = await camera(big);
       return s && s.frameWidth === 320 ? s : null;
-    }, { what: 'the enlarged viewer to decode the 320 px layer', timeoutMs: 10000, progress: () => camera(c) });
+    }, { what: 'the enlarged viewer to decode the 320 px layer', timeoutMs: 10000, progress: () => camera(big) });
     const sentBefore = await layers(a);
     await sleep(3000);
-    const [last, sentAfter] = [await camera(c), await layers(a)];
+    const [last, sentAfter] = [await camera(big), await layers(a)];
     t.diagnostic(`over 3 s: h frames sent ${sentAfter.h.framesSent - sentBefore.h.framesSent}, decoded by the enlarged viewer ${last.framesDecoded - first.framesDecoded} at ${last.frameWidth} px`);
     assert.equal(last.frameWidth, 320);
     assert.ok(last.framesDecoded - first.framesDecoded >= 30, `the enlarged viewer decodes on (${first.framesDecoded} -> ${last.framesDecoded} in 3 s)`);
+    if (serverArgs.includes('--shards')) {
+      // The video crossed between the shards, or the room never spanned.
+      const text = await (await fetch('http://127.0.0.1:9100/metrics')).text();
+      const line = text.split('\n').find((l) => l.startsWith('studyroom_relayed_packets_in_total '));
+      assert.ok(line && Number(line.split(' ')[1]) > 0, `packets were relayed between the shards: ${line}`);
+    }
+  });
+}
+
+test('a simulcast layer no viewer needs is no longer encoded, and again when a viewer enlarges its tile', { timeout: 90000 }, async (t) => {
+  await dynacast(t, { room: 'e2e-dynacast' });
+});
+
+// The same in a room spread over both media shards (--room-span-after 1): the publisher
+// and c on the room's home shard, b on the other, whose subscribers' wants cross to the
+// publisher's shard (ARCHITECTURE.md "Adaptive stream and dynacast"). b enlarges its tile.
+test('dynacast in a room spanning both media shards: the other shard\'s viewer counts', { timeout: 90000 }, async (t) => {
+  await dynacast(t, { room: 'e2e-dynacast-span', serverArgs: ['--shards', '2', '--room-span-after', '1'], enlarger: 'b' });
+});
+
+// H.264 simulcast (issue 12, adaptive stream): the server reads each layer's size from the
+// SPS Chromium sends with every key frame (sfu/src/core/frame_size.rs). The 640x480 fake
+// camera sends 160x120 and 320x240 layers; a 300 px wide tile needs the 320x240 one. Had the
+// sizes been guessed (the top layer taken as 1280x720, halving below), the 160x120 layer
+// would have been taken as 640x360, "filling" the tile, and the viewer would get 160 px.
+test('H.264 simulcast: a tile gets the layer that fills it, by the sizes in the SPS', { timeout: 90000 }, async (t) => {
+  const h = await startHarness(t);
+  await h.run(async () => {
+    const a = await h.join({ room: 'e2e-adaptive-h264', name: 'H264', query: { simulcast: 1, codec: 'H264' } });
+    const b = await h.join({ room: 'e2e-adaptive-h264', name: 'Viewer', publish: false });
+    await styleTile(b, a.id, 'width: 300px');
+    await waitForVideoFrom(b, a.id);
+    const camera = async () => (await inboundStats(b.page)).find((x) => x.participantId === a.id && x.kind === 'video');
+    const first = await waitFor(async () => {
+      const s = await camera();
+      return s && s.frameWidth === 320 ? s : null;
+    }, { what: 'the 300 px tile to decode the 320 px layer', timeoutMs: 20000, progress: async () => ({ viewer: await camera(), layers: await layers(a) }) });
+    await sleep(3000);
+    const last = await camera();
+    t.diagnostic(`300 px tile: ${last.frameWidth} px, ${last.framesDecoded - first.framesDecoded} frames decoded in 3 s; publisher ${JSON.stringify(await layers(a))}`);
+    assert.equal(last.frameWidth, 320, 'the tile stays on the layer that fills it');
+    assert.ok(last.framesDecoded - first.framesDecoded >= 30, `it decodes on (${first.framesDecoded} -> ${last.framesDecoded} in 3 s)`);
   });
 });

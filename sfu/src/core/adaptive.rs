@@ -13,9 +13,18 @@
 //! published video, the highest layer any of its consumers wants (by `setQuality`, by its
 //! view, the lowest for one paused for bandwidth, none when hidden), lets `dynacast.rs`
 //! decide (off after a debounce, on at once), and tells the publisher
-//! ([`SfuEvent::PublisherLayers`]) which layers to encode. Only for rooms on one shard:
-//! there the consumers seen here are all the subscribers there are. A room spanning
-//! shards (`span.rs`) keeps every layer on (its other shards' wants do not cross yet).
+//! ([`SfuEvent::PublisherLayers`]) which layers to encode.
+//!
+//! **A room spanning shards** (`span.rs`): the publisher's shard sees only its own
+//! subscribers, so every other shard works out the same "highest layer wanted" over its
+//! consumers of each mirror and reports it to the producer's shard (`Wants`, a
+//! [`LayerWant`], only when it changed: at most one message per mirror and allocation
+//! period, none in a steady room). The producer's shard keeps the last report per shard
+//! and decides on the highest of them and its own. A shard's reports are forgotten when
+//! it leaves the room's span (its last participant of the room went, whatever the way)
+//! and with the producer; a shard whose subscribers all went reports `Nothing`. The
+//! mirrors are told the producer's layers (`Track`, again when they change), so a layer
+//! that was off before a shard joined the span can still be wanted there.
 
 use std::time::Instant;
 
@@ -23,6 +32,7 @@ use str0m::media::MediaKind;
 use tracing::debug;
 
 use super::allocator::Target;
+use super::dynacast::LayerWant;
 use super::simulcast::Layers;
 use super::*;
 use crate::error::SfuError;
@@ -104,14 +114,13 @@ impl ShardCore {
         Ok(unknown)
     }
 
-    /// Dynacast for every video published on this shard (a mirror's is its own shard's).
+    /// Dynacast for every video of this shard: decided here for a local producer,
+    /// reported to the producer's shard for a mirror.
     pub(super) fn dynacast_all(&mut self, now: Instant) {
         let videos: Vec<TrackId> = self
             .producers
             .iter()
-            .filter(|(_, p)| {
-                p.info.kind == MediaKind::Video && matches!(p.origin, Origin::Local(..))
-            })
+            .filter(|(_, p)| p.info.kind == MediaKind::Video)
             .map(|(id, _)| *id)
             .collect();
         for track in videos {
@@ -119,44 +128,109 @@ impl ShardCore {
         }
     }
 
-    /// Dynacast for one published video (see the module docs).
+    /// Dynacast for one video (see the module docs).
     fn dynacast(&mut self, track: TrackId, now: Instant) {
+        match self.producers.get(&track).map(|p| p.origin) {
+            Some(Origin::Local(..)) => self.decide_layers(track, now),
+            Some(Origin::Remote(shard)) => self.report_want(track, shard),
+            None => {}
+        }
+    }
+
+    /// How many of `p`'s known layers (lowest first) this shard's consumers want.
+    fn wanted_here(&self, p: &Producer) -> usize {
+        let key = (p.info.participant, p.info.source);
+        p.consumers
+            .iter()
+            .filter_map(|sub| self.transports.get(sub))
+            .filter_map(|t| match &t.kind {
+                TransportKind::Subscriber { consumers, .. } => consumers.get(&key),
+                TransportKind::Publisher { .. } => None,
+            })
+            .filter(|c| c.producer == Some(p.info.id))
+            .map(|c| c.wanted_layers(&p.layers))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A mirror: tell the producer's shard what this shard's subscribers want of it,
+    /// when that changed.
+    fn report_want(&mut self, track: TrackId, shard: usize) {
         let Some(p) = self.producers.get(&track) else {
             return;
         };
-        if !matches!(p.origin, Origin::Local(..)) {
-            return; // a mirror: its own shard tells its publisher
+        let want = LayerWant::from_count(p.layers.known(), self.wanted_here(p));
+        if p.reported_want == Some(want) {
+            return;
         }
+        debug!(%track, shard, ?want, "dynacast: wants reported");
+        if let Some(p) = self.producers.get_mut(&track) {
+            p.reported_want = Some(want);
+        }
+        self.tell_wants(shard, track, want);
+    }
+
+    /// Shard `from` reports what its subscribers want of local producer `track`: kept
+    /// until it reports again, leaves the room's span (`span_remove`), or the producer
+    /// goes; decided at once (a layer wanted again goes on at once).
+    pub(super) fn take_shard_want(
+        &mut self,
+        from: usize,
+        track: TrackId,
+        want: LayerWant,
+        now: Instant,
+    ) {
+        let Some(p) = self.producers.get_mut(&track) else {
+            self.stats.relayed_dropped += 1;
+            return;
+        };
+        // Only from a shard of the room's span: a report sent before that shard left it
+        // may arrive after (span changes and peer messages travel apart).
+        let in_span = self.spans.get(&p.room).is_some_and(|s| s.contains(&from));
+        if !matches!(p.origin, Origin::Local(..)) || !in_span {
+            self.stats.relayed_dropped += 1;
+            return;
+        }
+        p.shard_wants.retain(|(s, _)| *s != from);
+        if want != LayerWant::Nothing {
+            p.shard_wants.push((from, want));
+        }
+        self.dynacast(track, now);
+    }
+
+    /// Dynacast for a video published on this shard: its consumers here and what the
+    /// room's other shards reported (see the module docs).
+    fn decide_layers(&mut self, track: TrackId, now: Instant) {
+        let Some(p) = self.producers.get_mut(&track) else {
+            return;
+        };
+        // The mirrors learn the layers from the packets relayed to them; a layer that
+        // is off never reaches a shard that joined the span after, so declare them.
+        if !self.spans.get(&p.room).is_none_or(|s| s.is_empty()) {
+            let declared = p.layers.declared();
+            if declared != p.declared {
+                p.declared = declared;
+                self.announce_track(track);
+            }
+        }
+        let Some(p) = self.producers.get(&track) else {
+            return;
+        };
         if p.rate.window_start.is_none() {
             return; // nothing received yet: whether it is simulcast is not known
         }
-        let key = (p.info.participant, p.info.source);
         let known = if p.layers.is_empty() {
             1
         } else {
             p.layers.known().len()
         };
-        // A room spanning shards: the other shards' subscribers are not seen from here
-        // (their wants do not cross yet), so every layer stays on.
-        let spans = self
-            .spans
-            .get(&p.room)
-            .is_some_and(|others| !others.is_empty());
-        let wanted = if spans {
-            known
-        } else {
-            p.consumers
-                .iter()
-                .filter_map(|sub| self.transports.get(sub))
-                .filter_map(|t| match &t.kind {
-                    TransportKind::Subscriber { consumers, .. } => consumers.get(&key),
-                    TransportKind::Publisher { .. } => None,
-                })
-                .filter(|c| c.producer == Some(track))
-                .map(|c| c.wanted_layers(&p.layers))
-                .max()
-                .unwrap_or(0)
-        };
+        let there = p
+            .shard_wants
+            .iter()
+            .map(|(_, w)| w.count(p.layers.known(), known))
+            .max()
+            .unwrap_or(0);
+        let wanted = self.wanted_here(p).max(there);
         let Some(p) = self.producers.get_mut(&track) else {
             return;
         };

@@ -2,9 +2,9 @@
 //!
 //! - **decide** ([`Consumer::decide`]): whether this consumer gets this packet at all —
 //!   negotiated and fed by this producer, and for simulcast the layer it is on or moving
-//!   to (switches happen at key frames); for VP9 SVC the spatial/temporal layers at or
-//!   below its target (`svc.rs`), with the marker bit moved to the end of the highest
-//!   forwarded layer. Bandwidth allocation and adaptive stream (the subscriber's view
+//!   to (switches happen at key frames); for VP9 or AV1 SVC the spatial/temporal layers
+//!   at or below its target (`svc.rs`), with the marker bit moved to the end of the
+//!   highest forwarded layer. Bandwidth allocation and adaptive stream (the subscriber's view
 //!   of the video) plug in here: they only change what the consumer wants, never how
 //!   packets are written.
 //! - **apply** ([`Consumer::write`]): map the payload type to the subscriber's, rewrite
@@ -26,8 +26,7 @@ use super::Consumer;
 use super::allocator::Target;
 use super::red;
 use super::simulcast::{Decision, Layers};
-use super::svc::{SvcDecision, SvcLayers};
-use super::vp9::Descriptor;
+use super::svc::{LayerFrame, SvcDecision, SvcLayers};
 use crate::ids::{ParticipantId, TrackId};
 
 /// How long a forwarded packet stays in its stream's retransmission cache.
@@ -48,8 +47,9 @@ pub(super) struct Incoming {
     pub(super) in_params: PayloadParams,
     /// A RED packet: where its primary block's data sits in the payload.
     pub(super) red_primary: Option<Range<usize>>,
-    /// A VP9 packet's payload descriptor (SVC layer indices).
-    pub(super) vp9: Option<Descriptor>,
+    /// Its SVC layers: from a VP9 packet's payload descriptor or an AV1 packet's
+    /// dependency descriptor (None: not SVC, or unreadable).
+    pub(super) svc: Option<LayerFrame>,
     pub(super) is_video: bool,
     pub(super) clock_rate: u32,
     /// Header extensions to pass on (mid/rid/transport-cc cleared: they are per hop).
@@ -93,11 +93,12 @@ impl Consumer {
                 cap = cap.min(layers.index_for_view((view.width, view.height)));
             }
         }
-        // VP9 with layer indices: the SVC path, even while only one layer was seen (the
-        // first picture reveals its layers one by one). Not for a simulcast layer (VP9
-        // simulcast with temporal layers): there the RID picks the stream.
+        // VP9 with layer indices or AV1 with a dependency descriptor: the SVC path, even
+        // while only one layer was seen (the first picture reveals its layers one by one).
+        // Not for a simulcast layer (VP9 simulcast with temporal layers): there the RID
+        // picks the stream.
         if pkt.rid.is_none()
-            && let Some(d) = pkt.vp9.as_ref().filter(|d| d.layer.is_some())
+            && let Some(d) = pkt.svc.as_ref()
         {
             if self.await_keyframe {
                 // A resume: start from a key frame (`SvcSelection` waits for one).

@@ -477,6 +477,7 @@ impl ShardCore {
     }
 
     pub(super) fn housekeeping(&mut self, now: Instant) {
+        self.compact();
         // Coalesced keyframe requests whose throttle window has passed.
         let pending: Vec<TrackId> = self
             .producers

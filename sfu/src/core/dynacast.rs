@@ -11,8 +11,14 @@
 //! Why "the lowest `n` layers" rather than any set: the layers below the highest wanted
 //! one are what the stream allocator falls back to when a subscriber's downlink shrinks,
 //! and they are the cheap ones to encode.
+//!
+//! A room spanning shards: each shard holding a mirror of the producer reports what its
+//! own subscribers want ([`LayerWant`], only when it changes) and the producer's shard
+//! decides on the highest of them and its own.
 
 use std::time::{Duration, Instant};
+
+use str0m::media::Rid;
 
 /// A layer nobody wants is turned off after this long.
 pub const OFF_AFTER: Duration = Duration::from_millis(2500);
@@ -68,9 +74,70 @@ impl Dynacast {
     }
 }
 
+/// What one shard's subscribers want of a producer another shard hosts, as that shard
+/// reports it to the producer's (`span.rs`). By layer name rather than by count: the
+/// mirror may not know the same layers in the same order as the producer's shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerWant {
+    /// Nothing (no consumer there, or every one hidden).
+    Nothing,
+    /// Every layer up to this one, lowest first.
+    UpTo(Rid),
+    /// The video as a whole (the mirror knows no simulcast layer of it).
+    Whole,
+}
+
+impl LayerWant {
+    /// `wanted` of the layers `known` (lowest first; empty: a video without simulcast
+    /// as far as this shard knows) as a report.
+    pub fn from_count(known: &[Rid], wanted: usize) -> Self {
+        match (wanted, known.len()) {
+            (0, _) => LayerWant::Nothing,
+            (_, 0) => LayerWant::Whole,
+            (w, n) => LayerWant::UpTo(known[w.min(n) - 1]),
+        }
+    }
+
+    /// How many of `count` layers, whose names are `known` (lowest first; empty for a
+    /// video without simulcast), this report wants. A layer name the producer's shard
+    /// does not know (yet) counts as all of them: wanting too much only delays a layer
+    /// going off.
+    pub fn count(self, known: &[Rid], count: usize) -> usize {
+        match self {
+            LayerWant::Nothing => 0,
+            LayerWant::Whole => count,
+            LayerWant::UpTo(r) => known.iter().position(|k| *k == r).map_or(count, |i| i + 1),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shards_want_is_told_by_layer_name() {
+        let layers = [Rid::from("q"), Rid::from("h"), Rid::from("f")];
+        assert_eq!(LayerWant::from_count(&layers, 0), LayerWant::Nothing);
+        assert_eq!(
+            LayerWant::from_count(&layers, 2),
+            LayerWant::UpTo(layers[1])
+        );
+        assert_eq!(
+            LayerWant::from_count(&layers, 9),
+            LayerWant::UpTo(layers[2])
+        );
+        assert_eq!(LayerWant::from_count(&[], 1), LayerWant::Whole);
+        assert_eq!(LayerWant::from_count(&[], 0), LayerWant::Nothing);
+        // The producer's shard reads it against its own layers.
+        assert_eq!(LayerWant::UpTo(layers[1]).count(&layers, 3), 2);
+        assert_eq!(LayerWant::UpTo(layers[0]).count(&layers, 3), 1);
+        assert_eq!(LayerWant::Nothing.count(&layers, 3), 0);
+        assert_eq!(LayerWant::Whole.count(&layers, 3), 3);
+        assert_eq!(LayerWant::Whole.count(&[], 1), 1);
+        // A name it does not know: everything.
+        assert_eq!(LayerWant::UpTo(Rid::from("x")).count(&layers, 3), 3);
+    }
 
     #[test]
     fn off_after_the_debounce_on_at_once() {

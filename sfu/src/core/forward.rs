@@ -8,6 +8,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::RtpPacket;
 use tracing::debug;
 
+use super::av1_svc::DdBytes;
 use super::consumer::{Incoming, Verdict};
 use super::span::Relayed;
 use super::*;
@@ -69,12 +70,18 @@ impl ShardCore {
         // Whether this packet starts a key frame decides where consumers may switch layers.
         let keyframe =
             is_video && simulcast::is_keyframe_start(in_params.spec().codec, &pkt.payload);
-        // VP9: the payload descriptor's layer indices (SVC). A payload without a readable
-        // descriptor (padding, garbage) is forwarded as before, outside the SVC path:
-        // dropping it would leave a hole every subscriber NACKs.
-        let vp9 = if in_params.spec().codec == Codec::Vp9 && !pkt.payload.is_empty() {
-            match vp9::parse(&pkt.payload) {
-                Ok(d) => Some(d),
+        // SVC layers, read once for all consumers. VP9: the payload descriptor's layer
+        // indices. AV1 (one stream, no RID): the dependency descriptor header extension,
+        // read against the producer's last template structure (`av1_svc.rs`). A packet
+        // without a readable descriptor (padding, garbage, no structure yet) is forwarded
+        // as before, outside the SVC path: dropping it would leave a hole every
+        // subscriber NACKs.
+        let mut ext = pkt.header.ext_vals.clone();
+        let codec = in_params.spec().codec;
+        let dd = ext.user_values.get::<DdBytes>().map(|b| &b.0[..]);
+        let svc = match (codec, dd) {
+            (Codec::Vp9, _) if !pkt.payload.is_empty() => match vp9::parse(&pkt.payload) {
+                Ok(d) => d.layer_frame(),
                 Err(e) => {
                     debug!(
                         transport = from.0,
@@ -82,11 +89,22 @@ impl ShardCore {
                     );
                     None
                 }
-            }
-        } else {
-            None
+            },
+            (Codec::Av1, Some(dd)) if rid.is_none() => match p.av1.frame(dd) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    debug!(transport = from.0, "AV1 dependency descriptor: {e}");
+                    None
+                }
+            },
+            _ => None,
         };
-        let mut ext = pkt.header.ext_vals.clone();
+        // The dependency descriptor goes on only with an AV1 stream that is not simulcast:
+        // its frame numbers are the stream's own, and a VP8/VP9 receiver that got them
+        // would switch from the payload's descriptor to these (untested ground).
+        if codec != Codec::Av1 || rid.is_some() {
+            ext.user_values.remove::<DdBytes>();
+        }
         ext.mid = None;
         ext.rid = None;
         ext.rid_repair = None;
@@ -97,7 +115,7 @@ impl ShardCore {
             keyframe,
             in_params,
             red_primary,
-            vp9,
+            svc,
             is_video,
             clock_rate,
             ext,

@@ -29,11 +29,14 @@
 mod adaptive;
 mod allocator;
 mod api;
+pub mod av1_dd;
+pub mod av1_svc;
 mod bandwidth;
 mod consumer;
 mod datapath;
 mod dynacast;
 mod forward;
+pub mod frame_size;
 mod loss_estimate;
 mod negotiate;
 pub mod red;
@@ -60,8 +63,10 @@ use std::time::{Duration, Instant};
 use str0m::Rtc;
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::RtpPacket;
+
+use tracing::debug;
 
 use crate::config::SfuConfig;
 use crate::ids::{ParticipantId, Source, TrackId, TransportId};
@@ -124,8 +129,11 @@ struct Producer {
     keyframe_pending: bool,
     /// Simulcast layers seen (empty: not simulcast).
     layers: Layers,
-    /// SVC layers seen in a VP9 stream (`svc.rs`; not scalable until two layers were seen).
+    /// SVC layers seen in a VP9 or AV1 stream (`svc.rs`; not scalable until two layers
+    /// were seen).
     svc: svc::SvcLayers,
+    /// An AV1 stream's dependency descriptor state (`av1_svc.rs`).
+    av1: av1_svc::Av1Stream,
     /// Loudest audio level (linear 0..1) since the last active-speaker evaluation.
     peak: f32,
     /// Level reported with the speaker (decaying peak).
@@ -137,6 +145,14 @@ struct Producer {
     rate: RateMeter,
     /// Which of its layers the publisher was told to encode (`dynacast.rs`).
     dynacast: dynacast::Dynacast,
+    /// A local producer of a spanning room: what each other shard's subscribers want of
+    /// it, as that shard last reported (`span.rs`; no entry: nothing).
+    shard_wants: Vec<(usize, dynacast::LayerWant)>,
+    /// A local producer of a spanning room: the layers last declared to its mirrors.
+    declared: Vec<(Rid, Option<(u32, u32)>)>,
+    /// A mirror: what this shard's subscribers want of it, as last reported to the
+    /// producer's shard (None: not yet).
+    reported_want: Option<dynacast::LayerWant>,
     /// The loss its publisher's link had (our receiver reports; the highest of its layers
     /// in the last stats round): subtracted from what its subscribers report, so a gap
     /// the publisher left does not read as a subscriber's congestion (`loss_estimate.rs`).
@@ -183,11 +199,15 @@ impl Producer {
             keyframe_pending: false,
             layers: Layers::default(),
             svc: Default::default(),
+            av1: Default::default(),
             peak: 0.0,
             level: 0.0,
             last_loud_at: None,
             rate: RateMeter::default(),
             dynacast: Default::default(),
+            shard_wants: Vec::new(),
+            declared: Vec::new(),
+            reported_want: None,
             upstream_loss: UpstreamLoss::default(),
         }
     }
@@ -209,22 +229,24 @@ impl Producer {
         }
         if let Some(r) = pkt.rid {
             self.layers.observe(r, rtp.payload.len(), now);
-            if pkt.keyframe
-                && let Some(size) = simulcast::frame_size(pkt.in_params.spec().codec, &rtp.payload)
-            {
+            if pkt.keyframe {
                 // Layer sizes for adaptive stream (a key frame's first packet says it).
-                self.layers.observe_size(r, size);
+                match frame_size::frame_size(pkt.in_params.spec().codec, &rtp.payload) {
+                    Ok(Some(size)) => self.layers.observe_size(r, size),
+                    Ok(None) => {}
+                    Err(e) => {
+                        debug!(track = %self.info.id, rid = %r, "layer size unreadable: {e}")
+                    }
+                }
             }
         }
-        // VP9 SVC (one stream, no RID): the layer indices and the key pictures' declared
+        // VP9 or AV1 SVC (one stream, no RID): the layers and the key pictures' declared
         // spatial layers feed the SVC ladder.
-        if let Some(d) = pkt.vp9.as_ref().filter(|_| pkt.rid.is_none()) {
-            if let Some(n) = d.spatial_layers {
+        if let Some(f) = pkt.svc.filter(|_| pkt.rid.is_none()) {
+            if let Some(n) = f.declares_spatial {
                 self.svc.declare_spatial(n, now);
             }
-            if d.layer.is_some() {
-                self.svc.observe(d.sid(), d.tid(), rtp.payload.len(), now);
-            }
+            self.svc.observe(f.sid, f.tid, rtp.payload.len(), now);
         }
         self.rate.add(rtp.payload.len(), now);
     }
@@ -353,7 +375,9 @@ struct Slot {
 
 struct Transport {
     participant: ParticipantId,
-    rtc: Rtc,
+    /// Boxed: str0m's `Rtc` is tens of KiB, and inline it made every slot of the
+    /// transports map (and its growth slack) that size, kept after everyone left.
+    rtc: Box<Rtc>,
     port_idx: usize,
     ufrag: String,
     /// The ufrag of an ICE restart we offered, routed already, taken when answered.
@@ -498,5 +522,78 @@ impl ShardCore {
             routes: a + u,
             timers: self.timers.len(),
         }
+    }
+}
+
+/// Capacity a container keeps however empty it gets: below this, shrinking is not worth
+/// a reallocation.
+const COMPACT_FLOOR: usize = 16;
+
+/// Shrinks a map to twice its length once it uses a quarter of its capacity or less.
+///
+/// Why: a hash map (and a vector) never gives back capacity on its own; after a 200-person
+/// exam the shard's maps kept room for 200 at every size (20 MiB of live heap on an
+/// idle node, measured with heaptrack and jemalloc's `stats.allocated` after the soak in
+/// BENCHMARKS.md). The quarter/twice hysteresis makes each shrink O(len) paid once per
+/// halving, so a room that fills and empties does not rehash on every tick.
+pub(crate) fn compact_map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > COMPACT_FLOOR && m.len() <= m.capacity() / 4 {
+        m.shrink_to((m.len() * 2).max(COMPACT_FLOOR));
+    }
+}
+
+/// [`compact_map`] for a vector.
+pub(crate) fn compact_vec<T>(v: &mut Vec<T>) {
+    if v.capacity() > COMPACT_FLOOR && v.len() <= v.capacity() / 4 {
+        v.shrink_to((v.len() * 2).max(COMPACT_FLOOR));
+    }
+}
+
+/// [`compact_map`] for a double-ended queue.
+pub(crate) fn compact_deque<T>(v: &mut VecDeque<T>) {
+    if v.capacity() > COMPACT_FLOOR && v.len() <= v.capacity() / 4 {
+        v.shrink_to((v.len() * 2).max(COMPACT_FLOOR));
+    }
+}
+
+impl ShardCore {
+    /// Gives back capacity the shard's containers no longer use (see [`compact_map`]).
+    /// Called every housekeeping tick; costs a few comparisons when nothing shrinks.
+    pub(super) fn compact(&mut self) {
+        compact_map(&mut self.rooms);
+        compact_map(&mut self.participants);
+        compact_map(&mut self.transports);
+        compact_map(&mut self.producers);
+        compact_map(&mut self.spans);
+        self.index.compact();
+        if self.timers.capacity() > COMPACT_FLOOR && self.timers.len() <= self.timers.capacity() / 4
+        {
+            self.timers
+                .shrink_to((self.timers.len() * 2).max(COMPACT_FLOOR));
+        }
+        // Per-turn buffers are empty between turns whatever the load, so they are only
+        // shrunk once the shard has nobody left (else they would regrow every turn).
+        if self.transports.is_empty() {
+            compact_vec(&mut self.dirty);
+            compact_vec(&mut self.forward_buf);
+            compact_deque(&mut self.transmits);
+            compact_deque(&mut self.events);
+            compact_deque(&mut self.peer_out);
+        }
+    }
+
+    /// No transport on this shard (its per-turn buffers may be given back).
+    pub fn is_idle(&self) -> bool {
+        self.transports.is_empty()
+    }
+
+    /// Capacity of the shard's largest containers, for tests of [`ShardCore::compact`].
+    pub fn capacities(&self) -> (usize, usize, usize, usize) {
+        (
+            self.transports.capacity(),
+            self.producers.capacity(),
+            self.participants.capacity(),
+            self.transmits.capacity(),
+        )
     }
 }

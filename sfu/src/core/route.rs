@@ -47,6 +47,12 @@ pub struct RouteIndex {
 }
 
 impl RouteIndex {
+    /// Gives back map capacity far above what is in use (see `ShardCore::compact`).
+    pub(super) fn compact(&mut self) {
+        super::compact_map(&mut self.by_addr);
+        super::compact_map(&mut self.by_ufrag);
+    }
+
     /// Route one datagram that arrived on `local_port` from `remote`.
     pub fn route(&self, local_port: u16, remote: SocketAddr, data: &[u8]) -> RouteDatagramTo {
         if let Some(t) = self.by_addr.get(&(local_port, remote)) {

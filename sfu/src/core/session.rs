@@ -648,6 +648,9 @@ impl ShardCore {
                 .set_extension(11, Extension::RepairedRtpStreamId)
                 .set_extension(13, Extension::VideoOrientation);
         }
+        // AV1 SVC: the dependency descriptor, answered to publishers that offer it and
+        // offered to subscribers (`av1_svc.rs`).
+        builder = builder.set_extension(av1_svc::EXTMAP_ID, av1_svc::extension());
         let mut rtc = builder
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -686,7 +689,7 @@ impl ShardCore {
             tid,
             Transport {
                 participant,
-                rtc,
+                rtc: Box::new(rtc),
                 port_idx,
                 ufrag,
                 next_ufrag: None,

@@ -75,9 +75,10 @@ struct Layer {
     window_start: Instant,
     /// Bits per second over the last closed window (0 before one closed).
     bitrate: u64,
-    last_packet: Instant,
+    /// None: declared by the publisher's shard (`Layers::declare`), no packet seen here.
+    last_packet: Option<Instant>,
     last_keyframe_request: Option<Instant>,
-    /// Picture size read from its last key frame (VP8 only; see [`frame_size`]).
+    /// Picture size read from its last key frame (VP8, VP9, H.264: `frame_size.rs`).
     size: Option<(u32, u32)>,
 }
 
@@ -131,7 +132,7 @@ impl Layers {
                     window_bytes: 0,
                     window_start: now,
                     bitrate: 0,
-                    last_packet: now,
+                    last_packet: Some(now),
                     last_keyframe_request: None,
                     size: None,
                 });
@@ -139,7 +140,7 @@ impl Layers {
                 self.layers.last_mut().expect("just pushed")
             }
         };
-        l.last_packet = now;
+        l.last_packet = Some(now);
         let elapsed = now.saturating_duration_since(l.window_start);
         if elapsed >= WINDOW {
             l.bitrate = l.window_bytes * 8 * 1_000_000 / (elapsed.as_micros() as u64).max(1);
@@ -158,7 +159,10 @@ impl Layers {
         let mut active: Vec<(u64, u8, Rid)> = self
             .layers
             .iter()
-            .filter(|l| now.saturating_duration_since(l.last_packet) < LAYER_TIMEOUT)
+            .filter(|l| {
+                l.last_packet
+                    .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+            })
             .map(|l| (l.bitrate, name_rank(l.rid.as_ref(), &names), l.rid))
             .collect();
         // Names tell the order when every layer has a known, distinct rank.
@@ -203,6 +207,50 @@ impl Layers {
             .collect();
     }
 
+    /// Layers the publisher's shard knows (lowest first, with the sizes it read), for a
+    /// mirror (`span.rs`): a layer that was off before this shard mirrored the producer
+    /// never reaches it, yet a subscriber here may want it (dynacast turns it on). A
+    /// declared layer is known but not active until a packet of it arrives; a size read
+    /// here wins over a declared one.
+    pub fn declare(&mut self, layers: &[(Rid, Option<(u32, u32)>)], now: Instant) {
+        for (rid, size) in layers {
+            match self.layers.iter_mut().find(|l| l.rid == *rid) {
+                Some(l) => {
+                    if l.size.is_none() {
+                        l.size = *size;
+                    }
+                }
+                None => self.layers.push(Layer {
+                    rid: *rid,
+                    window_bytes: 0,
+                    window_start: now,
+                    bitrate: 0,
+                    last_packet: None,
+                    last_keyframe_request: None,
+                    size: *size,
+                }),
+            }
+        }
+        self.rank(now);
+    }
+
+    /// Every known layer (lowest first) with the size read from its key frames, if any:
+    /// what a mirror is told ([`Layers::declare`]).
+    pub fn declared(&self) -> Vec<(Rid, Option<(u32, u32)>)> {
+        self.known
+            .iter()
+            .map(|r| {
+                (
+                    *r,
+                    self.layers
+                        .iter()
+                        .find(|l| l.rid == *r)
+                        .and_then(|l| l.size),
+                )
+            })
+            .collect()
+    }
+
     /// Record the picture size a key frame of `rid` announced.
     pub fn observe_size(&mut self, rid: Rid, size: (u32, u32)) {
         if let Some(l) = self.layers.iter_mut().find(|l| l.rid == rid)
@@ -214,7 +262,8 @@ impl Layers {
     }
 
     /// The picture size of each known layer (lowest first). RTP does not carry sizes,
-    /// so: a layer's size is what its last key frame said (VP8 key frames carry it);
+    /// so: a layer's size is what its last key frame said (VP8 and VP9 key frames and
+    /// H.264's SPS carry it, `frame_size.rs`);
     /// else derived from the nearest layer whose size is known, assuming each layer is
     /// twice the size of the one below (the usual `scaleResolutionDownBy` 4, 2, 1);
     /// else the top layer is taken as [`DEFAULT_TOP_SIZE`] and the others halve below it.
@@ -365,9 +414,9 @@ pub fn fills(layer: (u32, u32), view: (u32, u32)) -> bool {
 
 /// The picture size (width, height) a VP8 key frame's first packet carries (RFC 6386
 /// §9.1: after the 3-byte frame tag, the start code 9d 01 2a and two 14-bit sizes), or
-/// None when `payload` is not one.
-pub fn frame_size(codec: Codec, payload: &[u8]) -> Option<(u32, u32)> {
-    if codec != Codec::Vp8 || !vp8_keyframe(payload) {
+/// None when `payload` is not one. Other codecs: `frame_size.rs`.
+pub(super) fn vp8_frame_size(payload: &[u8]) -> Option<(u32, u32)> {
+    if !vp8_keyframe(payload) {
         return None;
     }
     let i = vp8_header_at(payload)?;
@@ -551,12 +600,11 @@ mod tests {
         let key = [
             0x90, 0x80, 0x81, 0x23, 0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x40, 0x41, 0xf0, 0x80,
         ];
-        assert_eq!(frame_size(Codec::Vp8, &key), Some((320, 240)));
-        assert_eq!(frame_size(Codec::Vp9, &key), None);
+        assert_eq!(vp8_frame_size(&key), Some((320, 240)));
         let mut delta = key;
         delta[4] = 0x11;
-        assert_eq!(frame_size(Codec::Vp8, &delta), None);
-        assert_eq!(frame_size(Codec::Vp8, &key[..12]), None, "truncated");
+        assert_eq!(vp8_frame_size(&delta), None);
+        assert_eq!(vp8_frame_size(&key[..12]), None, "truncated");
 
         let t0 = Instant::now();
         let mut l = Layers::default();

@@ -18,6 +18,8 @@
 //!   parks or stops its consumers as for a local departure.
 //! - `Keyframe`: a consumer of a mirror wants a key frame; the producer's shard asks the
 //!   publisher (its own throttle applies).
+//! - `Wants`: which of a mirrored video's layers the sender's subscribers want, when that
+//!   changed (dynacast, `adaptive.rs`); the producer's shard keeps it per shard.
 //! - `Media`: one RTP packet with what the forwarder computed about it ([`Incoming`]).
 //!
 //! Who hosts a room (`spans`) changes only through the placement's decisions, applied by
@@ -32,6 +34,7 @@ use str0m::media::Rid;
 use str0m::rtp::RtpPacket;
 
 use super::consumer::Incoming;
+use super::dynacast::LayerWant;
 use super::*;
 use crate::ids::{ParticipantId, TrackId};
 
@@ -45,6 +48,7 @@ impl std::fmt::Debug for PeerMsg {
             Msg::TrackGone { .. } => "track_gone",
             Msg::Left { .. } => "left",
             Msg::Keyframe { .. } => "keyframe",
+            Msg::Wants { .. } => "wants",
             Msg::Media(_) => "media",
         };
         f.write_str(kind)
@@ -64,6 +68,10 @@ pub(super) enum Msg {
         track: TrackId,
         rid: Option<Rid>,
     },
+    Wants {
+        track: TrackId,
+        want: LayerWant,
+    },
     Media(Arc<Relayed>),
 }
 
@@ -74,6 +82,8 @@ pub(super) struct MirrorInfo {
     owner: Grants,
     clock_rate: u32,
     params: Option<PayloadParams>,
+    /// Its simulcast layers as the producer's shard knows them (`Layers::declare`).
+    layers: Vec<(Rid, Option<(u32, u32)>)>,
 }
 
 /// One forwarded packet, shared by every shard that fans it out.
@@ -123,6 +133,10 @@ impl ShardCore {
         if let Some(peers) = self.spans.get_mut(&key) {
             peers.retain(|s| *s != shard);
         }
+        // Its subscribers are gone from the room: so are their wants (dynacast).
+        for p in self.producers.values_mut().filter(|p| p.room == key) {
+            p.shard_wants.retain(|(s, _)| *s != shard);
+        }
         let gone: Vec<TrackId> = self
             .producers
             .values()
@@ -138,6 +152,9 @@ impl ShardCore {
     pub fn span_clear(&mut self, room: &str) {
         let key = self.room_key(room);
         self.spans.remove(&key);
+        for p in self.producers.values_mut().filter(|p| p.room == key) {
+            p.shard_wants.clear();
+        }
         let mirrors: Vec<TrackId> = self
             .producers
             .values()
@@ -160,7 +177,7 @@ impl ShardCore {
     pub fn handle_peer(&mut self, now: Instant, from: usize, msg: PeerMsg) {
         match msg.0 {
             Msg::Media(r) => self.fan_out_relayed(&r, now),
-            Msg::Track(m) => self.upsert_mirror(from, *m),
+            Msg::Track(m) => self.upsert_mirror(from, *m, now),
             Msg::TrackGone { track } => {
                 if self
                     .producers
@@ -183,6 +200,7 @@ impl ShardCore {
                     }
                 }
             }
+            Msg::Wants { track, want } => self.take_shard_want(from, track, want, now),
         }
     }
 
@@ -239,6 +257,12 @@ impl ShardCore {
             .push_back((shard, PeerMsg(Msg::Keyframe { track, rid })));
     }
 
+    /// Tell the shard of mirror `track` what this shard's subscribers want of it.
+    pub(super) fn tell_wants(&mut self, shard: usize, track: TrackId, want: LayerWant) {
+        self.peer_out
+            .push_back((shard, PeerMsg(Msg::Wants { track, want })));
+    }
+
     fn mirror_info(&self, track: TrackId) -> Option<Box<MirrorInfo>> {
         let p = self.producers.get(&track)?;
         if !matches!(p.origin, Origin::Local(..)) {
@@ -250,6 +274,7 @@ impl ShardCore {
             owner: p.owner,
             clock_rate: p.clock_rate,
             params: p.params,
+            layers: p.layers.declared(),
         }))
     }
 
@@ -261,26 +286,30 @@ impl ShardCore {
             .unwrap_or_else(|| Arc::from(room))
     }
 
-    fn upsert_mirror(&mut self, from: usize, m: MirrorInfo) {
+    fn upsert_mirror(&mut self, from: usize, m: MirrorInfo, now: Instant) {
         let id = m.info.id;
         if let Some(p) = self.producers.get_mut(&id) {
             p.info.muted = m.info.muted;
+            if !m.layers.is_empty() {
+                p.layers.declare(&m.layers, now);
+            }
             return;
         }
         let room = self.room_key(&m.room);
         let owner = m.owner;
         self.ensure_room(&room);
-        self.producers.insert(
-            id,
-            Producer::new(
-                m.info,
-                room.clone(),
-                Origin::Remote(from),
-                owner,
-                m.clock_rate,
-                m.params,
-            ),
+        let mut mirror = Producer::new(
+            m.info,
+            room.clone(),
+            Origin::Remote(from),
+            owner,
+            m.clock_rate,
+            m.params,
         );
+        if !m.layers.is_empty() {
+            mirror.layers.declare(&m.layers, now);
+        }
+        self.producers.insert(id, mirror);
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
         };

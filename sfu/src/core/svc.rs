@@ -1,7 +1,10 @@
-//! Scalable video (VP9 SVC): one RTP stream carries several spatial layers (resolutions)
-//! and temporal layers (frame rates); a consumer forwards only those at or below its
-//! target, read from each packet's payload descriptor (`vp9.rs`). The simulcast
-//! counterpart is `simulcast.rs`: there each layer is its own stream.
+//! Scalable video (VP9 and AV1 SVC): one RTP stream carries several spatial layers
+//! (resolutions) and temporal layers (frame rates); a consumer forwards only those at or
+//! below its target. Where a packet's layers come from depends on the codec: VP9's payload
+//! descriptor (`vp9.rs`), AV1's dependency descriptor header extension (`av1_dd.rs`, with
+//! the per-stream template structure in `av1_svc.rs`); both become a [`LayerFrame`], and
+//! everything below is the same for both. The simulcast counterpart is `simulcast.rs`:
+//! there each layer is its own stream.
 //!
 //! - [`SvcLayers`] (per producer): bitrate per (spatial, temporal) layer, and the *ladder*
 //!   the stream allocator picks from, lowest first: the temporal layers of spatial layer 0
@@ -10,9 +13,10 @@
 //!   layers at or below it), so the allocator compares like with like.
 //! - [`SvcSelection`] (per consumer): what it forwards now. Changes take effect at a picture
 //!   start: down at any picture, temporal up at a switching point (U bit) or key frame,
-//!   spatial up only where the upper layer's frame is not inter-picture predicted (P = 0:
-//!   it needs only the lower layer of the same picture), which for Chromium's `L3T3_KEY`
-//!   means a key picture. The last packet of the highest forwarded spatial layer
+//!   spatial up only where the upper layer's frame is not inter-picture predicted (VP9's
+//!   P = 0, or an AV1 frame whose references all lie in the same picture: it needs only
+//!   the lower layer of the same picture), which for Chromium's `L3T3_KEY` means a key
+//!   picture. The last packet of the highest forwarded spatial layer
 //!   gets the marker bit: for the subscriber that is the end of the picture.
 //!
 //! Dropped packets leave no hole in the consumer's sequence numbers (`Rewriter::skip`), or
@@ -21,7 +25,6 @@
 use std::time::{Duration, Instant};
 
 use super::simulcast::{LAYER_TIMEOUT, Quality};
-use super::vp9::Descriptor;
 
 /// Layer indices are 3 bits.
 const MAX: usize = 8;
@@ -154,6 +157,41 @@ impl SvcLayers {
     }
 }
 
+/// What the SVC code needs to know about one packet, whatever the codec said it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerFrame {
+    /// Spatial layer (0..8).
+    pub sid: u8,
+    /// Temporal layer (0..8).
+    pub tid: u8,
+    /// The packet starts its layer frame.
+    pub begin: bool,
+    /// The packet ends its layer frame.
+    pub end: bool,
+    /// A temporal switching point: from here on a decoder on a lower temporal layer may
+    /// add this one (VP9's U bit; AV1: a decode target indication "switch").
+    pub switch_up: bool,
+    /// The frame references earlier pictures (VP9's P bit; AV1: a reference before the
+    /// picture's first frame). False: it needs at most the lower layers of its picture.
+    pub inter_picture: bool,
+    /// Spatial layers a scalability structure sent with this packet declares (a key
+    /// picture's: VP9's SS, AV1's template structure).
+    pub declares_spatial: Option<u8>,
+}
+
+impl LayerFrame {
+    /// This packet starts a picture a decoder can start from: the first packet of spatial
+    /// layer 0 of a key frame.
+    pub fn starts_keyframe(&self) -> bool {
+        self.begin && !self.inter_picture && self.sid == 0
+    }
+
+    /// This packet starts a new picture (its lowest spatial layer's first packet).
+    pub fn starts_picture(&self) -> bool {
+        self.begin && self.sid == 0
+    }
+}
+
 /// What a consumer does with one packet of an SVC stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SvcDecision {
@@ -180,7 +218,7 @@ pub struct SvcSelection {
 
 impl SvcSelection {
     /// Decide for one packet (`d`: its descriptor) given the target `want`.
-    pub fn decide(&mut self, d: &Descriptor, want: SvcLayer) -> SvcDecision {
+    pub fn decide(&mut self, d: &LayerFrame, want: SvcLayer) -> SvcDecision {
         let (ws, wt) = want;
         if d.starts_picture() {
             let key = d.starts_keyframe();
@@ -189,11 +227,11 @@ impl SvcSelection {
                 None => None,
                 Some((cs, ct)) => {
                     let s = if ws < cs || key { ws } else { cs };
-                    let up_point = d.layer.is_some_and(|l| l.switch_up);
+                    let up_point = d.switch_up;
                     let t = if wt < ct || key {
                         wt
-                    } else if wt > ct && up_point && d.tid() > ct {
-                        d.tid().min(wt)
+                    } else if wt > ct && up_point && d.tid > ct {
+                        d.tid.min(wt)
                     } else {
                         ct
                     };
@@ -209,43 +247,33 @@ impl SvcSelection {
         // needs only the layer below in this picture, which was forwarded (Chromium's key
         // pictures; also how a consumer reaches the top layer when the stream's first
         // picture reveals its layers one by one).
-        if d.begin && !d.inter_picture && d.sid() == cs + 1 && d.sid() <= ws {
-            cs = d.sid();
+        if d.begin && !d.inter_picture && d.sid == cs + 1 && d.sid <= ws {
+            cs = d.sid;
             self.current = Some((cs, ct));
             self.wants_keyframe = cs < ws;
         }
-        if d.sid() > cs || d.tid() > ct {
+        if d.sid > cs || d.tid > ct {
             return SvcDecision::DropLayer;
         }
         SvcDecision::Forward {
-            end_of_picture: d.end && d.sid() == cs,
+            end_of_picture: d.end && d.sid == cs,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::vp9::LayerIndex;
     use super::*;
 
-    fn pkt(sid: u8, tid: u8, key: bool, begin: bool, end: bool, u: bool) -> Descriptor {
-        Descriptor {
-            picture_id: None,
-            inter_picture: !key,
-            layer: Some(LayerIndex {
-                tid,
-                switch_up: u,
-                sid,
-                inter_layer: sid > 0 && key,
-            }),
-            flexible: false,
+    fn pkt(sid: u8, tid: u8, key: bool, begin: bool, end: bool, u: bool) -> LayerFrame {
+        LayerFrame {
+            sid,
+            tid,
             begin,
             end,
-            not_upper_ref: false,
-            tl0_pic_idx: Some(0),
-            resolutions: Vec::new(),
-            spatial_layers: None,
-            len: 3,
+            switch_up: u,
+            inter_picture: !key,
+            declares_spatial: None,
         }
     }
 

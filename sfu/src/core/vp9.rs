@@ -17,6 +17,8 @@
 //! descriptor is an error (fuzzed: `fuzz/fuzz_targets/vp9_descriptor.rs`); the core
 //! then forwards the packet as it came, outside the SVC path.
 
+use super::svc::LayerFrame;
+
 /// Why a VP9 payload descriptor could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vp9Error {
@@ -97,6 +99,21 @@ impl Descriptor {
     /// This packet starts a new picture (its lowest spatial layer's first packet).
     pub fn starts_picture(&self) -> bool {
         self.begin && self.sid() == 0
+    }
+
+    /// What the SVC code needs (`svc.rs`), when the descriptor has layer indices (an SVC
+    /// stream always sends them).
+    pub fn layer_frame(&self) -> Option<LayerFrame> {
+        let l = self.layer?;
+        Some(LayerFrame {
+            sid: l.sid,
+            tid: l.tid,
+            begin: self.begin,
+            end: self.end,
+            switch_up: l.switch_up,
+            inter_picture: self.inter_picture,
+            declares_spatial: self.spatial_layers,
+        })
     }
 }
 

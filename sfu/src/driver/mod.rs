@@ -331,6 +331,7 @@ impl Sfu {
                 ports: part.ports.clone(),
                 virtuals: HashMap::new(),
                 pending: part.pending,
+                on_idle: cfg.on_thread_idle,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("sfu-shard-{i}"))
@@ -680,6 +681,8 @@ struct ShardThread {
     /// Virtual remotes (hand-over to the co-located TURN relay); owned by this thread.
     virtuals: HashMap<SocketAddr, VirtualOut>,
     pending: Arc<AtomicBool>,
+    /// `SfuConfig::on_thread_idle`.
+    on_idle: Option<fn()>,
 }
 
 impl ShardThread {
@@ -844,6 +847,16 @@ impl ShardThread {
             }
             if last_stats.elapsed() >= Duration::from_millis(100) {
                 last_stats = Instant::now();
+                if self.core.is_idle() {
+                    // The send queues grew to the busiest turn's size; an idle shard
+                    // gives that back (core::compact_map says why).
+                    for q in &mut out {
+                        crate::core::compact_vec(q);
+                    }
+                    if let Some(hook) = self.on_idle {
+                        hook();
+                    }
+                }
                 let mut st = self.core.stats();
                 st.send_drops = total_send_drops;
                 st.latency_buckets = latency.latency_buckets;

@@ -3,10 +3,13 @@
 //! with seeded loss, jitter and reordering, on a virtual clock that jumps to the next
 //! event. No sockets, no threads, no sleeping: a failing seed replays exactly.
 //!
-//! One file on purpose (~850 lines): every test file includes it as `mod common`, and the
-//! simulated network, the clients and their media writers share one `Sim` state machine.
+//! One file on purpose: every test file includes it as `mod common`, and the simulated
+//! network, the clients and their media writers share one `Sim` state machine. Media
+//! sources that several test files drive live beside it (`layered.rs`).
 
 #![allow(dead_code, missing_docs)]
+
+pub mod layered;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -87,6 +90,8 @@ pub struct Got {
     pub at: Instant,
     pub pt: u8,
     pub marker: bool,
+    /// The AV1 dependency descriptor it carried (clients joined with `join_av1`).
+    pub dd: Option<Vec<u8>>,
 }
 
 pub struct Client {
@@ -113,8 +118,12 @@ pub struct Client {
     pub h264_only: bool,
     /// Both PCs offer RED for Opus (`red/48000/2`), as Chrome does.
     pub red: bool,
-    /// The PCs know only VP9 video (and Opus): it publishes VP9.
+    /// The PCs know only VP9 video (and Opus), and the dependency descriptor extension: it
+    /// publishes VP9.
     pub vp9: bool,
+    /// The PCs know only AV1 video (and Opus), with the dependency descriptor extension
+    /// (as Chromium offers it): it publishes AV1.
+    pub av1: bool,
     pub pub_mids: Vec<(Mid, MediaKind, Source)>,
     /// Last sequence number written per (m-line, simulcast layer): one RTP stream each.
     pub seq: HashMap<(Mid, Option<Rid>), u64>,
@@ -167,6 +176,7 @@ pub struct Sim {
     pending_h264_only: Option<usize>,
     pending_red: Option<usize>,
     pending_vp9: Option<usize>,
+    pending_av1: Option<usize>,
 }
 
 pub fn config() -> SfuConfig {
@@ -183,16 +193,55 @@ fn client_rtc(now: Instant, addr: SocketAddr) -> Rtc {
     rtc
 }
 
+/// The codecs a client's PCs know (see the `join_*` constructors).
+#[derive(Clone, Copy)]
+struct PeerKind {
+    h264_only: bool,
+    red: bool,
+    vp9: bool,
+    av1: bool,
+}
+
+impl Client {
+    fn peer_kind(&self) -> PeerKind {
+        PeerKind {
+            h264_only: self.h264_only,
+            red: self.red,
+            vp9: self.vp9,
+            av1: self.av1,
+        }
+    }
+}
+
 /// A client PC as its client was configured (H264-only or the default codecs).
-fn peer_rtc(h264_only: bool, red: bool, vp9: bool, now: Instant, addr: SocketAddr) -> Rtc {
+fn peer_rtc(kind: PeerKind, now: Instant, addr: SocketAddr) -> Rtc {
+    let PeerKind {
+        h264_only,
+        red,
+        vp9,
+        av1,
+    } = kind;
     if h264_only {
         h264_rtc(now, addr)
+    } else if av1 {
+        // The dependency descriptor at Chromium's id (13), not the server's (12).
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_av1(true)
+            .set_extension(13, sfu::core::av1_svc::extension())
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        rtc
     } else if vp9 {
+        // With the dependency descriptor, as Chromium offers it on every video m-line.
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp9(true)
+            .set_extension(13, sfu::core::av1_svc::extension())
             .build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         rtc
@@ -265,6 +314,7 @@ impl Sim {
             pending_h264_only: None,
             pending_red: None,
             pending_vp9: None,
+            pending_av1: None,
         }
     }
 
@@ -279,6 +329,13 @@ impl Sim {
     /// payloads, descriptor included, with `send_rtp`).
     pub fn join_vp9(&mut self, grants: Grants) -> usize {
         self.pending_vp9 = Some(self.clients.len());
+        self.join(grants)
+    }
+
+    /// Add a participant whose PCs know only AV1 video, with the dependency descriptor: it
+    /// publishes AV1 (descriptors go in `send_rtp_ext`'s extension values, `DdBytes`).
+    pub fn join_av1(&mut self, grants: Grants) -> usize {
+        self.pending_av1 = Some(self.clients.len());
         self.join(grants)
     }
 
@@ -330,6 +387,7 @@ impl Sim {
             h264_only: false,
             red: false,
             vp9: false,
+            av1: false,
             pub_mids: Vec::new(),
             seq: HashMap::new(),
             hold_answers: false,
@@ -344,6 +402,9 @@ impl Sim {
         }
         if self.pending_vp9.take() == Some(idx) {
             self.clients[idx].vp9 = true;
+        }
+        if self.pending_av1.take() == Some(idx) {
+            self.clients[idx].av1 = true;
         }
         self.pump_events();
         idx
@@ -373,16 +434,10 @@ impl Sim {
         let now = self.now;
         let addr = self.clients[idx].addr;
         let c = &mut self.clients[idx];
-        let (h264_only, red, vp9) = (c.h264_only, c.red, c.vp9);
+        let kind = c.peer_kind();
         // The publisher PC uses another local port than the subscriber PC.
         let rtc = c.pub_rtc.get_or_insert_with(|| {
-            peer_rtc(
-                h264_only,
-                red,
-                vp9,
-                now,
-                SocketAddr::new(addr.ip(), addr.port() + 1),
-            )
+            peer_rtc(kind, now, SocketAddr::new(addr.ip(), addr.port() + 1))
         });
         let mut api = rtc.sdp_api();
         let mut mids = Vec::new();
@@ -665,6 +720,12 @@ impl Sim {
                                             at: self.now,
                                             pt: *p.header.payload_type,
                                             marker: p.header.marker,
+                                            dd: p
+                                                .header
+                                                .ext_vals
+                                                .user_values
+                                                .get::<sfu::core::av1_svc::DdBytes>()
+                                                .map(|b| b.0.clone()),
                                         });
                                     }
                                     Event::KeyframeRequest(r) => {
@@ -857,6 +918,8 @@ impl Sim {
             Codec::H264
         } else if c.vp9 {
             Codec::Vp9
+        } else if c.av1 {
+            Codec::Av1
         } else {
             Codec::Vp8
         };
@@ -1032,10 +1095,8 @@ impl Sim {
     fn answer_offer(&mut self, idx: usize, sdp: &str) {
         let now = self.now;
         let c = &mut self.clients[idx];
-        let (h264_only, red, vp9, addr) = (c.h264_only, c.red, c.vp9, c.addr);
-        let rtc = c
-            .sub_rtc
-            .get_or_insert_with(|| peer_rtc(h264_only, red, vp9, now, addr));
+        let (kind, addr) = (c.peer_kind(), c.addr);
+        let rtc = c.sub_rtc.get_or_insert_with(|| peer_rtc(kind, now, addr));
         let answer = rtc
             .sdp_api()
             .accept_offer(SdpOffer::from_sdp_string(sdp).expect("offer parses"))
