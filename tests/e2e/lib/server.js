@@ -4,11 +4,15 @@
 // a test fails the server's own log is the first thing to read, so we keep it. Draining tests
 // also need to signal the server themselves and see how (and when) it exits.
 import { spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 
 const DEFAULT_HTTP = '127.0.0.1:5002';
 const LOG_LINES_KEPT = 4000;
 const running = new Set();
+let serverCount = 0;
 
 // A test runner that dies must not leave servers holding the ports.
 process.on('exit', () => {
@@ -96,8 +100,23 @@ export function spawnLogged(name, cmd, args, { env = {}, killAfterMs = 5000 } = 
  */
 export async function startServer({ args = [], http = DEFAULT_HTTP, env = {}, dev = true, startTimeoutMs = 20000 } = {}) {
   const httpArgs = http === DEFAULT_HTTP ? [] : ['--http', http];
-  const proc = spawnLogged(`studyroom ${http}`, studyroomBin(), [...(dev ? ['--dev'] : []), ...httpArgs, ...args],
+  // The focus spill file defaults to one per HTTP port in the temporary directory, and a
+  // server replays what an earlier one on that port left there (focus events reported as
+  // a tab closed while NATS was already stopped). Tests must not inherit each other's
+  // backlog, so each server gets its own file unless the test names one (restart tests).
+  const spillArgs = [];
+  let spill = null;
+  if (!args.includes('--focus-spill-path') && !env.STUDYROOM_FOCUS_SPILL_PATH) {
+    spill = path.join(os.tmpdir(), `studyroom-e2e-${process.pid}-${++serverCount}.spill`);
+    rmSync(spill, { force: true });
+    spillArgs.push('--focus-spill-path', spill);
+  }
+  const proc = spawnLogged(`studyroom ${http}`, studyroomBin(), [...(dev ? ['--dev'] : []), ...httpArgs, ...spillArgs, ...args],
     { env: { RUST_LOG: 'info', ...env } });
+  if (spill) {
+    const stop = proc.stop;
+    proc.stop = async () => { await stop(); rmSync(spill, { force: true }); };
+  }
   // A server listening on every address is reached on loopback.
   const baseUrl = `http://${http.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
   const server = { ...proc, baseUrl };
