@@ -27,13 +27,20 @@ const FRAME_INTERVAL: Duration = Duration::from_millis(33);
 const KEYFRAME_DELAY: Duration = Duration::from_millis(60);
 
 /// One packet's payload: a VP8 payload descriptor (S bit at a frame's first packet) and
-/// frame header (P bit clear on key frames), then the layer tag the test reads.
-fn payload(layer: usize, k: u8, key: bool, size: usize) -> Vec<u8> {
+/// frame header (P bit clear on key frames), then the layer tag and the frame number the
+/// test reads.
+fn payload(layer: usize, k: u8, key: bool, size: usize, frame: u32) -> Vec<u8> {
     let descriptor = if k == 0 { 0x10 } else { 0x00 };
     let header = if key { 0x00 } else { 0x01 };
     let mut p = vec![descriptor, header, layer as u8, k];
+    p.extend_from_slice(&frame.to_be_bytes());
     p.resize(size, 0xAB);
     p
+}
+
+/// The frame number of a video packet (see [`payload`]).
+fn frame_of(p: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(p.get(4..8)?.try_into().ok()?))
 }
 
 /// A simulcast camera (and optionally a microphone) that answers key-frame requests.
@@ -87,7 +94,7 @@ impl Publisher {
                     rid,
                     ts,
                     last,
-                    payload(layer, k, key, size),
+                    payload(layer, k, key, size, self.frame),
                 );
             }
         }
@@ -433,6 +440,96 @@ fn by_default_loss_moves_a_capped_listener_down_and_back_up_and_leaves_the_open_
     assert_eq!(current_layer(&sim, b), Some(2), "stays on top");
     eprintln!(
         "figures (loss-based): down {down:?} after the 800 kbit/s cap; back on top {back:?} after it lifted"
+    );
+}
+
+#[test]
+fn by_default_a_move_down_for_loss_stops_the_upper_layer_at_once() {
+    // Going on with the layer that does not fit until the lower layer's key frame comes
+    // keeps the bottleneck full, and that key frame then waits behind it (or is lost).
+    let (mut sim, mut p, b, _c) = room_with(23, common::config());
+    run_until_cond(&mut sim, &mut p, Duration::from_secs(10), |s| {
+        current_layer(s, b) == Some(2)
+    })
+    .expect("the listener on the top layer");
+    p.run(&mut sim, Duration::from_secs(2));
+    sim.clients[b].down = capped(800);
+    run_until_cond(&mut sim, &mut p, Duration::from_secs(15), |s| adapted(s, b))
+        .expect("the loss-based estimate caps the listener");
+    // Every frame from here on reaches the SFU after the decision.
+    let decided_at = p.frame;
+    let from = sim.clients[b].received.len();
+    p.run(&mut sim, Duration::from_secs(3));
+    let top_after: Vec<u32> = sim.clients[b].received[from..]
+        .iter()
+        .filter(|g| g.payload.first() != Some(&0xFF) && g.payload.get(2) == Some(&2))
+        .filter_map(|g| frame_of(&g.payload))
+        .filter(|f| *f >= decided_at)
+        .collect();
+    assert_eq!(
+        top_after,
+        Vec::<u32>::new(),
+        "no top-layer frame captured after the move down is forwarded"
+    );
+    let middle = layers_since(&sim, b, from)[1];
+    assert!(middle > 0, "the middle layer took over");
+}
+
+#[test]
+fn by_default_a_step_up_that_fills_a_deep_queue_is_undone_before_anything_is_dropped() {
+    // A downlink with a deep buffer (as LTE has): 900 kbit/s behind a 3 s queue. The
+    // middle layer fits; the top one does not, and sending it shows as a growing round
+    // trip seconds before the queue overflows.
+    let (mut sim, mut p, b, c) = room_with(27, common::config());
+    run_until_cond(&mut sim, &mut p, Duration::from_secs(10), |s| {
+        current_layer(s, b) == Some(2)
+    })
+    .expect("the listener on the top layer");
+    p.run(&mut sim, Duration::from_secs(2));
+    sim.clients[b].down = Link {
+        delay: Duration::from_millis(20),
+        rate_bps: 900_000,
+        queue: Duration::from_secs(3),
+        ..Link::default()
+    };
+    let dropped = sim.clients[b].down_queue.dropped;
+    run_until_cond(&mut sim, &mut p, Duration::from_secs(20), |s| {
+        current_layer(s, b) == Some(1)
+    })
+    .expect("moved down for the growing queue");
+    assert!(adapted(&sim, b));
+    // The queue drains; nothing may be dropped, trials or not.
+    let from = sim.clients[b].received.len();
+    let mut trials = 0;
+    let mut on_top = false;
+    let start = sim.now;
+    while sim.now - start < Duration::from_secs(40) {
+        p.send_frame(&mut sim);
+        let top = current_layer(&sim, b) == Some(2);
+        if top && !on_top {
+            trials += 1;
+        }
+        on_top = top;
+    }
+    assert_eq!(
+        sim.clients[b].down_queue.dropped - dropped,
+        0,
+        "neither the first move down nor a trial waited for the queue to overflow"
+    );
+    assert!(
+        layers_since(&sim, b, from)[1] > 0,
+        "the middle layer carried the picture"
+    );
+    // Trials undone before any loss do not lengthen the wait: one every hold (8 s), not
+    // 8, 16, 32 s apart.
+    assert!(trials >= 3, "trials in 40 s: {trials}");
+    assert_eq!(
+        current_layer(&sim, c),
+        Some(2),
+        "the open listener is unaffected"
+    );
+    eprintln!(
+        "figures (loss-based): {trials} trials in 40 s behind a 3 s queue, none dropped a packet"
     );
 }
 

@@ -12,6 +12,7 @@
 // (it keeps decoding, without freezes), the other listener is unaffected; below the
 // smallest layer the video is paused (`videoPaused` on the page, audio goes on) and it
 // resumes (`videoResumed`) when the cap is lifted. Judged with getStats and page events.
+import { writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHarness } from './lib/harness.js';
@@ -229,6 +230,9 @@ test('default (loss-based) adaptation: caps applied mid-call and lifted', { time
     });
   } finally {
     if (cap) cap.lift();
+    // The server's own account (STUDYROOM_LOG=studyroom_sfu::core::datapath=trace shows
+    // every loss report) when BENCH_SERVER_LOG names a file.
+    if (process.env.BENCH_SERVER_LOG) writeFileSync(process.env.BENCH_SERVER_LOG, h.server.logs());
   }
   console.log('loss-based figures:');
   for (const r of rows) console.log(JSON.stringify(r));

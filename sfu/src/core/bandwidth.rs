@@ -213,9 +213,13 @@ impl ShardCore {
                     } else {
                         FAILED_UP_WINDOW
                     };
+                    // (A trial undone by its growing queue before anything was lost cost
+                    // no picture: it does not lengthen the wait, so a link that frees up
+                    // is found again within one hold.)
+                    let failed = !loss_based || t.loss_estimate.last_cut_for_loss();
                     match c.last_up.take() {
                         Some(at) if now.saturating_duration_since(at) < window => {
-                            c.failed_ups = (c.failed_ups + 1).min(3);
+                            c.failed_ups = (c.failed_ups + u32::from(failed)).min(3);
                         }
                         Some(_) => c.failed_ups = 0,
                         None => {}
@@ -238,6 +242,11 @@ impl ShardCore {
                 );
                 c.target = *target;
                 c.hold_until = Some(now + hold);
+                // Down for loss: the link does not carry the layer it is on, so that
+                // layer stops at once (`Consumer::decide`), not at the lower one's key
+                // frame. (Not with `--bwe`: its delay-based estimate reads the gap as a
+                // link that recovered, and a capped listener then never settled.)
+                c.hard_down = !up && loss_based && t.loss_estimate.last_cut_for_loss();
                 let Some(track) = c.producer else { continue };
                 match (was_paused, *target == Target::Paused) {
                     (false, true) => {

@@ -93,6 +93,8 @@ impl Consumer {
                 cap = cap.min(layers.index_for_view((view.width, view.height)));
             }
         }
+        // (SVC drops its upper layers at the next picture anyway.)
+        let hard_down = std::mem::take(&mut self.hard_down);
         // VP9 with layer indices or AV1 with a dependency descriptor: the SVC path, even
         // while only one layer was seen (the first picture reveals its layers one by one).
         // Not for a simulcast layer (VP9 simulcast with temporal layers): there the RID
@@ -132,10 +134,24 @@ impl Consumer {
             };
         };
         self.await_keyframe = false;
-        match self
-            .sel
-            .decide(r, pkt.keyframe, layers.pick_capped(self.sel.quality, cap))
+        // A move down for congestion: the layer it was on does not fit the link, and going
+        // on sending it until the lower layer's key frame arrives keeps the bottleneck's
+        // queue full, so that key frame is late or lost (seconds in Chromium behind a
+        // 300 kbit/s cap). Stop it now; the picture holds until the key frame comes.
+        let before = self.sel.current;
+        if hard_down
+            && let Some(cur) = self.sel.current
+            && layers.rank_of(cur).is_some_and(|i| i > cap)
         {
+            self.sel.current = None;
+        }
+        let decision = self
+            .sel
+            .decide(r, pkt.keyframe, layers.pick_capped(self.sel.quality, cap));
+        if self.sel.current != before {
+            debug!(mid = %self.mid, from = ?before, to = ?self.sel.current, hard_down, "simulcast layer");
+        }
+        match decision {
             Decision::Forward => Verdict::Send {
                 end_of_picture: false,
             },

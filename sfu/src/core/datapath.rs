@@ -5,12 +5,12 @@
 
 use std::cmp::Reverse;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::media::Mid;
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use super::bandwidth::ALLOCATION_PERIOD;
 use super::route::{MAX_ADDRS_PER_TRANSPORT, RouteDatagramTo, Unroutable};
@@ -45,11 +45,27 @@ struct LossReport {
     sent_bytes: u64,
     loss_weighted: f64,
     loss_packets: u64,
+    /// The round trip of the last receiver report of the m-line that sent the most bytes
+    /// (video: the one whose queue matters; audio sends more packets, fewer bytes, and
+    /// browsers report on it only every few seconds).
+    rtt: Option<Duration>,
+    rtt_bytes: u64,
 }
 
 impl LossReport {
-    fn observe(&mut self, loss: Option<f32>, upstream: f32, sent_bytes: u64, packets: u64) {
+    fn observe(
+        &mut self,
+        loss: Option<f32>,
+        upstream: f32,
+        sent_bytes: u64,
+        packets: u64,
+        rtt: Option<Duration>,
+    ) {
         self.seen = true;
+        if rtt.is_some() && (self.rtt.is_none() || sent_bytes > self.rtt_bytes) {
+            self.rtt = rtt;
+            self.rtt_bytes = sent_bytes;
+        }
         self.sent_bytes += sent_bytes;
         if let Some(l) = loss {
             let weight = packets.max(1);
@@ -355,7 +371,7 @@ impl ShardCore {
                                     .and_then(|c| c.producer)
                                     .and_then(|p| self.producers.get(&p))
                                     .map_or(0.0, |p| p.upstream_loss.loss);
-                                report.observe(st.loss, upstream, sent, packets);
+                                report.observe(st.loss, upstream, sent, packets, st.rtt);
                             }
                         }
                         Event::MediaIngressStats(st) => {
@@ -398,11 +414,23 @@ impl ShardCore {
             // (not while the path is down: that loss is an outage).
             if report.seen && !t.ice_interrupted && t.disconnected_since.is_none() {
                 let loss = report.loss();
-                congested =
-                    t.loss_estimate
-                        .on_report(now, loss, report.loss_packets, report.sent_bytes)
-                        == loss_estimate::Change::Decreased;
+                congested = t.loss_estimate.on_report(
+                    now,
+                    loss,
+                    report.loss_packets,
+                    report.sent_bytes,
+                    report.rtt,
+                ) == loss_estimate::Change::Decreased;
                 t.estimate = t.loss_estimate.estimate();
+                trace!(
+                    transport = tid.0,
+                    loss = ?loss,
+                    packets = report.loss_packets,
+                    sent_bytes = report.sent_bytes,
+                    rtt_ms = ?report.rtt.map(|r| r.as_millis()),
+                    estimate_kbps = ?t.estimate.map(|e| e / 1000),
+                    "loss report"
+                );
                 if congested {
                     debug!(
                         transport = tid.0,

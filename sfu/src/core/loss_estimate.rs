@@ -80,8 +80,32 @@ pub const DECREASE_GRACE: Duration = Duration::from_millis(2500);
 /// which is an outage, not a link that is too slow.
 pub const PATH_GRACE: Duration = Duration::from_secs(3);
 /// A report interval longer than this (no packets, a stalled peer) grows the cap only
-/// this much.
-const MAX_GROWTH_STEP: Duration = Duration::from_secs(2);
+/// this much. Not shorter: while video is paused only audio is received, and browsers
+/// report on audio every ~5 s; a shorter bound slowed the growth that resumes the video
+/// to a third.
+const MAX_GROWTH_STEP: Duration = Duration::from_secs(5);
+/// A round trip this much above the lowest of the last [`RTT_WINDOW`] measured means a
+/// queue is building somewhere on the path: what is sent exceeds what the link carries.
+/// (Chromium behind a 300 kbit/s drop-tail bottleneck: 10-20 ms open, 90, 170, 300 ms in
+/// the seconds before the first loss; single spikes of 150-260 ms happen on a busy
+/// machine, so outside a step up's trial this only confirms loss.)
+pub const QUEUE_RISE: Duration = Duration::from_millis(100);
+/// During a step up's trial ([`LossEstimate::probing`]) a round trip this much above the
+/// baseline, and longer than the previous one, undoes the step: the queue that a layer
+/// too big for the link fills shows a second or two before it overflows (Chromium behind
+/// 300 kbit/s: +86-90 ms one report after a step up, loss in the next). A late report
+/// on a busy machine undoes a step that would have fit; that costs time on the lower
+/// layer, not picture, since nothing was lost.
+pub const TRIAL_RISE: Duration = Duration::from_millis(60);
+/// Outside a trial: a round trip this far above the baseline, growing in two fresh
+/// reports in a row, is a queue filling for seconds (a deep buffer that does not drop),
+/// far beyond the single late reports of a busy machine (150-260 ms).
+pub const BLOAT_RISE: Duration = Duration::from_millis(400);
+/// Fresh round trips the baseline is the lowest of.
+pub const RTT_WINDOW: usize = 10;
+/// What a step up that filled a queue (without loss yet) costs the cap: the rate sent
+/// while it did, less this share.
+pub const QUEUE_BACKOFF: f64 = 0.15;
 
 /// The loss-based estimate of one subscriber transport (see the module docs).
 #[derive(Debug, Default)]
@@ -96,6 +120,9 @@ pub struct LossEstimate {
     recent: VecDeque<f32>,
     /// When the previous report came.
     last_report: Option<Instant>,
+    /// When the previous report with a loss figure came (the cap grows for the time since:
+    /// rounds without a receiver report in between do not count as growth).
+    last_loss_report: Option<Instant>,
     /// The last decrease.
     last_decrease: Option<Instant>,
     /// Reports before this are not counted (the path was interrupted).
@@ -103,6 +130,18 @@ pub struct LossEstimate {
     /// A consumer just stepped up (a guess, there is no probing): until then one lossy
     /// report is enough to undo it.
     probe_until: Option<Instant>,
+    /// The last round trips measured (fresh ones only: str0m repeats the last receiver
+    /// report's until a new one comes), for the baseline.
+    rtts: VecDeque<Duration>,
+    /// The previous report's round trip.
+    last_rtt: Option<Duration>,
+    /// The last decrease answered loss (false: a growing queue, nothing lost).
+    cut_for_loss: bool,
+    /// Fresh reports in a row with a round trip [`BLOAT_RISE`] above the baseline, growing.
+    bloat_in_row: u32,
+    /// The round trip when the cap last went down: a queue still draining after the cut
+    /// reports round trips that lag behind it, and only one longer than this is news.
+    rtt_at_cut: Option<Duration>,
 }
 
 /// What one report changed.
@@ -117,22 +156,31 @@ pub enum Change {
 impl LossEstimate {
     /// One receiver-report interval: `loss` is the fraction the subscriber reported lost
     /// in it (None: no report came), with upstream gaps already subtracted, over `packets`
-    /// sent; `sent_bytes` what the transport sent since the previous call.
+    /// sent; `sent_bytes` what the transport sent since the previous call; `rtt` the round
+    /// trip of the last receiver report (None: none measured).
     pub fn on_report(
         &mut self,
         now: Instant,
         loss: Option<f32>,
         packets: u64,
         sent_bytes: u64,
+        rtt: Option<Duration>,
     ) -> Change {
         let since = self
             .last_report
             .replace(now)
             .map(|t| now.saturating_duration_since(t))
             .filter(|d| !d.is_zero());
+        let fresh = self.queue_signal(rtt);
+        let (rise, grew) = fresh.unwrap_or((Duration::ZERO, false));
+        let queueing = rise > QUEUE_RISE;
         let Some(loss) = loss.filter(|l| l.is_finite()) else {
             return Change::None;
         };
+        let since_loss_report = self
+            .last_loss_report
+            .replace(now)
+            .map(|t| now.saturating_duration_since(t));
         if self.ignore_until.is_some_and(|until| now < until) {
             return Change::None;
         }
@@ -144,23 +192,24 @@ impl LossEstimate {
         let inherent = self.recent.iter().copied().fold(INHERENT_MAX, f32::min);
         let congested = (loss - inherent).max(0.0);
         if congested > HIGH_LOSS && congested * packets as f32 >= MIN_LOST_PACKETS {
-            if self
-                .last_decrease
-                .is_some_and(|at| now.saturating_duration_since(at) < DECREASE_GRACE)
-            {
+            if self.in_grace(now) {
                 return Change::None;
             }
             self.high_in_row += 1;
             let probing = self.probe_until.is_some_and(|until| now < until);
-            let needed = if probing { 1 } else { HIGH_REPORTS };
+            // Loss with a queue behind it is congestion at once (random loss does not
+            // delay anything); loss alone waits for the second report.
+            let needed = if probing || queueing { 1 } else { HIGH_REPORTS };
             // The first interval's start is unknown, so is the rate sent in it.
             let Some(since) = since.filter(|_| self.high_in_row >= needed) else {
                 return Change::None;
             };
             // Counted afresh after a decrease, once its grace has passed.
             self.high_in_row = 0;
+            self.cut_for_loss = true;
             self.probe_until = None;
             self.last_decrease = Some(now);
+            self.rtt_at_cut = self.last_rtt;
             let sent_bps = sent_bytes as f64 * 8.0 / since.as_secs_f64();
             let target = ((sent_bps * (1.0 - 0.5 * f64::from(congested))) as u64).max(MIN_CAP_BPS);
             self.cap = Some(self.cap.map_or(target, |c| c.min(target)));
@@ -168,14 +217,100 @@ impl LossEstimate {
             return Change::Decreased;
         }
         self.high_in_row = 0;
-        if congested < LOW_LOSS
-            && let Some(c) = self.cap
+        // A step up that fills a queue does not fit, though nothing is lost yet: undo it
+        // before the queue overflows (that loss is what freezes the picture).
+        if self.probe_until.is_some_and(|until| now < until)
+            && rise > TRIAL_RISE
+            && grew
             && let Some(since) = since
+        {
+            self.probe_until = None;
+            self.cut_for_loss = false;
+            self.last_decrease = Some(now);
+            self.rtt_at_cut = self.last_rtt;
+            let sent_bps = sent_bytes as f64 * 8.0 / since.as_secs_f64();
+            let target = ((sent_bps * (1.0 - QUEUE_BACKOFF)) as u64).max(MIN_CAP_BPS);
+            self.cap = Some(self.cap.map_or(target, |c| c.min(target)));
+            self.adapted = true;
+            return Change::Decreased;
+        }
+        // A deep buffer (LTE keeps seconds) may never drop: a round trip far above the
+        // baseline and still growing in two fresh reports in a row is a link that does
+        // not carry what is sent, lost or not.
+        if fresh.is_some() {
+            if rise > BLOAT_RISE && grew && self.rtt_at_cut.is_none_or(|c| rtt > Some(c)) {
+                self.bloat_in_row += 1;
+            } else {
+                self.bloat_in_row = 0;
+            }
+        }
+        if self.bloat_in_row >= 2
+            && !self.in_grace(now)
+            && let Some(since) = since
+        {
+            self.bloat_in_row = 0;
+            self.probe_until = None;
+            self.cut_for_loss = false;
+            self.last_decrease = Some(now);
+            self.rtt_at_cut = self.last_rtt;
+            let sent_bps = sent_bytes as f64 * 8.0 / since.as_secs_f64();
+            let target = ((sent_bps * (1.0 - QUEUE_BACKOFF)) as u64).max(MIN_CAP_BPS);
+            self.cap = Some(self.cap.map_or(target, |c| c.min(target)));
+            self.adapted = true;
+            return Change::Decreased;
+        }
+        if congested < LOW_LOSS
+            && !queueing
+            && let Some(c) = self.cap
+            && let Some(since) = since_loss_report
         {
             let secs = since.min(MAX_GROWTH_STEP).as_secs_f64();
             self.cap = Some((c as f64 * GROWTH_PER_SEC.powf(secs)) as u64 + 1);
         }
         Change::None
+    }
+
+    /// Whether reports still describe what was sent before the last decrease took effect:
+    /// [`DECREASE_GRACE`] more than the last round trip: a receiver report measures a
+    /// sender report sent a round trip and up to a report interval before it came (and
+    /// a smooth switch down waits for a key frame), so behind a deep queue a report
+    /// describes what was sent after the cut only that much later.
+    fn in_grace(&self, now: Instant) -> bool {
+        let grace = self
+            .last_rtt
+            .map_or(DECREASE_GRACE, |r| DECREASE_GRACE.max(r + DECREASE_GRACE));
+        self.last_decrease
+            .is_some_and(|at| now.saturating_duration_since(at) < grace)
+    }
+
+    /// How far a fresh round trip is above the baseline (the lowest of the last
+    /// [`RTT_WINDOW`] fresh ones), and whether it is longer than the previous one; None
+    /// without a fresh one or a baseline.
+    fn queue_signal(&mut self, rtt: Option<Duration>) -> Option<(Duration, bool)> {
+        let rtt = rtt?;
+        let previous = self.last_rtt.replace(rtt);
+        if previous == Some(rtt) {
+            // The same receiver report as last time: no news.
+            return None;
+        }
+        let baseline = self.rtts.iter().min().copied();
+        if self.rtts.len() == RTT_WINDOW {
+            self.rtts.pop_front();
+        }
+        self.rtts.push_back(rtt);
+        let baseline = baseline?;
+        Some((
+            rtt.saturating_sub(baseline),
+            previous.is_some_and(|p| rtt > p),
+        ))
+    }
+
+    /// Whether the last decrease answered loss (then the layer that did not fit stops at
+    /// once); false after a trial undone by its growing queue alone (nothing was lost, so
+    /// the switch down may wait for the lower layer's key frame as usual, and the step
+    /// does not count as a failure that lengthens the next wait).
+    pub fn last_cut_for_loss(&self) -> bool {
+        self.cut_for_loss
     }
 
     /// The transport's path was interrupted and is back (see [`PATH_GRACE`]); the caller
@@ -220,7 +355,13 @@ mod tests {
     /// One report a second at `kbps` sent with `loss`.
     fn report(e: &mut LossEstimate, t0: Instant, s: u64, loss: Option<f32>, kbps: u64) -> Change {
         // About a packet per 8 kbit.
-        e.on_report(t0 + Duration::from_secs(s), loss, kbps / 8, kbps * 1000 / 8)
+        e.on_report(
+            t0 + Duration::from_secs(s),
+            loss,
+            kbps / 8,
+            kbps * 1000 / 8,
+            None,
+        )
     }
 
     #[test]
@@ -360,18 +501,112 @@ mod tests {
         assert_eq!(report(&mut e, t0, 10, Some(0.3), 300), Change::None);
     }
 
+    /// One report a second with a round trip of `rtt_ms`.
+    fn report_rtt(
+        e: &mut LossEstimate,
+        t0: Instant,
+        s: u64,
+        loss: f32,
+        kbps: u64,
+        rtt_ms: u64,
+    ) -> Change {
+        e.on_report(
+            t0 + Duration::from_secs(s),
+            Some(loss),
+            kbps / 8,
+            kbps * 1000 / 8,
+            Some(Duration::from_millis(rtt_ms)),
+        )
+    }
+
+    #[test]
+    fn loss_with_a_queue_behind_it_is_congestion_at_once() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        for s in 0..5 {
+            report_rtt(&mut e, t0, s, 0.0, 300, 15 + s);
+        }
+        // The queue fills (the round trip grows), then overflows: one report is enough.
+        assert_eq!(report_rtt(&mut e, t0, 5, 0.0, 300, 140), Change::None);
+        assert_eq!(report_rtt(&mut e, t0, 6, 0.2, 300, 230), Change::Decreased);
+        assert_near(e.estimate(), 270_000);
+    }
+
+    #[test]
+    fn random_loss_on_a_steady_round_trip_still_waits_for_a_second_report() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        for s in 0..5 {
+            report_rtt(&mut e, t0, s, 0.0, 300, 20 + s % 2);
+        }
+        assert_eq!(report_rtt(&mut e, t0, 5, 0.3, 300, 22), Change::None);
+        assert_eq!(report_rtt(&mut e, t0, 6, 0.0, 300, 21), Change::None);
+        assert_eq!(e.estimate(), None);
+    }
+
+    #[test]
+    fn a_step_up_that_fills_a_queue_is_undone_before_anything_is_lost() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        for s in 0..4 {
+            report_rtt(&mut e, t0, s, 0.0, 170, 10 + s);
+        }
+        report_rtt(&mut e, t0, 4, 0.3, 300, 12);
+        assert_eq!(report_rtt(&mut e, t0, 5, 0.3, 300, 11), Change::Decreased);
+        for s in 6..15 {
+            report_rtt(&mut e, t0, s, 0.0, 170, 10 + s % 3);
+        }
+        let before = e.estimate().unwrap();
+        // A step up to ~300 kbit/s on a link that carries less: the round trip climbs.
+        e.probing(t0 + Duration::from_secs(20));
+        assert!(e.last_cut_for_loss());
+        assert_eq!(report_rtt(&mut e, t0, 15, 0.0, 300, 12), Change::None);
+        assert_eq!(report_rtt(&mut e, t0, 16, 0.0, 300, 50), Change::None);
+        assert_eq!(
+            report_rtt(&mut e, t0, 17, 0.0, 300, 90),
+            Change::Decreased,
+            "undone at 90 ms, before the queue overflows"
+        );
+        assert_near(e.estimate(), 255_000.min(before));
+        assert!(!e.last_cut_for_loss(), "nothing was lost");
+    }
+
+    #[test]
+    fn outside_a_trial_a_queue_alone_moves_nothing_and_a_repeated_report_is_no_news() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        for s in 0..4 {
+            report_rtt(&mut e, t0, s, 0.0, 170, 10);
+        }
+        report_rtt(&mut e, t0, 4, 0.3, 300, 11);
+        report_rtt(&mut e, t0, 5, 0.3, 300, 12);
+        // A busy machine answers late: no loss, no trial, nothing moves (it only holds).
+        assert_eq!(report_rtt(&mut e, t0, 8, 0.0, 300, 11), Change::None);
+        let capped = e.estimate();
+        assert_eq!(report_rtt(&mut e, t0, 9, 0.0, 300, 260), Change::None);
+        assert_eq!(e.estimate(), capped, "held while the round trip is long");
+        assert_eq!(report_rtt(&mut e, t0, 10, 0.0, 300, 14), Change::None);
+        // In a trial, the same report again and again (no new one came) is no news.
+        e.probing(t0 + Duration::from_secs(20));
+        assert_eq!(report_rtt(&mut e, t0, 11, 0.0, 300, 90), Change::Decreased);
+        e.probing(t0 + Duration::from_secs(20));
+        for s in 12..15 {
+            assert_eq!(report_rtt(&mut e, t0, s, 0.0, 300, 90), Change::None);
+        }
+    }
+
     #[test]
     fn a_few_packets_lost_at_a_low_rate_are_noise() {
         let t0 = Instant::now();
         let mut e = LossEstimate::default();
         // 15 packets a second, 2 of them lost (13 %), again and again.
         for s in 0..20 {
-            e.on_report(t0 + Duration::from_secs(s), Some(0.13), 15, 20_000);
+            e.on_report(t0 + Duration::from_secs(s), Some(0.13), 15, 20_000, None);
         }
         assert_eq!(e.estimate(), None);
         // 7 of 15 lost (47 %; 39 % above the inherent 8 %) is a link that does not carry it.
-        e.on_report(t0 + Duration::from_secs(20), Some(0.47), 15, 20_000);
-        e.on_report(t0 + Duration::from_secs(21), Some(0.47), 15, 20_000);
+        e.on_report(t0 + Duration::from_secs(20), Some(0.47), 15, 20_000, None);
+        e.on_report(t0 + Duration::from_secs(21), Some(0.47), 15, 20_000, None);
         assert!(e.estimate().is_some());
     }
 

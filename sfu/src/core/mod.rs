@@ -317,6 +317,9 @@ struct Consumer {
     failed_ups: u32,
     /// After a pause (video without simulcast): forward from the next key frame on.
     await_keyframe: bool,
+    /// The allocator moved it down because its subscriber's link is congested: stop the
+    /// simulcast layer it is on at once if that is above the new one (`consumer.rs`).
+    hard_down: bool,
     /// The outgoing stream (by SSRC) whose retransmission cache and pacing were set up
     /// (`Consumer::write`); None until the first packet.
     tx_configured: Option<str0m::rtp::Ssrc>,

@@ -79,6 +79,7 @@ impl ShardCore {
             last_up: None,
             failed_ups: 0,
             await_keyframe: false,
+            hard_down: false,
             tx_configured: None,
             view: None,
             vp8_ids: Default::default(),

@@ -374,6 +374,11 @@ impl Layers {
         true
     }
 
+    /// Index (lowest first) of `rid` among the active layers.
+    pub fn rank_of(&self, rid: Rid) -> Option<usize> {
+        self.ranked.iter().position(|r| *r == rid)
+    }
+
     /// Known layers.
     pub fn rids(&self) -> impl Iterator<Item = Rid> + '_ {
         self.layers.iter().map(|l| l.rid)
