@@ -136,6 +136,7 @@ test('--bwe: a capped listener moves to the small layer, then pauses below it an
 
 const CAPS = (process.env.BENCH_CAPS || '150,300,600,1200').split(',').map(Number);
 const MEASURE_MS = Number(process.env.BENCH_MEASURE_MS || 20000);
+const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS || 8000);
 
 function pausedNow(page) {
   return page.evaluate(() => {
@@ -210,7 +211,9 @@ test('default (loss-based) adaptation: caps applied mid-call and lifted', { time
       const ports = (await udpPortsOf(b.page)).all;
       for (const kbps of CAPS) {
         await waitFor(() => onTop(b, a.id, top), { what: 'the capped listener back on top', timeoutMs: 120000 });
-        await new Promise((r) => setTimeout(r, 3000));
+        // Steady on top: past the step up's trial (6 s), in which any lossy report (the
+        // tc change itself drops a few packets) undoes the step that brought it back.
+        await new Promise((r) => setTimeout(r, SETTLE_MS));
         cap = downlinkCap(ports, kbps);
         const t0 = Date.now();
         // Adapted: it left the top layer, or its video paused (none within 20 s: not needed).

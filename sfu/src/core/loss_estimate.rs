@@ -40,10 +40,30 @@
 //!   never stays the minimum; random loss does not fall, so moving down for it would
 //!   ratchet a listener into a pause.
 //!
+//! The round trip of the receiver reports (str0m measures it from our sender reports) is
+//! the second signal: a queue filling at the bottleneck lengthens it seconds before the
+//! queue overflows, and random loss does not. Against a baseline (the lowest of the last
+//! [`RTT_WINDOW`] fresh round trips; a repeated one is the same report, no news):
+//!
+//! - **loss with a queue behind it** ([`QUEUE_RISE`] above the baseline) is congestion on
+//!   the first report, not the second;
+//! - **a queue growing in two reports in a row** above [`QUEUE_RISE`] moves down with
+//!   nothing lost yet: before a short buffer overflows, and at all behind a deep one that
+//!   never drops (LTE buffers seconds);
+//! - reports come a round trip late behind a deep queue, so after a cut they count only
+//!   once [`DECREASE_GRACE`] more than the round trip has passed.
+//!
 //! Moving back up is the allocator's business (`allocator.rs`, `bandwidth.rs`): a step up
-//! is a guess (nothing probes), so for a few seconds after one ([`LossEstimate::probing`])
-//! a single lossy report undoes it, and a step up undone soon after counts as failed and
-//! doubles the wait before the next.
+//! is a guess (nothing probes: str0m 0.25 offers no padding without its paced estimator),
+//! so for a few seconds after one ([`LossEstimate::probing`], the trial) a single lossy
+//! report undoes it, and so does a round trip [`TRIAL_RISE`] above the baseline and
+//! growing: the queue of a layer too big for the link shows a second before it overflows.
+//! A step undone for loss counts as failed and doubles the wait before the next; one
+//! undone by its queue alone cost no picture and does not.
+//!
+//! A cut for loss tells the consumers to stop the layer that did not fit at once
+//! ([`LossEstimate::last_cut_for_loss`], `Consumer::decide`): going on with it until the
+//! lower layer's key frame keeps the bottleneck full, and that key frame waits behind it.
 //!
 //! Sans-IO: reports and time come in as arguments.
 
@@ -86,21 +106,18 @@ pub const PATH_GRACE: Duration = Duration::from_secs(3);
 const MAX_GROWTH_STEP: Duration = Duration::from_secs(5);
 /// A round trip this much above the lowest of the last [`RTT_WINDOW`] measured means a
 /// queue is building somewhere on the path: what is sent exceeds what the link carries.
-/// (Chromium behind a 300 kbit/s drop-tail bottleneck: 10-20 ms open, 90, 170, 300 ms in
-/// the seconds before the first loss; single spikes of 150-260 ms happen on a busy
-/// machine, so outside a step up's trial this only confirms loss.)
+/// (Chromium behind a 300 kbit/s drop-tail bottleneck: 0-20 ms open, then 115, 161,
+/// 249 ms in the seconds before the first loss; single late reports of 150-260 ms happen
+/// on a busy machine, so one such report only confirms loss, and without loss it takes
+/// two in a row, growing.)
 pub const QUEUE_RISE: Duration = Duration::from_millis(100);
 /// During a step up's trial ([`LossEstimate::probing`]) a round trip this much above the
 /// baseline, and longer than the previous one, undoes the step: the queue that a layer
 /// too big for the link fills shows a second or two before it overflows (Chromium behind
-/// 300 kbit/s: +86-90 ms one report after a step up, loss in the next). A late report
+/// 300 kbit/s: +45-90 ms one report after a step up, loss in the next). A late report
 /// on a busy machine undoes a step that would have fit; that costs time on the lower
 /// layer, not picture, since nothing was lost.
-pub const TRIAL_RISE: Duration = Duration::from_millis(60);
-/// Outside a trial: a round trip this far above the baseline, growing in two fresh
-/// reports in a row, is a queue filling for seconds (a deep buffer that does not drop),
-/// far beyond the single late reports of a busy machine (150-260 ms).
-pub const BLOAT_RISE: Duration = Duration::from_millis(400);
+pub const TRIAL_RISE: Duration = Duration::from_millis(40);
 /// Fresh round trips the baseline is the lowest of.
 pub const RTT_WINDOW: usize = 10;
 /// What a step up that filled a queue (without loss yet) costs the cap: the rate sent
@@ -137,8 +154,8 @@ pub struct LossEstimate {
     last_rtt: Option<Duration>,
     /// The last decrease answered loss (false: a growing queue, nothing lost).
     cut_for_loss: bool,
-    /// Fresh reports in a row with a round trip [`BLOAT_RISE`] above the baseline, growing.
-    bloat_in_row: u32,
+    /// Fresh reports in a row with a round trip [`QUEUE_RISE`] above the baseline, growing.
+    queue_in_row: u32,
     /// The round trip when the cap last went down: a queue still draining after the cut
     /// reports round trips that lag behind it, and only one longer than this is news.
     rtt_at_cut: Option<Duration>,
@@ -234,21 +251,21 @@ impl LossEstimate {
             self.adapted = true;
             return Change::Decreased;
         }
-        // A deep buffer (LTE keeps seconds) may never drop: a round trip far above the
-        // baseline and still growing in two fresh reports in a row is a link that does
-        // not carry what is sent, lost or not.
+        // A queue growing report after report is a link that does not carry what is
+        // sent, lost or not: act before a short buffer overflows (the loss freezes the
+        // picture), and at all behind a deep one that never drops (LTE keeps seconds).
         if fresh.is_some() {
-            if rise > BLOAT_RISE && grew && self.rtt_at_cut.is_none_or(|c| rtt > Some(c)) {
-                self.bloat_in_row += 1;
+            if queueing && grew && self.rtt_at_cut.is_none_or(|c| rtt > Some(c)) {
+                self.queue_in_row += 1;
             } else {
-                self.bloat_in_row = 0;
+                self.queue_in_row = 0;
             }
         }
-        if self.bloat_in_row >= 2
+        if self.queue_in_row >= 2
             && !self.in_grace(now)
             && let Some(since) = since
         {
-            self.bloat_in_row = 0;
+            self.queue_in_row = 0;
             self.probe_until = None;
             self.cut_for_loss = false;
             self.last_decrease = Some(now);
@@ -530,6 +547,23 @@ mod tests {
         assert_eq!(report_rtt(&mut e, t0, 5, 0.0, 300, 140), Change::None);
         assert_eq!(report_rtt(&mut e, t0, 6, 0.2, 300, 230), Change::Decreased);
         assert_near(e.estimate(), 270_000);
+    }
+
+    #[test]
+    fn a_queue_growing_two_reports_in_a_row_moves_down_before_any_loss() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        for s in 0..5 {
+            report_rtt(&mut e, t0, s, 0.0, 300, 10 + s % 3);
+        }
+        assert_eq!(report_rtt(&mut e, t0, 5, 0.0, 300, 115), Change::None);
+        assert_eq!(report_rtt(&mut e, t0, 6, 0.0, 300, 161), Change::Decreased);
+        assert_near(e.estimate(), 255_000);
+        assert!(!e.last_cut_for_loss());
+        // The queue drains behind the cut; its late reports are not a second cut.
+        assert_eq!(report_rtt(&mut e, t0, 7, 0.0, 200, 240), Change::None);
+        assert_eq!(report_rtt(&mut e, t0, 8, 0.0, 200, 260), Change::None);
+        assert_near(e.estimate(), 255_000);
     }
 
     #[test]
