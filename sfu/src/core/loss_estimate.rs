@@ -118,6 +118,8 @@ pub const QUEUE_RISE: Duration = Duration::from_millis(100);
 /// on a busy machine undoes a step that would have fit; that costs time on the lower
 /// layer, not picture, since nothing was lost.
 pub const TRIAL_RISE: Duration = Duration::from_millis(40);
+/// A round trip grew when it is this much longer than the previous one (less is jitter).
+pub const GREW_BY: Duration = Duration::from_millis(10);
 /// Fresh round trips the baseline is the lowest of.
 pub const RTT_WINDOW: usize = 10;
 /// What a step up that filled a queue (without loss yet) costs the cap: the rate sent
@@ -318,7 +320,7 @@ impl LossEstimate {
         let baseline = baseline?;
         Some((
             rtt.saturating_sub(baseline),
-            previous.is_some_and(|p| rtt > p),
+            previous.is_some_and(|p| rtt > p + GREW_BY),
         ))
     }
 
@@ -335,6 +337,11 @@ impl LossEstimate {
     pub fn path_restored(&mut self, now: Instant) {
         self.ignore_until = Some(now + PATH_GRACE);
         self.high_in_row = 0;
+        // A new path (Wi-Fi to LTE) has its own round trip: a longer one is not a queue.
+        self.rtts.clear();
+        self.last_rtt = None;
+        self.queue_in_row = 0;
+        self.rtt_at_cut = None;
     }
 
     /// A consumer of this transport stepped up: until `until`, a single lossy report
@@ -564,6 +571,28 @@ mod tests {
         assert_eq!(report_rtt(&mut e, t0, 7, 0.0, 200, 240), Change::None);
         assert_eq!(report_rtt(&mut e, t0, 8, 0.0, 200, 260), Change::None);
         assert_near(e.estimate(), 255_000);
+    }
+
+    #[test]
+    fn a_longer_round_trip_after_a_network_switch_is_not_a_queue() {
+        let t0 = Instant::now();
+        let mut e = LossEstimate::default();
+        for s in 0..5 {
+            report_rtt(&mut e, t0, s, 0.0, 300, 20);
+        }
+        // Wi-Fi to LTE: ICE comes back on a path with a longer round trip.
+        e.path_restored(t0 + Duration::from_secs(5));
+        for (s, rtt) in [
+            (9, 150),
+            (10, 165),
+            (11, 152),
+            (12, 170),
+            (13, 158),
+            (14, 175),
+        ] {
+            assert_eq!(report_rtt(&mut e, t0, s, 0.0, 300, rtt), Change::None);
+        }
+        assert_eq!(e.estimate(), None);
     }
 
     #[test]
