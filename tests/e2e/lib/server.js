@@ -4,7 +4,7 @@
 // a test fails the server's own log is the first thing to read, so we keep it. Draining tests
 // also need to signal the server themselves and see how (and when) it exits.
 import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { appendFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -113,10 +113,14 @@ export async function startServer({ args = [], http = DEFAULT_HTTP, env = {}, de
   }
   const proc = spawnLogged(`studyroom ${http}`, studyroomBin(), [...(dev ? ['--dev'] : []), ...httpArgs, ...spillArgs, ...args],
     { env: { RUST_LOG: 'info', ...env } });
-  if (spill) {
-    const stop = proc.stop;
-    proc.stop = async () => { await stop(); rmSync(spill, { force: true }); };
-  }
+  const stop = proc.stop;
+  proc.stop = async () => {
+    await stop();
+    if (spill) rmSync(spill, { force: true });
+    // E2E_SERVER_LOG=path keeps the server's log (debugging a run: with STUDYROOM_LOG
+    // set to e.g. sfu::core::datapath=trace).
+    if (process.env.E2E_SERVER_LOG) appendFileSync(process.env.E2E_SERVER_LOG, proc.logs());
+  };
   // A server listening on every address is reached on loopback.
   const baseUrl = `http://${http.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
   const server = { ...proc, baseUrl };
