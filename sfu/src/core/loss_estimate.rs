@@ -51,13 +51,18 @@
 //!   nothing lost yet: before a short buffer overflows, and at all behind a deep one that
 //!   never drops (LTE buffers seconds);
 //! - reports come a round trip late behind a deep queue, so after a cut they count only
-//!   once [`DECREASE_GRACE`] more than the round trip has passed.
+//!   once [`DECREASE_GRACE`] more than the round trip has passed, and until a round trip
+//!   near the baseline shows the queue behind the cut drained, a queue alone does not
+//!   count and loss needs its second report (a slow bottleneck drains for seconds);
+//! - a new path (ICE back after a network switch) starts a new baseline.
 //!
 //! Moving back up is the allocator's business (`allocator.rs`, `bandwidth.rs`): a step up
 //! is a guess (nothing probes: str0m 0.25 offers no padding without its paced estimator),
 //! so for a few seconds after one ([`LossEstimate::probing`], the trial) a single lossy
 //! report undoes it, and so does a round trip [`TRIAL_RISE`] above the baseline and
 //! growing: the queue of a layer too big for the link shows a second before it overflows.
+//! Undoing a trial goes back to the rate sent before it ([`TRIAL_UNDO_HEADROOM`]), not
+//! lower.
 //! A step undone for loss counts as failed and doubles the wait before the next; one
 //! undone by its queue alone cost no picture and does not.
 //!
