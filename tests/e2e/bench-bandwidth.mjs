@@ -217,8 +217,19 @@ test('default (loss-based) adaptation: caps applied mid-call and lifted', { time
         cap = downlinkCap(ports, kbps);
         const t0 = Date.now();
         // Adapted: it left the top layer, or its video paused (none within 20 s: not needed).
-        const adapted = await waitFor(async () => !(await onTop(b, a.id, top)), { timeoutMs: 20000, intervalMs: 200 })
+        // BENCH_TRACE=1: the capped listener's decoder, sampled while it adapts (to line up
+        // with the server's log: when it switched, and when the browser showed it).
+        const trace = [];
+        const adapted = await waitFor(async () => {
+          if (process.env.BENCH_TRACE) {
+            const s = await camera(b.page, a.id);
+            trace.push([new Date().toISOString().slice(11, 23), s?.frameWidth, s?.framesReceived, s?.framesDecoded,
+              s?.keyFramesDecoded, s?.packetsLost, s?.nackCount, s?.pliCount, s?.freezeCount].join(' '));
+          }
+          return !(await onTop(b, a.id, top));
+        }, { timeoutMs: 20000, intervalMs: process.env.BENCH_TRACE ? 100 : 200 })
           .then(() => Date.now() - t0, () => null);
+        if (trace.length) console.log(`trace (time width received decoded keyframes lost nacks plis freezes):\n${trace.join('\n')}`);
         await new Promise((r) => setTimeout(r, 3000));
         const after = await measure(b, c, a.id);
         const tc = cap.lift();
