@@ -187,6 +187,15 @@ fn run_until_cond(
     None
 }
 
+/// Runs until subscriber `idx` is on the top layer (within 10 s), then 2 s more.
+fn settle_on_top(sim: &mut Sim, p: &mut Publisher, idx: usize) {
+    run_until_cond(sim, p, Duration::from_secs(10), |s| {
+        current_layer(s, idx) == Some(2)
+    })
+    .expect("the listener on the top layer");
+    p.run(sim, Duration::from_secs(2));
+}
+
 fn paused_events(sim: &Sim, who: usize) -> (usize, usize) {
     let id = sim.clients[who].id;
     let paused = sim
@@ -448,11 +457,7 @@ fn by_default_a_move_down_for_loss_stops_the_upper_layer_at_once() {
     // Going on with the layer that does not fit until the lower layer's key frame comes
     // keeps the bottleneck full, and that key frame then waits behind it (or is lost).
     let (mut sim, mut p, b, _c) = room_with(23, common::config());
-    run_until_cond(&mut sim, &mut p, Duration::from_secs(10), |s| {
-        current_layer(s, b) == Some(2)
-    })
-    .expect("the listener on the top layer");
-    p.run(&mut sim, Duration::from_secs(2));
+    settle_on_top(&mut sim, &mut p, b);
     sim.clients[b].down = capped(800);
     run_until_cond(&mut sim, &mut p, Duration::from_secs(15), |s| adapted(s, b))
         .expect("the loss-based estimate caps the listener");
@@ -481,11 +486,7 @@ fn by_default_a_step_up_that_fills_a_deep_queue_is_undone_before_anything_is_dro
     // middle layer fits; the top one does not, and sending it shows as a growing round
     // trip seconds before the queue overflows.
     let (mut sim, mut p, b, c) = room_with(27, common::config());
-    run_until_cond(&mut sim, &mut p, Duration::from_secs(10), |s| {
-        current_layer(s, b) == Some(2)
-    })
-    .expect("the listener on the top layer");
-    p.run(&mut sim, Duration::from_secs(2));
+    settle_on_top(&mut sim, &mut p, b);
     sim.clients[b].down = Link {
         delay: Duration::from_millis(20),
         rate_bps: 900_000,
@@ -536,11 +537,7 @@ fn by_default_a_step_up_that_fills_a_deep_queue_is_undone_before_anything_is_dro
 #[test]
 fn by_default_below_the_lowest_layer_video_pauses_audio_keeps_flowing_and_resumes() {
     let (mut sim, mut p, b, c) = room_with(23, common::config());
-    run_until_cond(&mut sim, &mut p, Duration::from_secs(10), |s| {
-        current_layer(s, b) == Some(2)
-    })
-    .expect("top layer on an open link");
-    p.run(&mut sim, Duration::from_secs(2));
+    settle_on_top(&mut sim, &mut p, b);
 
     // 100 kbit/s: not even the 150 kbit/s layer fits; audio (~50 kbit/s) does.
     sim.clients[b].down = capped(100);

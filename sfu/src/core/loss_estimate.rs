@@ -251,19 +251,9 @@ impl LossEstimate {
             };
             // Counted afresh after a decrease, once its grace has passed.
             self.high_in_row = 0;
-            self.cut_for_loss = true;
-            self.probe_until = None;
-            self.last_decrease = Some(now);
-            self.backlog = true;
-            let sent_bps = sent_bytes as f64 * 8.0 / since.as_secs_f64();
-            let mut target =
-                ((sent_bps * (1.0 - 0.5 * f64::from(congested))) as u64).max(MIN_CAP_BPS);
-            if probing {
-                target = target.max(self.trial_floor());
-            }
-            self.cap = Some(self.cap.map_or(target, |c| c.min(target)));
-            self.adapted = true;
-            return Change::Decreased;
+            let floor = if probing { self.trial_floor() } else { 0 };
+            let share = 1.0 - 0.5 * f64::from(congested);
+            return self.cut(now, sent_bytes, since, share, floor, true);
         }
         self.high_in_row = 0;
         // A step up that fills a queue does not fit, though nothing is lost yet: undo it
@@ -273,17 +263,8 @@ impl LossEstimate {
             && grew
             && let Some(since) = since
         {
-            self.probe_until = None;
-            self.cut_for_loss = false;
-            self.last_decrease = Some(now);
-            self.backlog = true;
-            let sent_bps = sent_bytes as f64 * 8.0 / since.as_secs_f64();
-            let target = ((sent_bps * (1.0 - QUEUE_BACKOFF)) as u64)
-                .max(self.trial_floor())
-                .max(MIN_CAP_BPS);
-            self.cap = Some(self.cap.map_or(target, |c| c.min(target)));
-            self.adapted = true;
-            return Change::Decreased;
+            let floor = self.trial_floor();
+            return self.cut(now, sent_bytes, since, 1.0 - QUEUE_BACKOFF, floor, false);
         }
         // A queue growing report after report is a link that does not carry what is
         // sent, lost or not: act before a short buffer overflows (the loss freezes the
@@ -300,15 +281,7 @@ impl LossEstimate {
             && let Some(since) = since
         {
             self.queue_in_row = 0;
-            self.probe_until = None;
-            self.cut_for_loss = false;
-            self.last_decrease = Some(now);
-            self.backlog = true;
-            let sent_bps = sent_bytes as f64 * 8.0 / since.as_secs_f64();
-            let target = ((sent_bps * (1.0 - QUEUE_BACKOFF)) as u64).max(MIN_CAP_BPS);
-            self.cap = Some(self.cap.map_or(target, |c| c.min(target)));
-            self.adapted = true;
-            return Change::Decreased;
+            return self.cut(now, sent_bytes, since, 1.0 - QUEUE_BACKOFF, 0, false);
         }
         if congested < LOW_LOSS
             && !queueing
@@ -382,6 +355,29 @@ impl LossEstimate {
     pub fn probing(&mut self, until: Instant) {
         self.probe_until = Some(until);
         self.trial_base_bps = self.last_sent_bps;
+    }
+
+    /// Lower the cap to `share` of what was sent in the interval (`sent_bytes` over
+    /// `since`), not below `floor` nor [`MIN_CAP_BPS`], and never raise it; `for_loss`: the
+    /// cut answers loss (see [`LossEstimate::last_cut_for_loss`]).
+    fn cut(
+        &mut self,
+        now: Instant,
+        sent_bytes: u64,
+        since: Duration,
+        share: f64,
+        floor: u64,
+        for_loss: bool,
+    ) -> Change {
+        self.probe_until = None;
+        self.cut_for_loss = for_loss;
+        self.last_decrease = Some(now);
+        self.backlog = true;
+        let sent_bps = sent_bytes as f64 * 8.0 / since.as_secs_f64();
+        let target = ((sent_bps * share) as u64).max(floor).max(MIN_CAP_BPS);
+        self.cap = Some(self.cap.map_or(target, |c| c.min(target)));
+        self.adapted = true;
+        Change::Decreased
     }
 
     /// Undoing a trial goes back to what was sent before it, with [`TRIAL_UNDO_HEADROOM`]
