@@ -16,9 +16,9 @@ import { writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHarness } from './lib/harness.js';
-import { inboundStats, waitFor, waitForVideoFrom } from './lib/stats.js';
+import { inboundStats, waitFor } from './lib/stats.js';
 import { udpPortsOf } from './lib/blackout.js';
-import { downlinkCap } from './lib/bottleneck.js';
+import { cappedRoom, downlinkCap } from './lib/bottleneck.js';
 
 const ROOM = 'e2e-bandwidth';
 
@@ -53,19 +53,7 @@ test('--bwe: a capped listener moves to the small layer, then pauses below it an
   let cap = null;
   try {
     await h.run(async () => {
-      const a = await h.join({ room: ROOM, name: 'Camera', query: { simulcast: 1 } });
-      const b = await h.join({ room: ROOM, name: 'Capped', publish: false });
-      const c = await h.join({ room: ROOM, name: 'Open', publish: false });
-      for (const v of [b, c]) {
-        await v.page.evaluate(() => {
-          window.__bw = [];
-          for (const ev of ['videoPaused', 'videoResumed']) {
-            window.studyroom.on(ev, (m) => window.__bw.push({ ev, ...m, at: Date.now() }));
-          }
-        });
-      }
-      await waitForVideoFrom(b, a.id);
-      await waitForVideoFrom(c, a.id);
+      const { a, b, c } = await cappedRoom(h, ROOM);
       // Both on the largest layer the camera sends (320 px here) before the cap.
       const top = await waitFor(async () => {
         const [wb, wc] = [(await camera(b.page, a.id))?.frameWidth, (await camera(c.page, a.id))?.frameWidth];
@@ -175,23 +163,6 @@ async function measure(b, c, id) {
   };
 }
 
-async function room(h) {
-  const a = await h.join({ room: ROOM, name: 'Camera', query: { simulcast: 1 } });
-  const b = await h.join({ room: ROOM, name: 'Capped', publish: false });
-  const c = await h.join({ room: ROOM, name: 'Open', publish: false });
-  for (const v of [b, c]) {
-    await v.page.evaluate(() => {
-      window.__bw = [];
-      for (const ev of ['videoPaused', 'videoResumed']) {
-        window.studyroom.on(ev, (m) => window.__bw.push({ ev, ...m, at: Date.now() }));
-      }
-    });
-  }
-  await waitForVideoFrom(b, a.id);
-  await waitForVideoFrom(c, a.id);
-  return { a, b, c };
-}
-
 // On the top layer and not paused, decoding.
 async function onTop(b, id, top) {
   return !(await pausedNow(b.page)) && (await camera(b.page, id))?.frameWidth === top;
@@ -203,7 +174,7 @@ test('default (loss-based) adaptation: caps applied mid-call and lifted', { time
   const rows = [];
   try {
     await h.run(async () => {
-      const { a, b, c } = await room(h);
+      const { a, b, c } = await cappedRoom(h, ROOM);
       const top = await waitFor(async () => {
         const [wb, wc] = [(await camera(b.page, a.id))?.frameWidth, (await camera(c.page, a.id))?.frameWidth];
         return wb && wb === wc && wb >= 320 ? wb : null;
@@ -257,7 +228,7 @@ test('before: the same 300 kbit/s cap with --no-adaptation', { timeout: 300000 }
   let cap = null;
   try {
     await h.run(async () => {
-      const { a, b, c } = await room(h);
+      const { a, b, c } = await cappedRoom(h, ROOM);
       await waitFor(async () => (await camera(b.page, a.id))?.frameWidth >= 320 || null,
         { what: 'the listener decodes the top layer', timeoutMs: 40000 });
       cap = downlinkCap((await udpPortsOf(b.page)).all, 300);

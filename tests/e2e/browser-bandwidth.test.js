@@ -12,9 +12,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHarness } from './lib/harness.js';
-import { inboundStats, waitFor, waitForVideoFrom } from './lib/stats.js';
+import { inboundStats, waitFor } from './lib/stats.js';
 import { udpPortsOf } from './lib/blackout.js';
-import { downlinkCap } from './lib/bottleneck.js';
+import { cappedRoom, downlinkCap } from './lib/bottleneck.js';
 
 const ROOM = 'e2e-bandwidth-default';
 const CAP_KBPS = 220;
@@ -50,11 +50,7 @@ test('by default a listener behind a slow downlink moves to the small layer and 
   let cap = null;
   try {
     await h.run(async () => {
-      const a = await h.join({ room: ROOM, name: 'Camera', query: { simulcast: 1 } });
-      const b = await h.join({ room: ROOM, name: 'Capped', publish: false });
-      const c = await h.join({ room: ROOM, name: 'Open', publish: false });
-      await waitForVideoFrom(b, a.id);
-      await waitForVideoFrom(c, a.id);
+      const { a, b, c } = await cappedRoom(h, ROOM);
       const top = await waitFor(async () => {
         const [wb, wc] = [(await camera(b.page, a.id))?.frameWidth, (await camera(c.page, a.id))?.frameWidth];
         return wb && wb === wc && wb >= 320 ? wb : null;

@@ -5,6 +5,7 @@
 // testing notes); a token bucket with a short queue is what a home router's downlink is.
 import { execFileSync } from 'node:child_process';
 import { assertInTestNamespace, clearTc } from './blackout.js';
+import { waitForVideoFrom } from './stats.js';
 
 const DEV = 'lo';
 
@@ -39,4 +40,26 @@ export function downlinkCap(ports, kbps, { queuePackets = 20 } = {}) {
     counters,
     lift() { const c = counters(); clearTc(); return c; },
   };
+}
+
+/**
+ * The bandwidth tests' room `room` in harness `h`: a simulcast camera `a` and two listeners,
+ * `b` (the one a test caps) and `c` (left open), both decoding `a` on return. Each listener
+ * records the server's `videoPaused`/`videoResumed` in `window.__bw` ({ev, ..., at}).
+ */
+export async function cappedRoom(h, room) {
+  const a = await h.join({ room, name: 'Camera', query: { simulcast: 1 } });
+  const b = await h.join({ room, name: 'Capped', publish: false });
+  const c = await h.join({ room, name: 'Open', publish: false });
+  for (const v of [b, c]) {
+    await v.page.evaluate(() => {
+      window.__bw = [];
+      for (const ev of ['videoPaused', 'videoResumed']) {
+        window.studyroom.on(ev, (m) => window.__bw.push({ ev, ...m, at: Date.now() }));
+      }
+    });
+  }
+  await waitForVideoFrom(b, a.id);
+  await waitForVideoFrom(c, a.id);
+  return { a, b, c };
 }
